@@ -1,0 +1,222 @@
+//! The PostgreSQL event store. Appends are one transaction of two set-based statements per batch (UNNEST),
+//! so a batch of hundreds of commands costs a few round trips. Global reads are gap-safe: every row
+//! records its inserting transaction id, and a reader only returns rows whose transaction is older than
+//! the oldest one still running (`pg_snapshot_xmin`), in `(tx_id, position)` order.
+
+use crate::model::{decode_event, AppendStatus, CommandCommit, CommandOutcome, CommandStatus, GlobalCursor, RecordedEvent};
+use crate::{EventStore, StoreError};
+use async_trait::async_trait;
+use domain::{CommandId, StreamId, EVENT_SCHEMA_VERSION};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use uuid::Uuid;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Clone, Debug)]
+pub struct PgEventStore {
+    pool: PgPool,
+}
+
+impl PgEventStore {
+    /// Connect lazily (the server may come up later) with short timeouts, so an outage is reported in
+    /// seconds instead of stalling the ingester.
+    pub fn connect_lazy(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy(url)
+            .map_err(|e| StoreError::Unavailable(format!("bad database url: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    /// Connect and run the migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let store = Self::connect_lazy(url)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(inner) => StoreError::from(inner),
+            other => StoreError::Refused(other.to_string()),
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// The event columns, as a literal so queries stay static strings.
+macro_rules! event_columns {
+    () => {
+        "position, tx_id, event_id, command_id, stream_id, stream_version, event_type, schema_version, payload, metadata, recorded_at"
+    };
+}
+
+fn event_from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+    let event_type: String = row.try_get("event_type")?;
+    let schema_version: i16 = row.try_get("schema_version")?;
+    let payload: serde_json::Value = row.try_get("payload")?;
+    let stream: String = row.try_get("stream_id")?;
+    let version: i64 = row.try_get("stream_version")?;
+    Ok(RecordedEvent {
+        position: row.try_get("position")?,
+        tx_id: row.try_get("tx_id")?,
+        event_id: row.try_get("event_id")?,
+        command_id: CommandId(row.try_get("command_id")?),
+        stream_id: StreamId::parse(&stream).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        stream_version: u64::try_from(version).map_err(|_| StoreError::Corrupt("stream_version".into()))?,
+        schema_version: u16::try_from(schema_version).unwrap_or(0),
+        event: decode_event(&event_type, i64::from(schema_version), &payload)?,
+        metadata: row.try_get("metadata")?,
+        recorded_at: row.try_get("recorded_at")?,
+    })
+}
+
+#[async_trait]
+impl EventStore for PgEventStore {
+    async fn append(&self, commits: &[CommandCommit]) -> Result<Vec<AppendStatus>, StoreError> {
+        if commits.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ids = Vec::with_capacity(commits.len());
+        let (mut actors, mut types, mut statuses, mut codes, mut reasons) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for c in commits {
+            let (status, code, reason) = c.status();
+            ids.push(c.envelope.command_id.0);
+            actors.push(c.envelope.actor.to_string());
+            types.push(c.envelope.command.name().to_owned());
+            statuses.push(status.to_owned());
+            codes.push(code);
+            reasons.push(reason);
+        }
+
+        let mut tx = self.pool.begin().await?;
+        let inserted: Vec<Uuid> = sqlx::query_scalar(
+            "INSERT INTO commands (command_id, actor, command_type, status, rejection_code, reason) \
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+             ON CONFLICT (command_id) DO NOTHING RETURNING command_id",
+        )
+        .bind(&ids)
+        .bind(&actors)
+        .bind(&types)
+        .bind(&statuses)
+        .bind(&codes)
+        .bind(&reasons)
+        .fetch_all(&mut *tx)
+        .await?;
+        let fresh: HashSet<Uuid> = inserted.into_iter().collect();
+
+        let (mut e_ids, mut e_cmds, mut e_streams, mut e_versions, mut e_types, mut e_schema, mut e_payloads, mut e_meta) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for c in commits.iter().filter(|c| fresh.contains(&c.envelope.command_id.0)) {
+            let metadata = c.metadata().to_string();
+            for (stream, version, event, event_id) in c.rows() {
+                e_ids.push(event_id);
+                e_cmds.push(c.envelope.command_id.0);
+                e_streams.push(stream.to_string());
+                e_versions.push(i64::try_from(version).map_err(|_| StoreError::Refused("version overflow".into()))?);
+                e_types.push(event.event_type().to_owned());
+                e_schema.push(EVENT_SCHEMA_VERSION as i16);
+                e_payloads.push(event.payload().to_string());
+                e_meta.push(metadata.clone());
+            }
+        }
+        if !e_ids.is_empty() {
+            sqlx::query(
+                "INSERT INTO events (event_id, command_id, stream_id, stream_version, event_type, schema_version, \
+                 payload, metadata) \
+                 SELECT e.event_id, e.command_id, e.stream_id, e.stream_version, e.event_type, e.schema_version, \
+                        e.payload::jsonb, e.metadata::jsonb \
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::int2[], $7::text[], \
+                             $8::text[]) WITH ORDINALITY \
+                      AS e(event_id, command_id, stream_id, stream_version, event_type, schema_version, payload, \
+                           metadata, ord) \
+                 ORDER BY e.ord",
+            )
+            .bind(&e_ids)
+            .bind(&e_cmds)
+            .bind(&e_streams)
+            .bind(&e_versions)
+            .bind(&e_types)
+            .bind(&e_schema)
+            .bind(&e_payloads)
+            .bind(&e_meta)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(commits
+            .iter()
+            .map(|c| if fresh.contains(&c.envelope.command_id.0) { AppendStatus::Appended } else { AppendStatus::Duplicate })
+            .collect())
+    }
+
+    async fn recorded(&self, ids: &[CommandId]) -> Result<Vec<CommandId>, StoreError> {
+        let raw: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
+        let found: Vec<Uuid> = sqlx::query_scalar("SELECT command_id FROM commands WHERE command_id = ANY($1)")
+            .bind(&raw)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(found.into_iter().map(CommandId).collect())
+    }
+
+    async fn read_streams(&self, streams: &[StreamId]) -> Result<HashMap<StreamId, Vec<RecordedEvent>>, StoreError> {
+        let names: Vec<String> = streams.iter().map(ToString::to_string).collect();
+        let rows = sqlx::query(concat!("SELECT ", event_columns!(), " FROM events WHERE stream_id = ANY($1) ORDER BY stream_id, stream_version"))
+        .bind(&names)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: HashMap<StreamId, Vec<RecordedEvent>> = HashMap::new();
+        for row in &rows {
+            let e = event_from_row(row)?;
+            out.entry(e.stream_id.clone()).or_default().push(e);
+        }
+        Ok(out)
+    }
+
+    async fn read_all(&self, after: GlobalCursor, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(concat!("SELECT ", event_columns!(), " FROM events \
+             WHERE (tx_id, position) > ($1, $2) \
+               AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+             ORDER BY tx_id, position LIMIT $3"))
+        .bind(after.tx_id)
+        .bind(after.position)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn command_outcome(&self, id: CommandId) -> Result<Option<CommandOutcome>, StoreError> {
+        let row = sqlx::query("SELECT status, rejection_code, reason FROM commands WHERE command_id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let status: String = row.try_get("status")?;
+        let positions: Vec<i64> =
+            sqlx::query_scalar("SELECT position FROM events WHERE command_id = $1 ORDER BY position")
+                .bind(id.0)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(Some(CommandOutcome {
+            status: if status == "rejected" { CommandStatus::Rejected } else { CommandStatus::Committed },
+            reason: row.try_get("reason")?,
+            rejection_code: row.try_get("rejection_code")?,
+            position: positions.last().copied(),
+            positions,
+        }))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

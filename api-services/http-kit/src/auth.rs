@@ -1,0 +1,215 @@
+//! JWT verification. Every service checks the bearer token itself (no internal header is trusted): the
+//! algorithm is pinned (HS256 here; `alg: none` and any other algorithm are refused), the signature, expiry
+//! (with a small clock-skew leeway) and, when configured, issuer and audience.
+
+use crate::problem::ApiError;
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The claims socialnet reads. `sub` is the acting user; `roles` may contain `admin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+}
+
+impl Claims {
+    pub fn is_admin(&self) -> bool {
+        self.roles.iter().any(|r| r == "admin")
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct AuthConfig {
+    pub hs256_secret: Vec<u8>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Allowed clock skew, seconds.
+    pub leeway_secs: u64,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("hs256_secret", &"<redacted>")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+pub struct JwtVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwtVerifier")
+    }
+}
+
+impl JwtVerifier {
+    pub fn new(config: &AuthConfig) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = config.leeway_secs;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &config.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &config.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        Self { key: DecodingKey::from_secret(&config.hs256_secret), validation }
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            let why = match e.kind() {
+                K::ExpiredSignature => "the token has expired",
+                K::InvalidSignature => "the token's signature is not valid",
+                K::InvalidAlgorithm | K::InvalidAlgorithmName => "the token's algorithm is not accepted",
+                K::InvalidAudience => "the token's audience is not accepted",
+                K::InvalidIssuer => "the token's issuer is not accepted",
+                K::ImmatureSignature => "the token is not valid yet",
+                K::MissingRequiredClaim(_) => "the token lacks a required claim (sub, exp)",
+                _ => "the token is malformed",
+            };
+            ApiError::unauthorized(why)
+        })?;
+        if data.claims.sub.is_empty() {
+            return Err(ApiError::unauthorized("the token's subject is empty"));
+        }
+        Ok(data.claims)
+    }
+}
+
+/// Sign a token (HS256) for `sub`, valid for `ttl`. Used by `socialnet token` and tests.
+pub fn mint_token(
+    secret: &[u8],
+    sub: &str,
+    ttl: Duration,
+    roles: &[String],
+    issuer: Option<&str>,
+    audience: Option<&str>,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let claims = Claims {
+        sub: sub.to_owned(),
+        iat: Some(now),
+        exp: now + ttl.as_secs(),
+        iss: issuer.map(str::to_owned),
+        aud: audience.map(str::to_owned),
+        roles: roles.to_vec(),
+    };
+    encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
+}
+
+/// The verified caller. Extracting it answers 401 (problem+json) when the token is missing or bad.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Claims);
+
+impl<S> FromRequestParts<S> for Authenticated
+where
+    Arc<JwtVerifier>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let verifier = Arc::<JwtVerifier>::from_ref(state);
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
+        let value = header.to_str().map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be 'Bearer <token>'"))?;
+        verifier.verify(token.trim()).map(Authenticated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verifier() -> JwtVerifier {
+        JwtVerifier::new(&AuthConfig { hs256_secret: b"secret".to_vec(), ..Default::default() })
+    }
+
+    #[test]
+    fn accepts_its_own_tokens() {
+        let t = mint_token(b"secret", "alice", Duration::from_secs(60), &[], None, None).unwrap();
+        assert_eq!(verifier().verify(&t).unwrap().sub, "alice");
+    }
+
+    #[test]
+    fn refuses_wrong_secret_expired_and_alg_none() {
+        let wrong = mint_token(b"other", "alice", Duration::from_secs(60), &[], None, None).unwrap();
+        assert_eq!(verifier().verify(&wrong).unwrap_err().status, 401);
+
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let claims = Claims { sub: "a".into(), exp: now - 3600, iat: None, iss: None, aud: None, roles: vec![] };
+        let expired = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"secret")).unwrap();
+        assert!(verifier().verify(&expired).unwrap_err().detail.contains("expired"));
+
+        // alg none: header {"alg":"none","typ":"JWT"}, valid claims, empty signature.
+        let b64 = |s: &str| {
+            use base64_like::encode_url;
+            encode_url(s.as_bytes())
+        };
+        let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&format!(r#"{{"sub":"a","exp":{}}}"#, now + 60)));
+        assert_eq!(verifier().verify(&none).unwrap_err().status, 401);
+    }
+
+    #[test]
+    fn checks_audience_and_issuer_when_configured() {
+        let v = JwtVerifier::new(&AuthConfig {
+            hs256_secret: b"s".to_vec(),
+            audience: Some("socialnet".into()),
+            issuer: Some("https://issuer".into()),
+            leeway_secs: 0,
+        });
+        let ok = mint_token(b"s", "a", Duration::from_secs(60), &[], Some("https://issuer"), Some("socialnet")).unwrap();
+        assert!(v.verify(&ok).is_ok());
+        let bad_aud = mint_token(b"s", "a", Duration::from_secs(60), &[], Some("https://issuer"), Some("x")).unwrap();
+        assert!(v.verify(&bad_aud).unwrap_err().detail.contains("audience"));
+        let bad_iss = mint_token(b"s", "a", Duration::from_secs(60), &[], Some("https://evil"), Some("socialnet")).unwrap();
+        assert!(v.verify(&bad_iss).unwrap_err().detail.contains("issuer"));
+    }
+
+    /// Minimal unpadded base64url, so the test needs no extra crate.
+    mod base64_like {
+        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        pub fn encode_url(input: &[u8]) -> String {
+            let mut out = String::new();
+            for chunk in input.chunks(3) {
+                let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+                let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+                let chars = chunk.len() + 1;
+                for i in 0..chars {
+                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                }
+            }
+            out
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! What every socialnet HTTP service shares: RFC 9457 problem-details errors, JWT verification (the token's
+//! `sub` is the actor), a JSON body extractor whose rejections are problem details too, and the
+//! operational routes (`/healthz`, `/readyz`, `/metrics`) with request metrics.
+
+mod auth;
+mod json;
+mod ops;
+mod problem;
+
+pub use auth::{AuthConfig, Authenticated, Claims, JwtVerifier, mint_token};
+pub use json::JsonBody;
+pub use ops::{Readiness, install_metrics_recorder, ops_routes, track_requests};
+pub use problem::ApiError;

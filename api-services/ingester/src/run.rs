@@ -1,0 +1,264 @@
+//! The ingester's loop: fetch a batch from each queue, process it, ack after commit; park in the backup
+//! store when the primary is down; retry with backoff; dead-letter what keeps failing.
+
+use crate::drain::{drain_backup, DrainError};
+use crate::processor::{Processed, Processor};
+use domain::CommandEnvelope;
+use eventstore::{BackupStore, StoreError};
+use queue::{CommandSource, Delivery};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct IngesterConfig {
+    pub batch_size: usize,
+    pub fetch_wait: Duration,
+    /// Deliveries before a failing message is dead-lettered.
+    pub max_deliver: u64,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// After the primary store failed, how long to park without trying it again.
+    pub primary_retry_after: Duration,
+}
+
+impl Default for IngesterConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 256,
+            fetch_wait: Duration::from_secs(1),
+            max_deliver: 5,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            primary_retry_after: Duration::from_secs(2),
+        }
+    }
+}
+
+impl IngesterConfig {
+    fn backoff(&self, delivered: u64) -> Duration {
+        let exp = u32::try_from(delivered.saturating_sub(1).min(16)).unwrap_or(16);
+        self.backoff_base.saturating_mul(2u32.saturating_pow(exp)).min(self.backoff_max)
+    }
+}
+
+pub struct Ingester {
+    config: IngesterConfig,
+    processor: Arc<Processor>,
+    backup: Option<BackupStore>,
+    /// Commands may be parked: new ones must wait behind them to keep the original order.
+    parked: AtomicBool,
+    primary_down_until: Mutex<Option<Instant>>,
+    drain_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Ingester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingester").field("config", &self.config).finish()
+    }
+}
+
+impl Ingester {
+    pub async fn new(config: IngesterConfig, processor: Arc<Processor>, backup: Option<BackupStore>) -> Arc<Self> {
+        // Another replica (or an earlier run) may have parked commands: assume so until a drain says not.
+        let parked = backup.is_some();
+        Arc::new(Self {
+            config,
+            processor,
+            backup,
+            parked: AtomicBool::new(parked),
+            primary_down_until: Mutex::new(None),
+            drain_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Consume one source until the task is aborted.
+    pub async fn run(self: Arc<Self>, source: Arc<dyn CommandSource>) {
+        let mut last_error_log = Instant::now() - Duration::from_secs(60);
+        loop {
+            match source.fetch(self.config.batch_size, self.config.fetch_wait).await {
+                Ok(batch) if batch.is_empty() => {
+                    self.maybe_drain().await;
+                }
+                Ok(batch) => self.handle(batch).await,
+                Err(e) => {
+                    if last_error_log.elapsed() > Duration::from_secs(10) {
+                        tracing::warn!(queue = source.name(), error = %e, "fetch failed; retrying");
+                        last_error_log = Instant::now();
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+
+    /// Run every source concurrently (primary and secondary queue) plus a periodic drain check.
+    pub async fn run_all(self: Arc<Self>, sources: Vec<Arc<dyn CommandSource>>) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for s in sources {
+            tasks.spawn(self.clone().run(s));
+        }
+        if self.backup.is_some() {
+            let me = self.clone();
+            tasks.spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    me.parked.store(true, Ordering::SeqCst);
+                    me.maybe_drain().await;
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    fn primary_resting(&self) -> bool {
+        let guard = self.primary_down_until.lock().unwrap_or_else(|p| p.into_inner());
+        guard.is_some_and(|t| Instant::now() < t)
+    }
+
+    fn mark_primary(&self, down: bool) {
+        let until = down.then(|| Instant::now() + self.config.primary_retry_after);
+        *self.primary_down_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
+    }
+
+    /// Drain parked commands if there may be any and the primary is not known to be down.
+    /// Returns true when nothing is parked any more.
+    async fn maybe_drain(&self) -> bool {
+        let Some(backup) = &self.backup else { return true };
+        if !self.parked.load(Ordering::SeqCst) {
+            return true;
+        }
+        if self.primary_resting() {
+            return false;
+        }
+        let _guard = self.drain_lock.lock().await;
+        match drain_backup(&self.processor, backup, self.config.batch_size).await {
+            Ok(_) => {
+                self.parked.store(false, Ordering::SeqCst);
+                self.mark_primary(false);
+                true
+            }
+            Err(DrainError::Backup(e)) => {
+                // Parked commands cannot be read now; keep writing to the primary rather than stall
+                // (they drain later, after newer commands: the one ordering loss we accept).
+                tracing::warn!(error = %e, "backup store unreadable; continuing on the primary");
+                true
+            }
+            Err(DrainError::Primary(e)) if e.is_unavailable() => {
+                self.mark_primary(true);
+                tracing::debug!(error = %e, "drain not possible yet");
+                false
+            }
+            Err(DrainError::Primary(e)) => {
+                // The primary refuses a parked command (not an outage): do not stall all new writes on it.
+                tracing::error!(error = %e, "a parked command is refused by the primary; it stays parked");
+                true
+            }
+        }
+    }
+
+    async fn handle(&self, batch: Vec<Delivery>) {
+        let started = Instant::now();
+        let mut envelopes = Vec::with_capacity(batch.len());
+        let mut deliveries = Vec::with_capacity(batch.len());
+        for d in batch {
+            match CommandEnvelope::decode(&d.payload) {
+                Ok(env) => {
+                    envelopes.push(env);
+                    deliveries.push(d);
+                }
+                // No retry can make an undecodable message decode: dead-letter it at once.
+                Err(reason) => self.give_up(&d, &reason).await,
+            }
+        }
+        if envelopes.is_empty() {
+            return;
+        }
+
+        let result = if self.maybe_drain().await {
+            self.processor.process(&envelopes).await
+        } else {
+            Err(StoreError::Unavailable("primary store down or parked commands not yet drained".into()))
+        };
+
+        match result {
+            Ok(outcomes) => {
+                for (d, o) in deliveries.iter().zip(&outcomes) {
+                    if let Processed::Rejected { reason } = o {
+                        tracing::debug!(msg_id = ?d.msg_id, reason, "command rejected");
+                    }
+                    ack(d).await;
+                }
+                metrics::histogram!("socialnet_ingester_batch_seconds").record(started.elapsed().as_secs_f64());
+            }
+            Err(e) if e.is_unavailable() => {
+                self.mark_primary(true);
+                self.park_or_retry(&envelopes, &deliveries, &e).await;
+            }
+            Err(e) => {
+                // Something in the batch is refused: find which by processing one by one.
+                tracing::warn!(error = %e, "batch refused; isolating the failing commands");
+                let results = self.processor.process_each(&envelopes).await;
+                for (d, r) in deliveries.iter().zip(results) {
+                    match r {
+                        Ok(_) => ack(d).await,
+                        Err(e) if e.is_unavailable() => self.retry(d).await,
+                        Err(e) => self.fail(d, &e.to_string()).await,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn park_or_retry(&self, envelopes: &[CommandEnvelope], deliveries: &[Delivery], cause: &StoreError) {
+        if let Some(backup) = &self.backup {
+            match backup.park(envelopes).await {
+                Ok(()) => {
+                    self.parked.store(true, Ordering::SeqCst);
+                    metrics::counter!("socialnet_ingester_parked_total").increment(envelopes.len() as u64);
+                    tracing::warn!(count = envelopes.len(), cause = %cause, "primary store down: parked in backup");
+                    for d in deliveries {
+                        ack(d).await;
+                    }
+                    return;
+                }
+                Err(e) => tracing::error!(error = %e, cause = %cause, "primary and backup store both unavailable"),
+            }
+        } else {
+            tracing::warn!(cause = %cause, "event store unavailable; will retry");
+        }
+        // Store outages are not the message's fault: retry without counting toward the dead-letter limit.
+        for d in deliveries {
+            let _ = d.retry_later(self.config.backoff_base).await;
+        }
+    }
+
+    async fn retry(&self, d: &Delivery) {
+        let _ = d.retry_later(self.config.backoff(d.delivered)).await;
+    }
+
+    /// A message failed: retry with backoff, or dead-letter it once it has used up its deliveries.
+    async fn fail(&self, d: &Delivery, reason: &str) {
+        if d.delivered >= self.config.max_deliver {
+            self.give_up(d, reason).await;
+        } else {
+            tracing::warn!(msg_id = ?d.msg_id, delivered = d.delivered, reason, "command failed; will retry");
+            self.retry(d).await;
+        }
+    }
+
+    async fn give_up(&self, d: &Delivery, reason: &str) {
+        tracing::error!(msg_id = ?d.msg_id, delivered = d.delivered, reason, "dead-lettering command");
+        metrics::counter!("socialnet_ingester_dead_lettered_total").increment(1);
+        if let Err(e) = d.dead_letter(reason).await {
+            tracing::error!(error = %e, "could not dead-letter; the message will be redelivered");
+        }
+    }
+}
+
+async fn ack(d: &Delivery) {
+    if let Err(e) = d.ack().await {
+        // The command is committed; a redelivery will be recognised as a duplicate.
+        tracing::warn!(error = %e, msg_id = ?d.msg_id, "ack failed after commit");
+    }
+}

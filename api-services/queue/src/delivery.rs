@@ -1,0 +1,85 @@
+//! One delivered message and what the consumer can do with it: ack after commit, retry later, or give up
+//! and dead-letter it with a reason.
+
+use crate::memory::MemoryQueue;
+use crate::jetstream::JetStreamQueue;
+use crate::QueueError;
+use async_nats::jetstream::{AckKind, Message};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) enum Handle {
+    JetStream { message: Message, queue: Arc<JetStreamQueue> },
+    Memory { queue: MemoryQueue, id: u64 },
+}
+
+/// A message handed to the ingester. Drop it without acking and it is redelivered later.
+pub struct Delivery {
+    pub payload: Bytes,
+    /// The command id it was published under (`Nats-Msg-Id`), when present.
+    pub msg_id: Option<String>,
+    /// How many times this message has been delivered, this time included.
+    pub delivered: u64,
+    pub(crate) handle: Handle,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery").field("msg_id", &self.msg_id).field("delivered", &self.delivered).finish()
+    }
+}
+
+impl Delivery {
+    /// Acknowledge: the command is durably recorded and must not come back.
+    pub async fn ack(&self) -> Result<(), QueueError> {
+        match &self.handle {
+            Handle::JetStream { message, .. } => {
+                message.ack().await.map_err(|e| QueueError::Unavailable(e.to_string()))
+            }
+            Handle::Memory { queue, id } => {
+                queue.ack(*id);
+                Ok(())
+            }
+        }
+    }
+
+    /// Ask for redelivery after `delay` (backoff).
+    pub async fn retry_later(&self, delay: Duration) -> Result<(), QueueError> {
+        match &self.handle {
+            Handle::JetStream { message, .. } => message
+                .ack_with(AckKind::Nak(Some(delay)))
+                .await
+                .map_err(|e| QueueError::Unavailable(e.to_string())),
+            Handle::Memory { queue, id } => {
+                queue.nak(*id, delay);
+                Ok(())
+            }
+        }
+    }
+
+    /// Move the message to the dead-letter queue with `reason`, then ack it here.
+    pub async fn dead_letter(&self, reason: &str) -> Result<(), QueueError> {
+        match &self.handle {
+            Handle::JetStream { message, queue } => {
+                queue.publish_dead_letter(message, self.msg_id.as_deref(), self.delivered, reason).await?;
+                message.ack().await.map_err(|e| QueueError::Unavailable(e.to_string()))
+            }
+            Handle::Memory { queue, id } => {
+                queue.dead_letter(*id, reason);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A message that failed too often, as the DLQ shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLetter {
+    /// Its sequence in the dead-letter queue (what `requeue` takes).
+    pub sequence: u64,
+    pub command_id: Option<String>,
+    pub reason: String,
+    pub deliveries: u64,
+    pub payload: String,
+}

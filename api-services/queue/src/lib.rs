@@ -1,0 +1,66 @@
+//! The command queue between the write API and the ingester. The write API publishes each command once
+//! (deduplicated by command id) and answers `202` only after the queue acknowledged it; the ingester pulls
+//! batches, acks after commit, retries failures with backoff and moves a message that keeps failing to the
+//! dead-letter queue with its reason. NATS JetStream in production (a primary and a secondary server), an
+//! in-process queue in dev mode.
+
+mod delivery;
+mod failover;
+mod jetstream;
+mod memory;
+
+pub use delivery::{DeadLetter, Delivery};
+pub use failover::FailoverPublisher;
+pub use jetstream::{JetStreamQueue, JetStreamSource, QueueNames};
+pub use memory::MemoryQueue;
+
+use async_trait::async_trait;
+use domain::CommandEnvelope;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// No queue server took the message (or answered in time): the caller should retry later.
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    /// The queue refused the request itself (bad subject, message too large, unknown sequence).
+    #[error("queue refused the request: {0}")]
+    Refused(String),
+}
+
+/// Where a published command landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishReceipt {
+    /// Which queue took it (`primary`, `secondary`, `memory`).
+    pub queue: String,
+    pub sequence: u64,
+    /// The queue had already seen this command id within its deduplication window.
+    pub duplicate: bool,
+}
+
+/// The write API's side: durably enqueue a command.
+#[async_trait]
+pub trait CommandPublisher: Send + Sync {
+    async fn publish(&self, envelope: &CommandEnvelope) -> Result<PublishReceipt, QueueError>;
+    /// Whether at least one queue is reachable now (for `/readyz`).
+    async fn ready(&self) -> bool;
+}
+
+/// The ingester's side: pull what is waiting.
+#[async_trait]
+pub trait CommandSource: Send + Sync {
+    /// Up to `max` messages, waiting at most `wait` for the first one; an empty batch means none came.
+    async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError>;
+    /// A name for logs and metrics.
+    fn name(&self) -> &str;
+}
+
+/// The operator's side of the error queue: `socialnet admin dlq list|requeue|purge`.
+#[async_trait]
+pub trait DeadLetterQueue: Send + Sync {
+    async fn list(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError>;
+    /// Put one dead letter (by its DLQ sequence) back on the command queue; false if there is no such one.
+    async fn requeue(&self, sequence: u64) -> Result<bool, QueueError>;
+    /// Drop every dead letter; returns how many.
+    async fn purge(&self) -> Result<u64, QueueError>;
+}
