@@ -36,3 +36,22 @@ fn from_rejection(rejection: JsonRejection) -> ApiError {
         _ => ApiError::bad_request(text),
     }
 }
+
+/// `Path<T>` whose rejection is a problem-details 400 instead of plain text.
+#[derive(Debug, Clone)]
+pub struct PathParams<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for PathParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Self(v)),
+            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+        }
+    }
+}

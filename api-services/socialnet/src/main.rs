@@ -1,1 +1,23 @@
-fn main() {}
+//! `socialnet`: the one binary of every socialnet role. It only parses flags and wires the libraries
+//! together; everything it runs lives in the service crates.
+
+mod bench;
+mod cli;
+mod config;
+mod roles;
+mod serve;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    config::init_tracing();
+    match roles::run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("socialnet: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

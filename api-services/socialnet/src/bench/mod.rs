@@ -1,0 +1,35 @@
+//! Benchmarks against real servers, run by hand or by `make bench`; never part of the tests.
+//! Each compares socialnet with the raw limit of the server underneath, measured in the same run.
+
+mod http_load;
+mod write;
+
+use clap::{Args, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub which: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Bench {
+    /// The write path: HTTP → write API → JetStream → ingester → PostgreSQL, against raw JetStream.
+    Write(write::WriteBenchArgs),
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    match args.which {
+        Bench::Write(a) => write::run(a).await,
+    }
+}
+
+/// Latency percentiles (microseconds) of a sample.
+pub fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}

@@ -1,0 +1,146 @@
+//! Flags shared by several roles, and the wiring they imply (store, queue and auth set-up).
+
+use anyhow::{Context, bail};
+use clap::Args;
+use eventstore::{BackupStore, PgEventStore};
+use http_kit::{AuthConfig, JwtVerifier};
+use queue::{JetStreamQueue, QueueNames};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Args, Clone)]
+pub struct StoreArgs {
+    /// PostgreSQL URL of the primary event store.
+    #[arg(long, env = "SOCIALNET_DATABASE_URL")]
+    pub database_url: String,
+    /// PostgreSQL URL of the backup event store (used while the primary is down).
+    #[arg(long, env = "SOCIALNET_BACKUP_DATABASE_URL")]
+    pub backup_database_url: Option<String>,
+}
+
+impl StoreArgs {
+    pub fn primary(&self) -> anyhow::Result<PgEventStore> {
+        PgEventStore::connect_lazy(&self.database_url).context("primary event store")
+    }
+
+    pub fn backup(&self) -> anyhow::Result<Option<BackupStore>> {
+        self.backup_database_url
+            .as_deref()
+            .map(|url| PgEventStore::connect_lazy(url).map(BackupStore::new).context("backup event store"))
+            .transpose()
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct QueueArgs {
+    /// NATS URL of the primary JetStream server.
+    #[arg(long, env = "SOCIALNET_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// NATS URL of the secondary JetStream server (used while the primary is down).
+    #[arg(long, env = "SOCIALNET_NATS_SECONDARY_URL")]
+    pub nats_secondary_url: Option<String>,
+    /// Prefix of the stream names (`{P}_COMMANDS`, `{P}_DLQ`); subjects use it in lower case.
+    #[arg(long, env = "SOCIALNET_QUEUE_PREFIX", default_value = "SOCIAL")]
+    pub queue_prefix: String,
+    /// Publish timeout per queue server, milliseconds.
+    #[arg(long, env = "SOCIALNET_QUEUE_TIMEOUT_MS", default_value_t = 2000)]
+    pub queue_timeout_ms: u64,
+}
+
+impl QueueArgs {
+    pub fn names(&self) -> QueueNames {
+        QueueNames::with_prefix(&self.queue_prefix, &self.queue_prefix.to_ascii_lowercase())
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.queue_timeout_ms)
+    }
+
+    /// Primary first, then the secondary if configured.
+    pub async fn connect_all(&self) -> anyhow::Result<Vec<Arc<JetStreamQueue>>> {
+        let mut out = vec![JetStreamQueue::connect("primary", &self.nats_url, self.names(), self.timeout()).await?];
+        if let Some(url) = &self.nats_secondary_url {
+            out.push(JetStreamQueue::connect("secondary", url, self.names(), self.timeout()).await?);
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct AuthArgs {
+    /// File holding the HS256 secret; otherwise SOCIALNET_JWT_SECRET is used.
+    #[arg(long, env = "SOCIALNET_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Required `iss` claim, if any.
+    #[arg(long, env = "SOCIALNET_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, if any.
+    #[arg(long, env = "SOCIALNET_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Allowed clock skew in seconds.
+    #[arg(long, env = "SOCIALNET_JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u64,
+}
+
+impl AuthArgs {
+    pub fn verifier(&self) -> anyhow::Result<Arc<JwtVerifier>> {
+        let secret = match &self.jwt_secret_file {
+            Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            None => secret_from_env()?,
+        };
+        Ok(Arc::new(JwtVerifier::new(&AuthConfig {
+            hs256_secret: trim_secret(secret),
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            leeway_secs: self.jwt_leeway_secs,
+        })))
+    }
+}
+
+pub fn secret_from_env() -> anyhow::Result<Vec<u8>> {
+    match std::env::var("SOCIALNET_JWT_SECRET") {
+        Ok(s) if s.len() >= 16 => Ok(s.into_bytes()),
+        Ok(_) => bail!("SOCIALNET_JWT_SECRET must be at least 16 characters"),
+        Err(_) => bail!("no token secret: set SOCIALNET_JWT_SECRET or --jwt-secret-file (dev mode: --data-dir)"),
+    }
+}
+
+pub fn trim_secret(mut secret: Vec<u8>) -> Vec<u8> {
+    while secret.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        secret.pop();
+    }
+    secret
+}
+
+/// The dev-mode secret file inside a data directory.
+pub fn dev_secret_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("jwt-secret")
+}
+
+/// JSON logs when stdout is not a terminal, human ones when it is; `RUST_LOG` filters (default `info`).
+pub fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,async_nats=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().init();
+    }
+}
+
+/// `30s`, `15m`, `1h`, `7d` (or plain seconds).
+pub fn parse_ttl(s: &str) -> anyhow::Result<Duration> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().with_context(|| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => bail!("bad duration unit in {s:?}: use s, m, h or d"),
+    };
+    Ok(Duration::from_secs(secs))
+}

@@ -1,0 +1,34 @@
+//! `socialnet write-api`: the write API against JetStream (primary, optional secondary) and the event
+//! store (for command outcomes).
+
+use crate::cli::WriteApiArgs;
+use eventstore::EventStore;
+use http_kit::Readiness;
+use queue::{CommandPublisher, FailoverPublisher};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub async fn run(args: WriteApiArgs) -> anyhow::Result<ExitCode> {
+    let verifier = args.auth.verifier()?;
+    let queues = args.queue.connect_all().await?;
+    let publisher: Arc<dyn CommandPublisher> =
+        Arc::new(FailoverPublisher::new(queues, args.queue.timeout(), Duration::from_secs(5)));
+    let primary: Arc<dyn EventStore> = Arc::new(args.store.primary()?);
+    let commands = Arc::new(write_api::StoreCommandLog { primary, backup: args.store.backup()? });
+
+    let (p, c) = (publisher.clone(), commands.clone());
+    let ready: Readiness = Arc::new(move || {
+        let (p, c) = (p.clone(), c.clone());
+        Box::pin(async move {
+            if !p.ready().await {
+                return Err("no queue server is connected".into());
+            }
+            use write_api::CommandLog;
+            c.ready().await.map_err(|e| e.to_string())
+        })
+    });
+    let state = write_api::AppState { publisher, commands, verifier };
+    crate::serve::serve(args.listen, write_api::app(state, ready), "write API").await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,163 @@
+//! Real servers on loopback for fault tests: a private PostgreSQL cluster and a private NATS server, each
+//! on a free port in its own temporary directory, stoppable and restartable on the same port and data.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_port(port: u16, limit: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
+}
+
+fn scratch_dir(tag: &str) -> PathBuf {
+    let base = std::env::var("SOCIALNET_TEST_TMP").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
+    let dir = PathBuf::from(base).join(format!("{tag}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A PostgreSQL cluster of its own (initdb runs as `postgres` when we are root, as initdb requires).
+#[derive(Debug)]
+pub struct PgServer {
+    dir: PathBuf,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+impl PgServer {
+    pub fn start() -> Self {
+        let bin = PathBuf::from(std::env::var("SOCIALNET_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()));
+        let dir = scratch_dir("pg");
+        let port = free_port();
+        if is_root() {
+            Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().unwrap();
+        }
+        let data = dir.join("data");
+        let status = Self::as_pg(&bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "initdb failed in {}", data.display());
+        let server = Self { dir, port, bin };
+        server.start_again();
+        server
+    }
+
+    fn as_pg(program: &Path) -> Command {
+        if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        }
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Start (again) on the same port and data directory.
+    pub fn start_again(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
+            self.port,
+            self.dir.display()
+        );
+        let status = Self::as_pg(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-o", &opts, "-l"])
+            .arg(self.dir.join("log"))
+            .args(["-w", "start"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_ctl start failed; see {}", self.dir.join("log").display());
+        assert!(wait_port(self.port, Duration::from_secs(10)));
+    }
+
+    /// Stop at once, as a crash would (`-m immediate`).
+    pub fn stop(&self) {
+        let _ = Self::as_pg(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A NATS server with JetStream of its own.
+#[derive(Debug)]
+pub struct NatsServer {
+    dir: PathBuf,
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl NatsServer {
+    pub fn start() -> Self {
+        let mut s = Self { dir: scratch_dir("nats"), port: free_port(), child: None };
+        s.start_again();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn start_again(&mut self) {
+        let child = Command::new(std::env::var("SOCIALNET_NATS_BIN").unwrap_or_else(|_| "nats-server".into()))
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.dir.join("js"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server must be installed (make test installs it)");
+        self.child = Some(child);
+        assert!(wait_port(self.port, Duration::from_secs(10)), "nats-server did not start");
+    }
+
+    /// Kill it (SIGKILL).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
