@@ -58,7 +58,9 @@ impl AggregateState {
             (Self::User(s), Event::UserUnfollowed { followee, .. }) => {
                 s.following.remove(followee);
             }
-            (Self::Post(s), Event::PostPublished { author_id, .. }) => s.author = Some(author_id.clone()),
+            (Self::Post(s), Event::PostPublished { author_id, .. }) => {
+                s.author = Some(author_id.clone())
+            }
             (Self::Post(s), Event::PostDeleted { .. }) => s.deleted = true,
             (Self::Post(s), Event::PostLiked { user_id, .. }) => {
                 s.likes.insert(user_id.clone());
@@ -66,7 +68,9 @@ impl AggregateState {
             (Self::Post(s), Event::PostUnliked { user_id, .. }) => {
                 s.likes.remove(user_id);
             }
-            (Self::Handle(s), Event::HandleClaimed { user_id, .. }) => s.owner = Some(user_id.clone()),
+            (Self::Handle(s), Event::HandleClaimed { user_id, .. }) => {
+                s.owner = Some(user_id.clone())
+            }
             _ => {}
         }
     }
@@ -81,7 +85,10 @@ pub struct StreamState {
 
 impl StreamState {
     pub fn empty(stream: &StreamId) -> Self {
-        Self { version: 0, state: AggregateState::empty(stream.kind()) }
+        Self {
+            version: 0,
+            state: AggregateState::empty(stream.kind()),
+        }
     }
 
     pub fn fold<'a>(stream: &StreamId, events: impl IntoIterator<Item = &'a Event>) -> Self {
@@ -100,12 +107,18 @@ pub struct Streams(pub HashMap<StreamId, StreamState>);
 
 impl Streams {
     pub fn get(&self, stream: &StreamId) -> StreamState {
-        self.0.get(stream).cloned().unwrap_or_else(|| StreamState::empty(stream))
+        self.0
+            .get(stream)
+            .cloned()
+            .unwrap_or_else(|| StreamState::empty(stream))
     }
 
     pub fn user(&self, id: &UserId) -> (u64, UserState) {
         match self.get(&StreamId::user(id)) {
-            StreamState { version, state: AggregateState::User(u) } => (version, u),
+            StreamState {
+                version,
+                state: AggregateState::User(u),
+            } => (version, u),
             StreamState { version, .. } => (version, UserState::default()),
         }
     }

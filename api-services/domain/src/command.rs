@@ -11,16 +11,44 @@ pub const COMMAND_SCHEMA_VERSION: u16 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
-    RegisterUser { handle: Handle, display_name: DisplayName, bio: Bio },
-    UpdateProfile { display_name: Option<DisplayName>, bio: Option<Bio> },
-    FollowUser { target: UserId },
-    UnfollowUser { target: UserId },
-    PublishPost { post_id: PostId, body: PostBody, reply_to: Option<PostId> },
-    EditPost { post_id: PostId, body: PostBody },
-    DeletePost { post_id: PostId },
-    LikePost { post_id: PostId },
-    UnlikePost { post_id: PostId },
-    AddComment { post_id: PostId, comment_id: CommentId, body: PostBody },
+    RegisterUser {
+        handle: Handle,
+        display_name: DisplayName,
+        bio: Bio,
+    },
+    UpdateProfile {
+        display_name: Option<DisplayName>,
+        bio: Option<Bio>,
+    },
+    FollowUser {
+        target: UserId,
+    },
+    UnfollowUser {
+        target: UserId,
+    },
+    PublishPost {
+        post_id: PostId,
+        body: PostBody,
+        reply_to: Option<PostId>,
+    },
+    EditPost {
+        post_id: PostId,
+        body: PostBody,
+    },
+    DeletePost {
+        post_id: PostId,
+    },
+    LikePost {
+        post_id: PostId,
+    },
+    UnlikePost {
+        post_id: PostId,
+    },
+    AddComment {
+        post_id: PostId,
+        comment_id: CommentId,
+        body: PostBody,
+    },
 }
 
 impl Command {
@@ -68,7 +96,8 @@ impl CommandEnvelope {
 
     /// Decode a queue message, refusing schema versions this build does not understand.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let envelope: Self = serde_json::from_slice(bytes).map_err(|e| format!("undecodable command: {e}"))?;
+        let envelope: Self =
+            serde_json::from_slice(bytes).map_err(|e| format!("undecodable command: {e}"))?;
         if envelope.schema_version != COMMAND_SCHEMA_VERSION {
             return Err(format!(
                 "unsupported command schema version {} (this build knows {COMMAND_SCHEMA_VERSION})",

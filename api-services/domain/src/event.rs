@@ -10,18 +10,59 @@ pub const EVENT_SCHEMA_VERSION: u16 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", deny_unknown_fields)]
 pub enum Event {
-    UserRegistered { user_id: UserId, handle: Handle, display_name: DisplayName, bio: Bio },
-    ProfileUpdated { user_id: UserId, display_name: Option<DisplayName>, bio: Option<Bio> },
+    UserRegistered {
+        user_id: UserId,
+        handle: Handle,
+        display_name: DisplayName,
+        bio: Bio,
+    },
+    ProfileUpdated {
+        user_id: UserId,
+        display_name: Option<DisplayName>,
+        bio: Option<Bio>,
+    },
     /// Written to `handle-{handle}` so two users can never hold one handle.
-    HandleClaimed { handle: Handle, user_id: UserId },
-    UserFollowed { follower: UserId, followee: UserId },
-    UserUnfollowed { follower: UserId, followee: UserId },
-    PostPublished { post_id: PostId, author_id: UserId, body: PostBody, reply_to: Option<PostId> },
-    PostEdited { post_id: PostId, author_id: UserId, body: PostBody },
-    PostDeleted { post_id: PostId, author_id: UserId },
-    PostLiked { post_id: PostId, user_id: UserId },
-    PostUnliked { post_id: PostId, user_id: UserId },
-    CommentAdded { post_id: PostId, comment_id: CommentId, author_id: UserId, body: PostBody },
+    HandleClaimed {
+        handle: Handle,
+        user_id: UserId,
+    },
+    UserFollowed {
+        follower: UserId,
+        followee: UserId,
+    },
+    UserUnfollowed {
+        follower: UserId,
+        followee: UserId,
+    },
+    PostPublished {
+        post_id: PostId,
+        author_id: UserId,
+        body: PostBody,
+        reply_to: Option<PostId>,
+    },
+    PostEdited {
+        post_id: PostId,
+        author_id: UserId,
+        body: PostBody,
+    },
+    PostDeleted {
+        post_id: PostId,
+        author_id: UserId,
+    },
+    PostLiked {
+        post_id: PostId,
+        user_id: UserId,
+    },
+    PostUnliked {
+        post_id: PostId,
+        user_id: UserId,
+    },
+    CommentAdded {
+        post_id: PostId,
+        comment_id: CommentId,
+        author_id: UserId,
+        body: PostBody,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +70,10 @@ pub enum EventDecodeError {
     #[error("event {event_type} has schema version {version}, newer than this build knows")]
     UnknownVersion { event_type: String, version: u16 },
     #[error("event {event_type} payload does not decode: {source}")]
-    Payload { event_type: String, source: serde_json::Error },
+    Payload {
+        event_type: String,
+        source: serde_json::Error,
+    },
 }
 
 impl Event {
@@ -59,17 +103,29 @@ impl Event {
     }
 
     /// Rebuild an event from its stored columns, upcasting older schema versions.
-    pub fn decode(event_type: &str, version: u16, payload: &serde_json::Value) -> Result<Self, EventDecodeError> {
+    pub fn decode(
+        event_type: &str,
+        version: u16,
+        payload: &serde_json::Value,
+    ) -> Result<Self, EventDecodeError> {
         if version > EVENT_SCHEMA_VERSION || version == 0 {
-            return Err(EventDecodeError::UnknownVersion { event_type: event_type.to_owned(), version });
+            return Err(EventDecodeError::UnknownVersion {
+                event_type: event_type.to_owned(),
+                version,
+            });
         }
         // Version 1 is the only one so far; an upcaster for version N goes here and rewrites `payload`.
         let mut tagged = payload.clone();
         if let Some(map) = tagged.as_object_mut() {
-            map.insert("type".into(), serde_json::Value::String(event_type.to_owned()));
+            map.insert(
+                "type".into(),
+                serde_json::Value::String(event_type.to_owned()),
+            );
         }
-        serde_json::from_value(tagged)
-            .map_err(|source| EventDecodeError::Payload { event_type: event_type.to_owned(), source })
+        serde_json::from_value(tagged).map_err(|source| EventDecodeError::Payload {
+            event_type: event_type.to_owned(),
+            source,
+        })
     }
 }
 
@@ -91,8 +147,14 @@ mod tests {
     #[test]
     fn unknown_versions_and_bad_payloads_are_errors_not_panics() {
         let p = serde_json::json!({"user_id": "bob"});
-        assert!(matches!(Event::decode("PostLiked", 9, &p), Err(EventDecodeError::UnknownVersion { .. })));
-        assert!(matches!(Event::decode("PostLiked", 1, &p), Err(EventDecodeError::Payload { .. })));
+        assert!(matches!(
+            Event::decode("PostLiked", 9, &p),
+            Err(EventDecodeError::UnknownVersion { .. })
+        ));
+        assert!(matches!(
+            Event::decode("PostLiked", 1, &p),
+            Err(EventDecodeError::Payload { .. })
+        ));
         assert!(Event::decode("NoSuchEvent", 1, &p).is_err());
     }
 }

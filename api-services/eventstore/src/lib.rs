@@ -12,7 +12,9 @@ mod sqlite;
 
 pub use backup::BackupStore;
 pub use error::StoreError;
-pub use model::{AppendStatus, CommandCommit, CommandOutcome, CommandStatus, GlobalCursor, RecordedEvent};
+pub use model::{
+    AppendStatus, CommandCommit, CommandOutcome, CommandStatus, GlobalCursor, RecordedEvent,
+};
 pub use postgres::PgEventStore;
 pub use sqlite::SqliteEventStore;
 
@@ -32,10 +34,17 @@ pub trait EventStore: Send + Sync {
     async fn recorded(&self, ids: &[CommandId]) -> Result<Vec<CommandId>, StoreError>;
 
     /// Every event of these streams, each stream in version order.
-    async fn read_streams(&self, streams: &[StreamId]) -> Result<HashMap<StreamId, Vec<RecordedEvent>>, StoreError>;
+    async fn read_streams(
+        &self,
+        streams: &[StreamId],
+    ) -> Result<HashMap<StreamId, Vec<RecordedEvent>>, StoreError>;
 
     /// Up to `limit` events after `after`, in the store's global order, never past an event still in flight.
-    async fn read_all(&self, after: GlobalCursor, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+    async fn read_all(
+        &self,
+        after: GlobalCursor,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
 
     /// The recorded outcome of one command, if it has been decided.
     async fn command_outcome(&self, id: CommandId) -> Result<Option<CommandOutcome>, StoreError>;

@@ -16,13 +16,20 @@ impl CommandCommit {
     /// The rows this commit appends: (stream, version, event, event id). Event ids derive from the command
     /// id and the event's index, so the same command always yields the same event ids.
     pub fn rows(&self) -> Vec<(StreamId, u64, &Event, Uuid)> {
-        let Decision::Commit(writes) = &self.decision else { return Vec::new() };
+        let Decision::Commit(writes) = &self.decision else {
+            return Vec::new();
+        };
         let mut rows = Vec::new();
         let mut index = 0u32;
         for w in writes {
             for (i, e) in w.events.iter().enumerate() {
                 let event_id = Uuid::new_v5(&self.envelope.command_id.0, &index.to_be_bytes());
-                rows.push((w.stream.clone(), w.expected_version + i as u64 + 1, e, event_id));
+                rows.push((
+                    w.stream.clone(),
+                    w.expected_version + i as u64 + 1,
+                    e,
+                    event_id,
+                ));
                 index += 1;
             }
         }
@@ -43,7 +50,12 @@ impl CommandCommit {
             Decision::Commit(_) => ("committed", None, None),
             Decision::Reject(r) => (
                 "rejected",
-                Some(serde_json::to_value(r.code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()),
+                Some(
+                    serde_json::to_value(r.code)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                ),
                 Some(r.reason.clone()),
             ),
         }
@@ -57,14 +69,19 @@ pub enum AppendStatus {
 }
 
 /// Where a global reader stands: after the event at `(tx_id, position)` in `(tx_id, position)` order.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct GlobalCursor {
     pub tx_id: i64,
     pub position: i64,
 }
 
 impl GlobalCursor {
-    pub const START: GlobalCursor = GlobalCursor { tx_id: 0, position: 0 };
+    pub const START: GlobalCursor = GlobalCursor {
+        tx_id: 0,
+        position: 0,
+    };
 }
 
 /// One stored event, decoded (and upcast) to the current schema.
@@ -84,7 +101,10 @@ pub struct RecordedEvent {
 
 impl RecordedEvent {
     pub fn cursor(&self) -> GlobalCursor {
-        GlobalCursor { tx_id: self.tx_id, position: self.position }
+        GlobalCursor {
+            tx_id: self.tx_id,
+            position: self.position,
+        }
     }
 }
 
@@ -117,6 +137,8 @@ pub(crate) fn decode_event(
     schema_version: i64,
     payload: &serde_json::Value,
 ) -> Result<Event, crate::StoreError> {
-    let version = u16::try_from(schema_version).map_err(|_| crate::StoreError::Corrupt("schema_version".into()))?;
-    Event::decode(event_type, version, payload).map_err(|e| crate::StoreError::Corrupt(e.to_string()))
+    let version = u16::try_from(schema_version)
+        .map_err(|_| crate::StoreError::Corrupt("schema_version".into()))?;
+    Event::decode(event_type, version, payload)
+        .map_err(|e| crate::StoreError::Corrupt(e.to_string()))
 }

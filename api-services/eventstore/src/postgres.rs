@@ -3,12 +3,15 @@
 //! records its inserting transaction id, and a reader only returns rows whose transaction is older than
 //! the oldest one still running (`pg_snapshot_xmin`), in `(tx_id, position)` order.
 
-use crate::model::{decode_event, AppendStatus, CommandCommit, CommandOutcome, CommandStatus, GlobalCursor, RecordedEvent};
+use crate::model::{
+    AppendStatus, CommandCommit, CommandOutcome, CommandStatus, GlobalCursor, RecordedEvent,
+    decode_event,
+};
 use crate::{EventStore, StoreError};
 use async_trait::async_trait;
-use domain::{CommandId, StreamId, EVENT_SCHEMA_VERSION};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use domain::{CommandId, EVENT_SCHEMA_VERSION, StreamId};
 use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use uuid::Uuid;
@@ -70,7 +73,8 @@ fn event_from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         event_id: row.try_get("event_id")?,
         command_id: CommandId(row.try_get("command_id")?),
         stream_id: StreamId::parse(&stream).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        stream_version: u64::try_from(version).map_err(|_| StoreError::Corrupt("stream_version".into()))?,
+        stream_version: u64::try_from(version)
+            .map_err(|_| StoreError::Corrupt("stream_version".into()))?,
         schema_version: u16::try_from(schema_version).unwrap_or(0),
         event: decode_event(&event_type, i64::from(schema_version), &payload)?,
         metadata: row.try_get("metadata")?,
@@ -113,15 +117,38 @@ impl EventStore for PgEventStore {
         .await?;
         let fresh: HashSet<Uuid> = inserted.into_iter().collect();
 
-        let (mut e_ids, mut e_cmds, mut e_streams, mut e_versions, mut e_types, mut e_schema, mut e_payloads, mut e_meta) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for c in commits.iter().filter(|c| fresh.contains(&c.envelope.command_id.0)) {
+        let (
+            mut e_ids,
+            mut e_cmds,
+            mut e_streams,
+            mut e_versions,
+            mut e_types,
+            mut e_schema,
+            mut e_payloads,
+            mut e_meta,
+        ) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        for c in commits
+            .iter()
+            .filter(|c| fresh.contains(&c.envelope.command_id.0))
+        {
             let metadata = c.metadata().to_string();
             for (stream, version, event, event_id) in c.rows() {
                 e_ids.push(event_id);
                 e_cmds.push(c.envelope.command_id.0);
                 e_streams.push(stream.to_string());
-                e_versions.push(i64::try_from(version).map_err(|_| StoreError::Refused("version overflow".into()))?);
+                e_versions.push(
+                    i64::try_from(version)
+                        .map_err(|_| StoreError::Refused("version overflow".into()))?,
+                );
                 e_types.push(event.event_type().to_owned());
                 e_schema.push(EVENT_SCHEMA_VERSION as i16);
                 e_payloads.push(event.payload().to_string());
@@ -154,22 +181,36 @@ impl EventStore for PgEventStore {
         tx.commit().await?;
         Ok(commits
             .iter()
-            .map(|c| if fresh.contains(&c.envelope.command_id.0) { AppendStatus::Appended } else { AppendStatus::Duplicate })
+            .map(|c| {
+                if fresh.contains(&c.envelope.command_id.0) {
+                    AppendStatus::Appended
+                } else {
+                    AppendStatus::Duplicate
+                }
+            })
             .collect())
     }
 
     async fn recorded(&self, ids: &[CommandId]) -> Result<Vec<CommandId>, StoreError> {
         let raw: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
-        let found: Vec<Uuid> = sqlx::query_scalar("SELECT command_id FROM commands WHERE command_id = ANY($1)")
-            .bind(&raw)
-            .fetch_all(&self.pool)
-            .await?;
+        let found: Vec<Uuid> =
+            sqlx::query_scalar("SELECT command_id FROM commands WHERE command_id = ANY($1)")
+                .bind(&raw)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(found.into_iter().map(CommandId).collect())
     }
 
-    async fn read_streams(&self, streams: &[StreamId]) -> Result<HashMap<StreamId, Vec<RecordedEvent>>, StoreError> {
+    async fn read_streams(
+        &self,
+        streams: &[StreamId],
+    ) -> Result<HashMap<StreamId, Vec<RecordedEvent>>, StoreError> {
         let names: Vec<String> = streams.iter().map(ToString::to_string).collect();
-        let rows = sqlx::query(concat!("SELECT ", event_columns!(), " FROM events WHERE stream_id = ANY($1) ORDER BY stream_id, stream_version"))
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE stream_id = ANY($1) ORDER BY stream_id, stream_version"
+        ))
         .bind(&names)
         .fetch_all(&self.pool)
         .await?;
@@ -181,11 +222,19 @@ impl EventStore for PgEventStore {
         Ok(out)
     }
 
-    async fn read_all(&self, after: GlobalCursor, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = sqlx::query(concat!("SELECT ", event_columns!(), " FROM events \
+    async fn read_all(
+        &self,
+        after: GlobalCursor,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events \
              WHERE (tx_id, position) > ($1, $2) \
                AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
-             ORDER BY tx_id, position LIMIT $3"))
+             ORDER BY tx_id, position LIMIT $3"
+        ))
         .bind(after.tx_id)
         .bind(after.position)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -195,19 +244,26 @@ impl EventStore for PgEventStore {
     }
 
     async fn command_outcome(&self, id: CommandId) -> Result<Option<CommandOutcome>, StoreError> {
-        let row = sqlx::query("SELECT status, rejection_code, reason FROM commands WHERE command_id = $1")
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT status, rejection_code, reason FROM commands WHERE command_id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let status: String = row.try_get("status")?;
-        let positions: Vec<i64> =
-            sqlx::query_scalar("SELECT position FROM events WHERE command_id = $1 ORDER BY position")
-                .bind(id.0)
-                .fetch_all(&self.pool)
-                .await?;
+        let positions: Vec<i64> = sqlx::query_scalar(
+            "SELECT position FROM events WHERE command_id = $1 ORDER BY position",
+        )
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(Some(CommandOutcome {
-            status: if status == "rejected" { CommandStatus::Rejected } else { CommandStatus::Committed },
+            status: if status == "rejected" {
+                CommandStatus::Rejected
+            } else {
+                CommandStatus::Committed
+            },
             reason: row.try_get("reason")?,
             rejection_code: row.try_get("rejection_code")?,
             position: positions.last().copied(),

@@ -16,14 +16,26 @@ pub enum DrainError {
 /// Drain everything parked; returns how many commands moved. Stops at the first error, leaving the rest
 /// parked for the next attempt. Safe to repeat: a command appended but not yet removed from the backup is
 /// recognised as a duplicate next time.
-pub async fn drain_backup(processor: &Processor, backup: &BackupStore, batch: usize) -> Result<u64, DrainError> {
+pub async fn drain_backup(
+    processor: &Processor,
+    backup: &BackupStore,
+    batch: usize,
+) -> Result<u64, DrainError> {
     let mut moved = 0u64;
     loop {
         let parked = backup.oldest(batch).await.map_err(DrainError::Backup)?;
-        let Some(&(last_seq, _)) = parked.last() else { return Ok(moved) };
+        let Some(&(last_seq, _)) = parked.last() else {
+            return Ok(moved);
+        };
         let envelopes: Vec<_> = parked.into_iter().map(|(_, e)| e).collect();
-        processor.process(&envelopes).await.map_err(DrainError::Primary)?;
-        backup.remove_through(last_seq).await.map_err(DrainError::Backup)?;
+        processor
+            .process(&envelopes)
+            .await
+            .map_err(DrainError::Primary)?;
+        backup
+            .remove_through(last_seq)
+            .await
+            .map_err(DrainError::Backup)?;
         moved += envelopes.len() as u64;
         metrics::counter!("socialnet_ingester_drained_total").increment(envelopes.len() as u64);
         tracing::info!(moved, "drained parked commands to the primary store");

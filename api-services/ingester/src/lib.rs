@@ -8,6 +8,6 @@ mod drain;
 mod processor;
 mod run;
 
-pub use drain::{drain_backup, DrainError};
+pub use drain::{DrainError, drain_backup};
 pub use processor::{Processed, Processor};
 pub use run::{Ingester, IngesterConfig};

@@ -1,7 +1,7 @@
 //! Deciding and appending a batch of commands. State is cached per stream between batches; the cache is
 //! only ever a hint, because every append carries expected versions and the store rejects a stale one.
 
-use domain::{decide, read_set, CommandEnvelope, Decision, StreamId, StreamState, Streams};
+use domain::{CommandEnvelope, Decision, StreamId, StreamState, Streams, decide, read_set};
 use eventstore::{AppendStatus, CommandCommit, EventStore, StoreError};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -10,8 +10,12 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Processed {
     /// Events appended (possibly none: a no-op).
-    Committed { events: usize },
-    Rejected { reason: String },
+    Committed {
+        events: usize,
+    },
+    Rejected {
+        reason: String,
+    },
     /// Recorded before (redelivery or duplicate publish): nothing done.
     Duplicate,
 }
@@ -32,7 +36,10 @@ impl std::fmt::Debug for Processor {
 
 impl Processor {
     pub fn new(store: Arc<dyn EventStore>) -> Self {
-        Self { store, cache: Mutex::new(HashMap::new()) }
+        Self {
+            store,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
@@ -60,7 +67,10 @@ impl Processor {
     }
 
     /// Process each command on its own (to isolate one that the store refuses).
-    pub async fn process_each(&self, batch: &[CommandEnvelope]) -> Vec<Result<Processed, StoreError>> {
+    pub async fn process_each(
+        &self,
+        batch: &[CommandEnvelope],
+    ) -> Vec<Result<Processed, StoreError>> {
         let mut out = Vec::with_capacity(batch.len());
         for env in batch {
             out.push(self.process_one(env).await);
@@ -79,7 +89,11 @@ impl Processor {
         }
     }
 
-    async fn process_batch(&self, batch: &[CommandEnvelope], use_cache: bool) -> Result<Vec<Processed>, StoreError> {
+    async fn process_batch(
+        &self,
+        batch: &[CommandEnvelope],
+        use_cache: bool,
+    ) -> Result<Vec<Processed>, StoreError> {
         // Only the first occurrence of a command id counts; repeats inside the batch are duplicates.
         let mut seen = HashSet::new();
         let firsts: Vec<bool> = batch.iter().map(|e| seen.insert(e.command_id)).collect();
@@ -127,14 +141,20 @@ impl Processor {
             let decision = decide(env, &overlay);
             if let Decision::Commit(writes) = &decision {
                 for w in writes {
-                    let entry = overlay.0.entry(w.stream.clone()).or_insert_with(|| StreamState::empty(&w.stream));
+                    let entry = overlay
+                        .0
+                        .entry(w.stream.clone())
+                        .or_insert_with(|| StreamState::empty(&w.stream));
                     for e in &w.events {
                         entry.state.apply(e);
                         entry.version += 1;
                     }
                 }
             }
-            commits.push(CommandCommit { envelope: (*env).clone(), decision });
+            commits.push(CommandCommit {
+                envelope: (*env).clone(),
+                decision,
+            });
         }
 
         let statuses = match self.store.append(&commits).await {
@@ -163,17 +183,25 @@ impl Processor {
         for (commit, status) in commits.iter().zip(statuses) {
             let processed = match (status, &commit.decision) {
                 (AppendStatus::Duplicate, _) => Processed::Duplicate,
-                (AppendStatus::Appended, Decision::Commit(w)) => {
-                    Processed::Committed { events: w.iter().map(|w| w.events.len()).sum() }
-                }
-                (AppendStatus::Appended, Decision::Reject(r)) => Processed::Rejected { reason: r.reason.clone() },
+                (AppendStatus::Appended, Decision::Commit(w)) => Processed::Committed {
+                    events: w.iter().map(|w| w.events.len()).sum(),
+                },
+                (AppendStatus::Appended, Decision::Reject(r)) => Processed::Rejected {
+                    reason: r.reason.clone(),
+                },
             };
             by_id.insert(commit.envelope.command_id, processed);
         }
         let out: Vec<Processed> = batch
             .iter()
             .zip(firsts)
-            .map(|(e, first)| if first { by_id.remove(&e.command_id).unwrap_or(Processed::Duplicate) } else { Processed::Duplicate })
+            .map(|(e, first)| {
+                if first {
+                    by_id.remove(&e.command_id).unwrap_or(Processed::Duplicate)
+                } else {
+                    Processed::Duplicate
+                }
+            })
             .collect();
         for p in &out {
             let outcome = match p {
@@ -181,7 +209,8 @@ impl Processor {
                 Processed::Rejected { .. } => "rejected",
                 Processed::Duplicate => "duplicate",
             };
-            metrics::counter!("socialnet_ingester_commands_total", "outcome" => outcome).increment(1);
+            metrics::counter!("socialnet_ingester_commands_total", "outcome" => outcome)
+                .increment(1);
         }
         Ok(out)
     }

@@ -1,7 +1,7 @@
 //! The ingester's loop: fetch a batch from each queue, process it, ack after commit; park in the backup
 //! store when the primary is down; retry with backoff; dead-letter what keeps failing.
 
-use crate::drain::{drain_backup, DrainError};
+use crate::drain::{DrainError, drain_backup};
 use crate::processor::{Processed, Processor};
 use domain::CommandEnvelope;
 use eventstore::{BackupStore, StoreError};
@@ -38,7 +38,9 @@ impl Default for IngesterConfig {
 impl IngesterConfig {
     fn backoff(&self, delivered: u64) -> Duration {
         let exp = u32::try_from(delivered.saturating_sub(1).min(16)).unwrap_or(16);
-        self.backoff_base.saturating_mul(2u32.saturating_pow(exp)).min(self.backoff_max)
+        self.backoff_base
+            .saturating_mul(2u32.saturating_pow(exp))
+            .min(self.backoff_max)
     }
 }
 
@@ -54,12 +56,18 @@ pub struct Ingester {
 
 impl std::fmt::Debug for Ingester {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ingester").field("config", &self.config).finish()
+        f.debug_struct("Ingester")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
 impl Ingester {
-    pub async fn new(config: IngesterConfig, processor: Arc<Processor>, backup: Option<BackupStore>) -> Arc<Self> {
+    pub async fn new(
+        config: IngesterConfig,
+        processor: Arc<Processor>,
+        backup: Option<BackupStore>,
+    ) -> Arc<Self> {
         // Another replica (or an earlier run) may have parked commands: assume so until a drain says not.
         let parked = backup.is_some();
         Arc::new(Self {
@@ -76,7 +84,10 @@ impl Ingester {
     pub async fn run(self: Arc<Self>, source: Arc<dyn CommandSource>) {
         let mut last_error_log = Instant::now() - Duration::from_secs(60);
         loop {
-            match source.fetch(self.config.batch_size, self.config.fetch_wait).await {
+            match source
+                .fetch(self.config.batch_size, self.config.fetch_wait)
+                .await
+            {
                 Ok(batch) if batch.is_empty() => {
                     self.maybe_drain().await;
                 }
@@ -112,19 +123,27 @@ impl Ingester {
     }
 
     fn primary_resting(&self) -> bool {
-        let guard = self.primary_down_until.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = self
+            .primary_down_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         guard.is_some_and(|t| Instant::now() < t)
     }
 
     fn mark_primary(&self, down: bool) {
         let until = down.then(|| Instant::now() + self.config.primary_retry_after);
-        *self.primary_down_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
+        *self
+            .primary_down_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = until;
     }
 
     /// Drain parked commands if there may be any and the primary is not known to be down.
     /// Returns true when nothing is parked any more.
     async fn maybe_drain(&self) -> bool {
-        let Some(backup) = &self.backup else { return true };
+        let Some(backup) = &self.backup else {
+            return true;
+        };
         if !self.parked.load(Ordering::SeqCst) {
             return true;
         }
@@ -178,7 +197,9 @@ impl Ingester {
         let result = if self.maybe_drain().await {
             self.processor.process(&envelopes).await
         } else {
-            Err(StoreError::Unavailable("primary store down or parked commands not yet drained".into()))
+            Err(StoreError::Unavailable(
+                "primary store down or parked commands not yet drained".into(),
+            ))
         };
 
         match result {
@@ -189,7 +210,8 @@ impl Ingester {
                     }
                     ack(d).await;
                 }
-                metrics::histogram!("socialnet_ingester_batch_seconds").record(started.elapsed().as_secs_f64());
+                metrics::histogram!("socialnet_ingester_batch_seconds")
+                    .record(started.elapsed().as_secs_f64());
             }
             Err(e) if e.is_unavailable() => {
                 self.mark_primary(true);
@@ -210,19 +232,27 @@ impl Ingester {
         }
     }
 
-    async fn park_or_retry(&self, envelopes: &[CommandEnvelope], deliveries: &[Delivery], cause: &StoreError) {
+    async fn park_or_retry(
+        &self,
+        envelopes: &[CommandEnvelope],
+        deliveries: &[Delivery],
+        cause: &StoreError,
+    ) {
         if let Some(backup) = &self.backup {
             match backup.park(envelopes).await {
                 Ok(()) => {
                     self.parked.store(true, Ordering::SeqCst);
-                    metrics::counter!("socialnet_ingester_parked_total").increment(envelopes.len() as u64);
+                    metrics::counter!("socialnet_ingester_parked_total")
+                        .increment(envelopes.len() as u64);
                     tracing::warn!(count = envelopes.len(), cause = %cause, "primary store down: parked in backup");
                     for d in deliveries {
                         ack(d).await;
                     }
                     return;
                 }
-                Err(e) => tracing::error!(error = %e, cause = %cause, "primary and backup store both unavailable"),
+                Err(e) => {
+                    tracing::error!(error = %e, cause = %cause, "primary and backup store both unavailable")
+                }
             }
         } else {
             tracing::warn!(cause = %cause, "event store unavailable; will retry");

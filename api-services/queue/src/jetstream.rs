@@ -4,7 +4,7 @@
 use crate::delivery::{DeadLetter, Delivery, Handle};
 use crate::{CommandSource, DeadLetterQueue, PublishReceipt, QueueError};
 use async_nats::connection::State;
-use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, Context, Message};
@@ -64,14 +64,21 @@ pub struct JetStreamQueue {
 
 impl std::fmt::Debug for JetStreamQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JetStreamQueue").field("label", &self.label).finish()
+        f.debug_struct("JetStreamQueue")
+            .field("label", &self.label)
+            .finish()
     }
 }
 
 impl JetStreamQueue {
     /// Connect without waiting for the server: the client keeps retrying in the background, so a service
     /// can start while its secondary (or primary) queue is still down.
-    pub async fn connect(label: &str, url: &str, names: QueueNames, timeout: Duration) -> Result<Arc<Self>, QueueError> {
+    pub async fn connect(
+        label: &str,
+        url: &str,
+        names: QueueNames,
+        timeout: Duration,
+    ) -> Result<Arc<Self>, QueueError> {
         let client = async_nats::ConnectOptions::new()
             .name(format!("socialnet-{label}"))
             .retry_on_initial_connect()
@@ -80,7 +87,9 @@ impl JetStreamQueue {
             .connect(url)
             .await
             .map_err(unavailable)?;
-        let js = jetstream::ContextBuilder::new().timeout(timeout).build(client.clone());
+        let js = jetstream::ContextBuilder::new()
+            .timeout(timeout)
+            .build(client.clone());
         Ok(Arc::new(Self {
             label: label.to_owned(),
             client,
@@ -134,19 +143,33 @@ impl JetStreamQueue {
     }
 
     /// Publish a message under a deduplication id and wait for the stream's ack.
-    pub async fn publish_raw(&self, msg_id: &str, payload: Bytes) -> Result<PublishReceipt, QueueError> {
+    pub async fn publish_raw(
+        &self,
+        msg_id: &str,
+        payload: Bytes,
+    ) -> Result<PublishReceipt, QueueError> {
         if !self.is_connected() {
-            return Err(QueueError::Unavailable(format!("{} queue is not connected", self.label)));
+            return Err(QueueError::Unavailable(format!(
+                "{} queue is not connected",
+                self.label
+            )));
         }
         self.ensure_streams().await?;
         let ack = self
             .js
-            .send_publish(self.names.commands_subject.clone(), Publish::build().payload(payload).message_id(msg_id))
+            .send_publish(
+                self.names.commands_subject.clone(),
+                Publish::build().payload(payload).message_id(msg_id),
+            )
             .await
             .map_err(unavailable)?
             .await
             .map_err(unavailable)?;
-        Ok(PublishReceipt { queue: self.label.clone(), sequence: ack.sequence, duplicate: ack.duplicate })
+        Ok(PublishReceipt {
+            queue: self.label.clone(),
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
     }
 
     /// The JetStream context, for benchmarks that measure raw publish rates on the same server.
@@ -156,18 +179,26 @@ impl JetStreamQueue {
 
     async fn consumer(&self) -> Result<PullConsumer, QueueError> {
         self.ensure_streams().await?;
-        let stream = self.js.get_stream(&self.names.commands_stream).await.map_err(unavailable)?;
+        let stream = self
+            .js
+            .get_stream(&self.names.commands_stream)
+            .await
+            .map_err(unavailable)?;
         stream
-            .get_or_create_consumer(&self.names.consumer, pull::Config {
-                durable_name: Some(self.names.consumer.clone()),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                max_ack_pending: 20_000,
-                // The ingester counts deliveries itself and dead-letters with a reason; the server must
-                // not silently stop redelivering first.
-                max_deliver: -1,
-                ..Default::default()
-            })
+            .get_or_create_consumer(
+                &self.names.consumer,
+                pull::Config {
+                    durable_name: Some(self.names.consumer.clone()),
+                    ack_policy: AckPolicy::Explicit,
+                    // Short enough that a crashed ingester's batch comes back soon; batches take well under a second.
+                    ack_wait: Duration::from_secs(10),
+                    max_ack_pending: 20_000,
+                    // The ingester counts deliveries itself and dead-letters with a reason; the server must
+                    // not silently stop redelivering first.
+                    max_deliver: -1,
+                    ..Default::default()
+                },
+            )
             .await
             .map_err(unavailable)
     }
@@ -197,7 +228,10 @@ impl JetStreamQueue {
 
     async fn dlq_stream(&self) -> Result<stream::Stream, QueueError> {
         self.ensure_streams().await?;
-        self.js.get_stream(&self.names.dlq_stream).await.map_err(unavailable)
+        self.js
+            .get_stream(&self.names.dlq_stream)
+            .await
+            .map_err(unavailable)
     }
 }
 
@@ -222,7 +256,9 @@ impl CommandSource for JetStreamSource {
                 .map_err(unavailable)?;
             *guard = Some(messages);
         }
-        let Some(messages) = guard.as_mut() else { return Ok(Vec::new()) };
+        let Some(messages) = guard.as_mut() else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
         let first = match tokio::time::timeout(wait, messages.next()).await {
             Err(_) => return Ok(out),
@@ -253,7 +289,10 @@ impl CommandSource for JetStreamSource {
 }
 
 fn wrap(queue: &Arc<JetStreamQueue>, message: Message) -> Delivery {
-    let delivered = message.info().map(|i| u64::try_from(i.delivered).unwrap_or(1)).unwrap_or(1);
+    let delivered = message
+        .info()
+        .map(|i| u64::try_from(i.delivered).unwrap_or(1))
+        .unwrap_or(1);
     let msg_id = message
         .headers
         .as_ref()
@@ -263,7 +302,10 @@ fn wrap(queue: &Arc<JetStreamQueue>, message: Message) -> Delivery {
         payload: message.payload.clone(),
         msg_id,
         delivered,
-        handle: Handle::JetStream { message, queue: queue.clone() },
+        handle: Handle::JetStream {
+            message: Box::new(message),
+            queue: queue.clone(),
+        },
     }
 }
 
@@ -282,13 +324,17 @@ impl DeadLetterQueue for JetStreamQueue {
                 break;
             }
             // Deleted (requeued) sequences leave holes; skip them.
-            let Ok(msg) = stream.get_raw_message(seq).await else { continue };
+            let Ok(msg) = stream.get_raw_message(seq).await else {
+                continue;
+            };
             let header = |name: &str| msg.headers.get(name).map(|v| v.as_str().to_owned());
             out.push(DeadLetter {
                 sequence: seq,
                 command_id: header(HDR_COMMAND),
                 reason: header(HDR_REASON).unwrap_or_default(),
-                deliveries: header(HDR_DELIVERIES).and_then(|d| d.parse().ok()).unwrap_or(0),
+                deliveries: header(HDR_DELIVERIES)
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or(0),
                 payload: String::from_utf8_lossy(&msg.payload).into_owned(),
             });
         }
@@ -297,11 +343,21 @@ impl DeadLetterQueue for JetStreamQueue {
 
     async fn requeue(&self, sequence: u64) -> Result<bool, QueueError> {
         let stream = self.dlq_stream().await?;
-        let Ok(msg) = stream.get_raw_message(sequence).await else { return Ok(false) };
-        let command_id = msg.headers.get(HDR_COMMAND).map(|v| v.as_str().to_owned()).unwrap_or_default();
+        let Ok(msg) = stream.get_raw_message(sequence).await else {
+            return Ok(false);
+        };
+        let command_id = msg
+            .headers
+            .get(HDR_COMMAND)
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
         // A fresh message id: the original may still be inside the dedup window. The event store's
         // command-id uniqueness still makes a double requeue harmless.
-        self.publish_raw(&format!("{command_id}/requeue/{sequence}"), msg.payload.clone()).await?;
+        self.publish_raw(
+            &format!("{command_id}/requeue/{sequence}"),
+            msg.payload.clone(),
+        )
+        .await?;
         stream.delete_message(sequence).await.map_err(unavailable)?;
         Ok(true)
     }

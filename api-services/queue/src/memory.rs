@@ -65,7 +65,9 @@ impl MemoryQueue {
     }
 
     pub(crate) fn nak(&self, id: u64, delay: Duration) {
-        let Some(msg) = self.lock().in_flight.remove(&id) else { return };
+        let Some(msg) = self.lock().in_flight.remove(&id) else {
+            return;
+        };
         let queue = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
@@ -78,13 +80,16 @@ impl MemoryQueue {
         if let Some(msg) = s.in_flight.remove(&id) {
             s.next_dead += 1;
             let sequence = s.next_dead;
-            s.dead.insert(sequence, DeadLetter {
+            s.dead.insert(
                 sequence,
-                command_id: Some(msg.msg_id.clone()),
-                reason: reason.to_owned(),
-                deliveries: msg.delivered,
-                payload: String::from_utf8_lossy(&msg.payload).into_owned(),
-            });
+                DeadLetter {
+                    sequence,
+                    command_id: Some(msg.msg_id.clone()),
+                    reason: reason.to_owned(),
+                    deliveries: msg.delivered,
+                    payload: String::from_utf8_lossy(&msg.payload).into_owned(),
+                },
+            );
         }
     }
 
@@ -100,10 +105,22 @@ impl CommandPublisher for MemoryQueue {
     async fn publish(&self, envelope: &CommandEnvelope) -> Result<PublishReceipt, QueueError> {
         let msg_id = envelope.command_id.to_string();
         if !self.lock().seen.insert(msg_id.clone()) {
-            return Ok(PublishReceipt { queue: "memory".into(), sequence: 0, duplicate: true });
+            return Ok(PublishReceipt {
+                queue: "memory".into(),
+                sequence: 0,
+                duplicate: true,
+            });
         }
-        let sequence = self.push(Msg { payload: Bytes::from(envelope.encode()), msg_id, delivered: 0 });
-        Ok(PublishReceipt { queue: "memory".into(), sequence, duplicate: false })
+        let sequence = self.push(Msg {
+            payload: Bytes::from(envelope.encode()),
+            msg_id,
+            delivered: 0,
+        });
+        Ok(PublishReceipt {
+            queue: "memory".into(),
+            sequence,
+            duplicate: false,
+        })
     }
 
     async fn ready(&self) -> bool {
@@ -121,14 +138,19 @@ impl CommandSource for MemoryQueue {
                 let mut s = self.lock();
                 let mut out = Vec::new();
                 while out.len() < max {
-                    let Some((id, mut msg)) = s.ready.pop_front() else { break };
+                    let Some((id, mut msg)) = s.ready.pop_front() else {
+                        break;
+                    };
                     msg.delivered += 1;
                     s.in_flight.insert(id, msg.clone());
                     out.push(Delivery {
                         payload: msg.payload,
                         msg_id: Some(msg.msg_id),
                         delivered: msg.delivered,
-                        handle: Handle::Memory { queue: self.clone(), id },
+                        handle: Handle::Memory {
+                            queue: self.clone(),
+                            id,
+                        },
                     });
                 }
                 if !out.is_empty() {
@@ -153,7 +175,9 @@ impl DeadLetterQueue for MemoryQueue {
     }
 
     async fn requeue(&self, sequence: u64) -> Result<bool, QueueError> {
-        let Some(dead) = self.lock().dead.remove(&sequence) else { return Ok(false) };
+        let Some(dead) = self.lock().dead.remove(&sequence) else {
+            return Ok(false);
+        };
         self.push(Msg {
             payload: Bytes::from(dead.payload.into_bytes()),
             msg_id: dead.command_id.unwrap_or_default(),
@@ -179,7 +203,9 @@ mod tests {
         CommandEnvelope::new(
             CommandId::new_v7(),
             UserId::parse("a").unwrap(),
-            Command::LikePost { post_id: PostId(uuid::Uuid::nil()) },
+            Command::LikePost {
+                post_id: PostId(uuid::Uuid::nil()),
+            },
         )
     }
 
@@ -192,7 +218,10 @@ mod tests {
         let batch = q.fetch(10, Duration::from_millis(10)).await.unwrap();
         assert_eq!(batch.len(), 1);
         assert_eq!(batch[0].delivered, 1);
-        batch[0].retry_later(Duration::from_millis(5)).await.unwrap();
+        batch[0]
+            .retry_later(Duration::from_millis(5))
+            .await
+            .unwrap();
         let again = q.fetch(10, Duration::from_secs(2)).await.unwrap();
         assert_eq!(again[0].delivered, 2);
         again[0].dead_letter("boom").await.unwrap();
@@ -205,6 +234,11 @@ mod tests {
         assert_eq!(CommandEnvelope::decode(&back[0].payload).unwrap(), e);
         back[0].ack().await.unwrap();
         assert_eq!(q.depth(), 0);
-        assert!(q.fetch(1, Duration::from_millis(10)).await.unwrap().is_empty());
+        assert!(
+            q.fetch(1, Duration::from_millis(10))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -16,7 +16,9 @@ use std::sync::Arc;
 pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     let path = dev_secret_path(data_dir);
     if path.exists() {
-        return Ok(trim_secret(std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?));
+        return Ok(trim_secret(
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        ));
     }
     let bytes: [u8; 32] = rand::random();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -30,19 +32,36 @@ pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let secret = load_or_create_secret(&args.data_dir)?;
     let db = args.data_dir.join("events.db");
-    let store: Arc<dyn EventStore> = Arc::new(SqliteEventStore::open(&db).await.context("opening the event store")?);
+    let store: Arc<dyn EventStore> = Arc::new(
+        SqliteEventStore::open(&db)
+            .await
+            .context("opening the event store")?,
+    );
     let queue = MemoryQueue::new();
 
-    let ingester = Ingester::new(IngesterConfig::default(), Arc::new(Processor::new(store.clone())), None).await;
+    let ingester = Ingester::new(
+        IngesterConfig::default(),
+        Arc::new(Processor::new(store.clone())),
+        None,
+    )
+    .await;
     tokio::spawn(ingester.run(Arc::new(queue.clone())));
 
-    let verifier = Arc::new(JwtVerifier::new(&AuthConfig { hs256_secret: secret, leeway_secs: 30, ..Default::default() }));
+    let verifier = Arc::new(JwtVerifier::new(&AuthConfig {
+        hs256_secret: secret,
+        leeway_secs: 30,
+        ..Default::default()
+    }));
     let state = write_api::AppState {
         publisher: Arc::new(queue),
-        commands: Arc::new(write_api::StoreCommandLog { primary: store.clone(), backup: None }),
+        commands: Arc::new(write_api::StoreCommandLog {
+            primary: store.clone(),
+            backup: None,
+        }),
         verifier,
     };
     let ready_store = store.clone();
@@ -52,7 +71,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     });
 
     let dir = args.data_dir.display();
-    eprintln!("socialnet dev: API on http://{}  (event store {}, secret {})", args.listen, db.display(), dev_secret_path(&args.data_dir).display());
+    eprintln!(
+        "socialnet dev: API on http://{}  (event store {}, secret {})",
+        args.listen,
+        db.display(),
+        dev_secret_path(&args.data_dir).display()
+    );
     eprintln!("  get a token:  socialnet token --sub alice --data-dir {dir}");
     crate::serve::serve(args.listen, write_api::app(state, ready), "dev mode").await?;
     Ok(ExitCode::SUCCESS)

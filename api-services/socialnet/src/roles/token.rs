@@ -11,14 +11,25 @@ pub fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => {
             let path = dev_secret_path(dir);
             trim_secret(std::fs::read(&path).with_context(|| {
-                format!("reading {} (start `socialnet dev --data-dir {}` once to create it)", path.display(), dir.display())
+                format!(
+                    "reading {} (start `socialnet dev --data-dir {}` once to create it)",
+                    path.display(),
+                    dir.display()
+                )
             })?)
         }
         None => secret_from_env()?,
     };
     let ttl = parse_ttl(&args.ttl)?;
-    let token = http_kit::mint_token(&secret, &args.sub, ttl, &args.roles, args.issuer.as_deref(), args.audience.as_deref())
-        .context("signing the token")?;
+    let token = http_kit::mint_token(
+        &secret,
+        &args.sub,
+        ttl,
+        &args.roles,
+        args.issuer.as_deref(),
+        args.audience.as_deref(),
+    )
+    .context("signing the token")?;
     println!("{token}");
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,252 @@
+//! Fault tests against real servers and real `socialnet` processes: the ingester killed under load, the
+//! primary PostgreSQL stopped while writes continue, the primary NATS stopped. In each, every write that
+//! was answered 202 becomes exactly one event.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use std::sync::Arc;
+use std::time::Duration;
+use testkit::{NatsServer, PgServer, free_port};
+
+/// Post `n` times as each of `users`, `clients` requests in flight; returns the accepted command ids
+/// (in acceptance order per client) and the number of non-202 answers.
+async fn post_many(
+    http: &Arc<Http>,
+    users: &[(String, String)],
+    per_user: usize,
+    tag: &str,
+) -> (Vec<uuid::Uuid>, usize) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (user, tok) in users {
+        let (user, tok) = (user.clone(), tok.clone());
+        let http = http.clone();
+        let tag = tag.to_owned();
+        tasks.spawn(async move {
+            let mut ok = Vec::new();
+            let mut failed = 0;
+            for i in 0..per_user {
+                let body = serde_json::json!({"body": format!("{tag} {user} #{i}")});
+                let (code, answer) = http
+                    .call("POST", "/v1/posts", Some(&tok), Some(body), &[])
+                    .await;
+                if code == 202 {
+                    ok.push(uuid::Uuid::parse_str(answer["command_id"].as_str().unwrap()).unwrap());
+                } else {
+                    failed += 1;
+                }
+            }
+            (ok, failed)
+        });
+    }
+    let mut all = Vec::new();
+    let mut failed = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (ok, f) = r.unwrap();
+        all.extend(ok);
+        failed += f;
+    }
+    (all, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ingester_killed_mid_batch_loses_and_doubles_nothing() {
+    let wiring = Wiring {
+        database_url: testkit::fresh_database(&testkit::env_url("SOCIALNET_TEST_PG_URL")).await,
+        backup_database_url: None,
+        nats_url: testkit::env_url("SOCIALNET_TEST_NATS_URL"),
+        nats_secondary_url: None,
+        queue_prefix: testkit::queue_prefix(),
+    };
+    let (api_port, ing_port) = (free_port(), free_port());
+    let _api = wiring.write_api(api_port);
+    let mut ingester = wiring.ingester(ing_port, &["--batch-size", "64"]);
+    let http = Arc::new(Http::new(api_port));
+    http.wait_ready(Duration::from_secs(20)).await;
+    let users = register_users(&http, "k", 16).await;
+    let pool = pg(&wiring.database_url).await;
+
+    // Load in the background; kill the ingester twice while batches are being committed.
+    let load = {
+        let (http, users) = (http.clone(), users.clone());
+        tokio::spawn(async move { post_many(&http, &users, 120, "kill").await })
+    };
+    for round in 0..2 {
+        wait_recorded(
+            &pool,
+            "publish_post",
+            300 * (round + 1),
+            Duration::from_secs(60),
+        )
+        .await;
+        ingester.kill();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        ingester = wiring.ingester(ing_port, &["--batch-size", "64"]);
+    }
+    let (accepted, failed) = load.await.unwrap();
+    assert_eq!(
+        failed, 0,
+        "the write API answered non-202 while the ingester restarted"
+    );
+    assert_eq!(accepted.len(), 16 * 120);
+    wait_recorded(
+        &pool,
+        "publish_post",
+        accepted.len(),
+        Duration::from_secs(90),
+    )
+    .await;
+    assert_exactly_once(&pool, &accepted, "PostPublished").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn primary_store_down_writes_park_in_backup_then_drain_in_order() {
+    let primary = PgServer::start();
+    let wiring = Wiring {
+        database_url: testkit::fresh_database(&primary.admin_url()).await,
+        backup_database_url: Some(
+            testkit::fresh_database(&testkit::env_url("SOCIALNET_TEST_PG_BACKUP_URL")).await,
+        ),
+        nats_url: testkit::env_url("SOCIALNET_TEST_NATS_URL"),
+        nats_secondary_url: None,
+        queue_prefix: testkit::queue_prefix(),
+    };
+    let (api_port, ing_port) = (free_port(), free_port());
+    let _api = wiring.write_api(api_port);
+    let _ingester = wiring.ingester(ing_port, &[]);
+    let http = Arc::new(Http::new(api_port));
+    http.wait_ready(Duration::from_secs(20)).await;
+    let users = register_users(&http, "p", 4).await;
+    let (mut accepted, failed) = post_many(&http, &users, 25, "before").await;
+    assert_eq!(failed, 0);
+
+    primary.stop();
+    // One writer, in sequence: the order these are accepted is the order they must commit in.
+    let (writer, tok) = users[0].clone();
+    let mut during = Vec::new();
+    for i in 0..60 {
+        let body = serde_json::json!({"body": format!("during {writer} #{i}")});
+        let (code, answer) = http
+            .call("POST", "/v1/posts", Some(&tok), Some(body), &[])
+            .await;
+        assert_eq!(
+            code, 202,
+            "write {i} refused while the primary store is down: {answer}"
+        );
+        during.push(uuid::Uuid::parse_str(answer["command_id"].as_str().unwrap()).unwrap());
+    }
+    let (more, failed) = post_many(&http, &users[1..], 20, "during").await;
+    assert_eq!(failed, 0);
+
+    // They are parked in the backup, and the API says so.
+    let backup = pg(wiring.backup_database_url.as_ref().unwrap()).await;
+    let parked = testkit::eventually(Duration::from_secs(30), || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM parked_commands")
+            .fetch_one(&backup)
+            .await
+            .unwrap();
+        n >= 60
+    })
+    .await;
+    assert!(
+        parked,
+        "writes made while the primary was down were not parked in the backup"
+    );
+    let last = during.last().unwrap().to_string();
+    let status = http
+        .call(
+            "GET",
+            &format!("/v1/commands/{last}"),
+            Some(&tok),
+            None,
+            &[],
+        )
+        .await
+        .1;
+    assert_eq!(status["status"], "queued");
+    assert_eq!(status["stored_in"], "backup", "{status}");
+
+    primary.start_again();
+    accepted.extend(during.iter().copied());
+    accepted.extend(more);
+    let pool = pg(&wiring.database_url).await;
+    wait_recorded(
+        &pool,
+        "publish_post",
+        accepted.len(),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_exactly_once(&pool, &accepted, "PostPublished").await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM parked_commands")
+        .fetch_one(&backup)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the backup is drained");
+
+    // The single writer's posts committed in the order they were accepted.
+    let positions: Vec<(uuid::Uuid, i64)> =
+        sqlx::query_as("SELECT command_id, position FROM events WHERE command_id = ANY($1)")
+            .bind(&during)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let by_id: std::collections::HashMap<_, _> = positions.into_iter().collect();
+    let ordered: Vec<i64> = during.iter().map(|id| by_id[id]).collect();
+    assert!(
+        ordered.windows(2).all(|w| w[0] < w[1]),
+        "drained out of order: {ordered:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn primary_queue_down_writes_go_to_the_secondary_and_are_ingested() {
+    let mut nats_primary = NatsServer::start();
+    let nats_secondary = NatsServer::start();
+    let wiring = Wiring {
+        database_url: testkit::fresh_database(&testkit::env_url("SOCIALNET_TEST_PG_URL")).await,
+        backup_database_url: None,
+        nats_url: nats_primary.url(),
+        nats_secondary_url: Some(nats_secondary.url()),
+        queue_prefix: testkit::queue_prefix(),
+    };
+    let (api_port, ing_port) = (free_port(), free_port());
+    let _api = wiring.write_api(api_port);
+    let _ingester = wiring.ingester(ing_port, &[]);
+    let http = Arc::new(Http::new(api_port));
+    http.wait_ready(Duration::from_secs(20)).await;
+    let users = register_users(&http, "n", 4).await;
+
+    let (mut accepted, failed) = post_many(&http, &users, 25, "before").await;
+    assert_eq!(failed, 0);
+    nats_primary.stop();
+    let (during, failed) = post_many(&http, &users, 25, "during").await;
+    assert_eq!(
+        failed, 0,
+        "writes were refused although the secondary queue was up"
+    );
+    accepted.extend(during.iter().copied());
+
+    // Ingested from the secondary while the primary is still down.
+    let pool = pg(&wiring.database_url).await;
+    let per = testkit::eventually(Duration::from_secs(30), || async {
+        events_per_command(&pool, &during).await.len() == during.len()
+    })
+    .await;
+    assert!(per, "writes queued on the secondary were not ingested");
+
+    // The primary returns with whatever it still held; everything ends exactly once.
+    nats_primary.start_again();
+    let (after, failed) = post_many(&http, &users, 10, "after").await;
+    assert_eq!(failed, 0);
+    accepted.extend(after);
+    wait_recorded(
+        &pool,
+        "publish_post",
+        accepted.len(),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_exactly_once(&pool, &accepted, "PostPublished").await;
+}

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Sourced by test.sh and bench.sh: installs what is missing and starts two PostgreSQL clusters (primary,
+# backup), two NATS servers with JetStream (primary, secondary) and Redis on free loopback ports in a
+# temporary directory, exports their URLs as SOCIALNET_TEST_*, and stops them when the caller exits.
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+# --- install what is missing -------------------------------------------------------------------------
+missing=()
+command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server redis-tools)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+PG_BIN="${SOCIALNET_PG_BIN:-/usr/lib/postgresql/15/bin}"
+[ -x "$PG_BIN/initdb" ] || { echo "PostgreSQL 15 server binaries not found in $PG_BIN" >&2; exit 1; }
+command -v cargo-nextest >/dev/null 2>&1 || cargo nextest --version >/dev/null 2>&1 || NO_NEXTEST=1
+
+# --- servers ---------------------------------------------------------------------------------------------
+RUN_DIR="$(mktemp -d /tmp/socialnet-test.XXXXXX)"
+chmod 755 "$RUN_DIR"
+pids=()
+pg_dirs=()
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+cleanup() {
+  set +e
+  for d in "${pg_dirs[@]}"; do as_pg "$PG_BIN/pg_ctl" -D "$d/data" -m immediate -w stop >/dev/null 2>&1; done
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  [ -f "$RUN_DIR/redis.pid" ] && kill "$(cat "$RUN_DIR/redis.pid")" 2>/dev/null
+  sleep 0.2
+  rm -rf "$RUN_DIR"
+}
+trap cleanup EXIT INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_port() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+
+start_pg() { # name -> prints port
+  local dir="$RUN_DIR/$1" port; port=$(free_port)
+  mkdir -p "$dir"; [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
+  as_pg "$PG_BIN/initdb" -A trust -U postgres --no-sync -D "$dir/data" >/dev/null
+  as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=400" start >/dev/null
+  pg_dirs+=("$dir")
+  echo "$port"
+}
+start_nats() { # name -> prints port
+  local dir="$RUN_DIR/$1" port; port=$(free_port)
+  mkdir -p "$dir"
+  nats-server -a 127.0.0.1 -p "$port" -js -sd "$dir/js" >"$dir/log" 2>&1 &
+  pids+=($!)
+  wait_port "$port" >&2
+  echo "$port"
+}
+
+log "starting servers in $RUN_DIR"
+PG1=$(start_pg pg-primary); PG2=$(start_pg pg-backup)
+NATS1=$(start_nats nats-primary); NATS2=$(start_nats nats-secondary)
+REDIS=$(free_port)
+redis-server --port "$REDIS" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+  --pidfile "$RUN_DIR/redis.pid" --logfile "$RUN_DIR/redis.log" >/dev/null
+wait_port "$REDIS"
+
+export SOCIALNET_TEST_PG_URL="postgres://postgres@127.0.0.1:$PG1/postgres"
+export SOCIALNET_TEST_PG_BACKUP_URL="postgres://postgres@127.0.0.1:$PG2/postgres"
+export SOCIALNET_TEST_NATS_URL="nats://127.0.0.1:$NATS1"
+export SOCIALNET_TEST_NATS_SECONDARY_URL="nats://127.0.0.1:$NATS2"
+export SOCIALNET_TEST_REDIS_URL="redis://127.0.0.1:$REDIS"
+export SOCIALNET_TEST_TMP="$RUN_DIR"
+export SOCIALNET_PG_BIN="$PG_BIN"
+env | grep '^SOCIALNET_TEST_' | sort >&2
+
