@@ -58,9 +58,7 @@ impl AggregateState {
             (Self::User(s), Event::UserUnfollowed { followee, .. }) => {
                 s.following.remove(followee);
             }
-            (Self::Post(s), Event::PostPublished { author_id, .. }) => {
-                s.author = Some(author_id.clone())
-            }
+            (Self::Post(s), Event::PostPublished { author_id, .. }) => s.author = Some(author_id.clone()),
             (Self::Post(s), Event::PostDeleted { .. }) => s.deleted = true,
             (Self::Post(s), Event::PostLiked { user_id, .. }) => {
                 s.likes.insert(user_id.clone());
@@ -68,9 +66,7 @@ impl AggregateState {
             (Self::Post(s), Event::PostUnliked { user_id, .. }) => {
                 s.likes.remove(user_id);
             }
-            (Self::Handle(s), Event::HandleClaimed { user_id, .. }) => {
-                s.owner = Some(user_id.clone())
-            }
+            (Self::Handle(s), Event::HandleClaimed { user_id, .. }) => s.owner = Some(user_id.clone()),
             _ => {}
         }
     }
@@ -85,12 +81,11 @@ pub struct StreamState {
 
 impl StreamState {
     pub fn empty(stream: &StreamId) -> Self {
-        Self {
-            version: 0,
-            state: AggregateState::empty(stream.kind()),
-        }
+        Self { version: 0, state: AggregateState::empty(stream.kind()) }
     }
 
+    /// Fold events given in version order; the version is the number of events (versions start at 1 and
+    /// have no gaps, which the store's expected-version appends guarantee).
     pub fn fold<'a>(stream: &StreamId, events: impl IntoIterator<Item = &'a Event>) -> Self {
         let mut s = Self::empty(stream);
         for e in events {
@@ -107,18 +102,12 @@ pub struct Streams(pub HashMap<StreamId, StreamState>);
 
 impl Streams {
     pub fn get(&self, stream: &StreamId) -> StreamState {
-        self.0
-            .get(stream)
-            .cloned()
-            .unwrap_or_else(|| StreamState::empty(stream))
+        self.0.get(stream).cloned().unwrap_or_else(|| StreamState::empty(stream))
     }
 
     pub fn user(&self, id: &UserId) -> (u64, UserState) {
         match self.get(&StreamId::user(id)) {
-            StreamState {
-                version,
-                state: AggregateState::User(u),
-            } => (version, u),
+            StreamState { version, state: AggregateState::User(u) } => (version, u),
             StreamState { version, .. } => (version, UserState::default()),
         }
     }

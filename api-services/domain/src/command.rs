@@ -11,44 +11,16 @@ pub const COMMAND_SCHEMA_VERSION: u16 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
-    RegisterUser {
-        handle: Handle,
-        display_name: DisplayName,
-        bio: Bio,
-    },
-    UpdateProfile {
-        display_name: Option<DisplayName>,
-        bio: Option<Bio>,
-    },
-    FollowUser {
-        target: UserId,
-    },
-    UnfollowUser {
-        target: UserId,
-    },
-    PublishPost {
-        post_id: PostId,
-        body: PostBody,
-        reply_to: Option<PostId>,
-    },
-    EditPost {
-        post_id: PostId,
-        body: PostBody,
-    },
-    DeletePost {
-        post_id: PostId,
-    },
-    LikePost {
-        post_id: PostId,
-    },
-    UnlikePost {
-        post_id: PostId,
-    },
-    AddComment {
-        post_id: PostId,
-        comment_id: CommentId,
-        body: PostBody,
-    },
+    RegisterUser { handle: Handle, display_name: DisplayName, bio: Bio },
+    UpdateProfile { display_name: Option<DisplayName>, bio: Option<Bio> },
+    FollowUser { target: UserId },
+    UnfollowUser { target: UserId },
+    PublishPost { post_id: PostId, body: PostBody, reply_to: Option<PostId> },
+    EditPost { post_id: PostId, body: PostBody },
+    DeletePost { post_id: PostId },
+    LikePost { post_id: PostId },
+    UnlikePost { post_id: PostId },
+    AddComment { post_id: PostId, comment_id: CommentId, body: PostBody },
 }
 
 impl Command {

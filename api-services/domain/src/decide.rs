@@ -44,10 +44,17 @@ pub enum Decision {
 }
 
 fn reject(code: RejectionCode, reason: impl Into<String>) -> Decision {
-    Decision::Reject(Rejection {
-        code,
-        reason: reason.into(),
-    })
+    Decision::Reject(Rejection { code, reason: reason.into() })
+}
+
+/// The stream this command creates, if any: a new post's stream, named after the command's own id. It
+/// cannot exist yet unless the command is a duplicate, so a writer may skip loading it and let the
+/// expected-version check (version 0) catch the impossible case.
+pub fn created_stream(envelope: &CommandEnvelope) -> Option<StreamId> {
+    match &envelope.command {
+        Command::PublishPost { post_id, .. } => Some(StreamId::post(post_id)),
+        _ => None,
+    }
 }
 
 /// The streams whose state `decide` needs for this command.
@@ -59,9 +66,7 @@ pub fn read_set(envelope: &CommandEnvelope) -> Vec<StreamId> {
         Command::FollowUser { target } | Command::UnfollowUser { target } => {
             streams.push(StreamId::user(target))
         }
-        Command::PublishPost {
-            post_id, reply_to, ..
-        } => {
+        Command::PublishPost { post_id, reply_to, .. } => {
             streams.push(StreamId::post(post_id));
             if let Some(parent) = reply_to {
                 streams.push(StreamId::post(parent));
@@ -80,20 +85,13 @@ pub fn read_set(envelope: &CommandEnvelope) -> Vec<StreamId> {
 fn post(streams: &Streams, id: &PostId) -> (StreamId, u64, PostState) {
     let stream = StreamId::post(id);
     match streams.get(&stream) {
-        StreamState {
-            version,
-            state: AggregateState::Post(p),
-        } => (stream, version, p),
+        StreamState { version, state: AggregateState::Post(p) } => (stream, version, p),
         StreamState { version, .. } => (stream, version, PostState::default()),
     }
 }
 
 fn one(stream: StreamId, expected_version: u64, event: Event) -> Decision {
-    Decision::Commit(vec![StreamWrite {
-        stream,
-        expected_version,
-        events: vec![event],
-    }])
+    Decision::Commit(vec![StreamWrite { stream, expected_version, events: vec![event] }])
 }
 
 /// Decide a command against the states of its [`read_set`].
@@ -102,27 +100,16 @@ pub fn decide(envelope: &CommandEnvelope, streams: &Streams) -> Decision {
     let actor_stream = StreamId::user(actor);
     let (actor_version, actor_state): (u64, UserState) = streams.user(actor);
 
-    if let Command::RegisterUser {
-        handle,
-        display_name,
-        bio,
-    } = &envelope.command
-    {
+    if let Command::RegisterUser { handle, display_name, bio } = &envelope.command {
         if actor_state.registered {
-            return reject(
-                RejectionCode::AlreadyRegistered,
-                format!("user {actor} already has a profile"),
-            );
+            return reject(RejectionCode::AlreadyRegistered, format!("user {actor} already has a profile"));
         }
         let handle_stream = StreamId::handle(handle);
         let handle_state = streams.get(&handle_stream);
         if let AggregateState::Handle(h) = &handle_state.state
             && h.owner.is_some()
         {
-            return reject(
-                RejectionCode::HandleTaken,
-                format!("handle {handle} is taken"),
-            );
+            return reject(RejectionCode::HandleTaken, format!("handle {handle} is taken"));
         }
         return Decision::Commit(vec![
             StreamWrite {
@@ -138,10 +125,7 @@ pub fn decide(envelope: &CommandEnvelope, streams: &Streams) -> Decision {
             StreamWrite {
                 stream: handle_stream,
                 expected_version: handle_state.version,
-                events: vec![Event::HandleClaimed {
-                    handle: handle.clone(),
-                    user_id: actor.clone(),
-                }],
+                events: vec![Event::HandleClaimed { handle: handle.clone(), user_id: actor.clone() }],
             },
         ]);
     }
@@ -169,10 +153,7 @@ pub fn decide(envelope: &CommandEnvelope, streams: &Streams) -> Decision {
                 return reject(RejectionCode::SelfFollow, "a user cannot follow themselves");
             }
             if !streams.user(target).1.registered {
-                return reject(
-                    RejectionCode::UserNotFound,
-                    format!("user {target} does not exist"),
-                );
+                return reject(RejectionCode::UserNotFound, format!("user {target} does not exist"));
             }
             if actor_state.following.contains(target) {
                 return Decision::Commit(vec![]);
@@ -180,10 +161,7 @@ pub fn decide(envelope: &CommandEnvelope, streams: &Streams) -> Decision {
             one(
                 actor_stream,
                 actor_version,
-                Event::UserFollowed {
-                    follower: actor.clone(),
-                    followee: target.clone(),
-                },
+                Event::UserFollowed { follower: actor.clone(), followee: target.clone() },
             )
         }
         Command::UnfollowUser { target } => {
@@ -193,23 +171,13 @@ pub fn decide(envelope: &CommandEnvelope, streams: &Streams) -> Decision {
             one(
                 actor_stream,
                 actor_version,
-                Event::UserUnfollowed {
-                    follower: actor.clone(),
-                    followee: target.clone(),
-                },
+                Event::UserUnfollowed { follower: actor.clone(), followee: target.clone() },
             )
         }
-        Command::PublishPost {
-            post_id,
-            body,
-            reply_to,
-        } => {
+        Command::PublishPost { post_id, body, reply_to } => {
             let (stream, version, state) = post(streams, post_id);
             if state.exists() || version > 0 {
-                return reject(
-                    RejectionCode::PostExists,
-                    format!("post {post_id} already exists"),
-                );
+                return reject(RejectionCode::PostExists, format!("post {post_id} already exists"));
             }
             if let Some(parent) = reply_to {
                 let (_, _, parent_state) = post(streams, parent);
@@ -239,27 +207,19 @@ pub fn decide(envelope: &CommandEnvelope, streams: &Streams) -> Decision {
         }
         Command::EditPost { post_id, body } => match live_post(streams, post_id) {
             Err(d) => d,
-            Ok((_, _, state)) if state.author.as_ref() != Some(actor) => reject(
-                RejectionCode::NotAuthor,
-                format!("only the author may edit post {post_id}"),
-            ),
+            Ok((_, _, state)) if state.author.as_ref() != Some(actor) => {
+                reject(RejectionCode::NotAuthor, format!("only the author may edit post {post_id}"))
+            }
             Ok((stream, version, _)) => one(
                 stream,
                 version,
-                Event::PostEdited {
-                    post_id: *post_id,
-                    author_id: actor.clone(),
-                    body: body.clone(),
-                },
+                Event::PostEdited { post_id: *post_id, author_id: actor.clone(), body: body.clone() },
             ),
         },
         Command::DeletePost { post_id } => {
             let (stream, version, state) = post(streams, post_id);
             if !state.exists() {
-                return reject(
-                    RejectionCode::PostNotFound,
-                    format!("post {post_id} does not exist"),
-                );
+                return reject(RejectionCode::PostNotFound, format!("post {post_id} does not exist"));
             }
             if state.author.as_ref() != Some(actor) {
                 return reject(
@@ -270,52 +230,27 @@ pub fn decide(envelope: &CommandEnvelope, streams: &Streams) -> Decision {
             if state.deleted {
                 return Decision::Commit(vec![]);
             }
-            one(
-                stream,
-                version,
-                Event::PostDeleted {
-                    post_id: *post_id,
-                    author_id: actor.clone(),
-                },
-            )
+            one(stream, version, Event::PostDeleted { post_id: *post_id, author_id: actor.clone() })
         }
         Command::LikePost { post_id } => match live_post(streams, post_id) {
             Err(d) => d,
             Ok((_, _, state)) if state.likes.contains(actor) => Decision::Commit(vec![]),
-            Ok((stream, version, _)) => one(
-                stream,
-                version,
-                Event::PostLiked {
-                    post_id: *post_id,
-                    user_id: actor.clone(),
-                },
-            ),
+            Ok((stream, version, _)) => {
+                one(stream, version, Event::PostLiked { post_id: *post_id, user_id: actor.clone() })
+            }
         },
         Command::UnlikePost { post_id } => {
             let (stream, version, state) = post(streams, post_id);
             if !state.exists() {
-                return reject(
-                    RejectionCode::PostNotFound,
-                    format!("post {post_id} does not exist"),
-                );
+                return reject(RejectionCode::PostNotFound, format!("post {post_id} does not exist"));
             }
-            if !state.likes.contains(actor) {
+            // Nothing to undo, or the post is gone (its likes went with it): a no-op.
+            if !state.likes.contains(actor) || state.deleted {
                 return Decision::Commit(vec![]);
             }
-            one(
-                stream,
-                version,
-                Event::PostUnliked {
-                    post_id: *post_id,
-                    user_id: actor.clone(),
-                },
-            )
+            one(stream, version, Event::PostUnliked { post_id: *post_id, user_id: actor.clone() })
         }
-        Command::AddComment {
-            post_id,
-            comment_id,
-            body,
-        } => match live_post(streams, post_id) {
+        Command::AddComment { post_id, comment_id, body } => match live_post(streams, post_id) {
             Err(d) => d,
             Ok((stream, version, _)) => one(
                 stream,
@@ -334,16 +269,10 @@ pub fn decide(envelope: &CommandEnvelope, streams: &Streams) -> Decision {
 fn live_post(streams: &Streams, id: &PostId) -> Result<(StreamId, u64, PostState), Decision> {
     let (stream, version, state) = post(streams, id);
     if !state.exists() {
-        return Err(reject(
-            RejectionCode::PostNotFound,
-            format!("post {id} does not exist"),
-        ));
+        return Err(reject(RejectionCode::PostNotFound, format!("post {id} does not exist")));
     }
     if state.deleted {
-        return Err(reject(
-            RejectionCode::PostDeleted,
-            format!("post {id} was deleted"),
-        ));
+        return Err(reject(RejectionCode::PostDeleted, format!("post {id} was deleted")));
     }
     Ok((stream, version, state))
 }

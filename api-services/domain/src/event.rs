@@ -70,10 +70,7 @@ pub enum EventDecodeError {
     #[error("event {event_type} has schema version {version}, newer than this build knows")]
     UnknownVersion { event_type: String, version: u16 },
     #[error("event {event_type} payload does not decode: {source}")]
-    Payload {
-        event_type: String,
-        source: serde_json::Error,
-    },
+    Payload { event_type: String, source: serde_json::Error },
 }
 
 impl Event {
@@ -109,23 +106,15 @@ impl Event {
         payload: &serde_json::Value,
     ) -> Result<Self, EventDecodeError> {
         if version > EVENT_SCHEMA_VERSION || version == 0 {
-            return Err(EventDecodeError::UnknownVersion {
-                event_type: event_type.to_owned(),
-                version,
-            });
+            return Err(EventDecodeError::UnknownVersion { event_type: event_type.to_owned(), version });
         }
         // Version 1 is the only one so far; an upcaster for version N goes here and rewrites `payload`.
         let mut tagged = payload.clone();
         if let Some(map) = tagged.as_object_mut() {
-            map.insert(
-                "type".into(),
-                serde_json::Value::String(event_type.to_owned()),
-            );
+            map.insert("type".into(), serde_json::Value::String(event_type.to_owned()));
         }
-        serde_json::from_value(tagged).map_err(|source| EventDecodeError::Payload {
-            event_type: event_type.to_owned(),
-            source,
-        })
+        serde_json::from_value(tagged)
+            .map_err(|source| EventDecodeError::Payload { event_type: event_type.to_owned(), source })
     }
 }
 
@@ -147,14 +136,8 @@ mod tests {
     #[test]
     fn unknown_versions_and_bad_payloads_are_errors_not_panics() {
         let p = serde_json::json!({"user_id": "bob"});
-        assert!(matches!(
-            Event::decode("PostLiked", 9, &p),
-            Err(EventDecodeError::UnknownVersion { .. })
-        ));
-        assert!(matches!(
-            Event::decode("PostLiked", 1, &p),
-            Err(EventDecodeError::Payload { .. })
-        ));
+        assert!(matches!(Event::decode("PostLiked", 9, &p), Err(EventDecodeError::UnknownVersion { .. })));
+        assert!(matches!(Event::decode("PostLiked", 1, &p), Err(EventDecodeError::Payload { .. })));
         assert!(Event::decode("NoSuchEvent", 1, &p).is_err());
     }
 }

@@ -11,9 +11,9 @@ mod values;
 
 pub use aggregate::{AggregateState, HandleState, PostState, StreamState, Streams, UserState};
 pub use command::{COMMAND_SCHEMA_VERSION, Command, CommandEnvelope};
-pub use decide::{Decision, Rejection, RejectionCode, StreamWrite, decide, read_set};
+pub use decide::{Decision, Rejection, RejectionCode, StreamWrite, created_stream, decide, read_set};
 pub use event::{EVENT_SCHEMA_VERSION, Event, EventDecodeError};
 pub use values::{
-    Bio, CommandId, CommentId, DisplayName, Handle, InvalidValue, PostBody, PostId, StreamId,
-    StreamKind, UserId,
+    Bio, CommandId, CommentId, DisplayName, Handle, InvalidValue, PostBody, PostId, StreamId, StreamKind,
+    UserId,
 };

@@ -15,10 +15,7 @@ pub struct InvalidValue {
 
 impl InvalidValue {
     fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        Self {
-            field,
-            reason: reason.into(),
-        }
+        Self { field, reason: reason.into() }
     }
 }
 
@@ -69,10 +66,7 @@ fn char_len_between(value: &str, min: usize, max: usize) -> Result<(), String> {
 
 fn no_control_chars(value: &str) -> Result<(), String> {
     // Newlines and tabs are fine in text; other control characters only hide things from readers.
-    if value
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
-    {
+    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
         return Err("must not contain control characters".into());
     }
     Ok(())
@@ -196,10 +190,7 @@ impl CommandId {
     /// and deterministic so a retry gets the same command id (and so the same post or comment id).
     pub fn from_idempotency_key(actor: &UserId, key: &str) -> Self {
         const NAMESPACE: Uuid = Uuid::from_u128(0x9b1d_f0a4_3e5c_4b7e_8a2d_6c1f_0e9d_7a35);
-        Self(Uuid::new_v5(
-            &NAMESPACE,
-            format!("{}\u{0}{}", actor.as_str(), key).as_bytes(),
-        ))
+        Self(Uuid::new_v5(&NAMESPACE, format!("{}\u{0}{}", actor.as_str(), key).as_bytes()))
     }
 
     /// When a UUIDv7 was minted, in milliseconds since the epoch; `None` for other versions.
@@ -236,12 +227,7 @@ impl StreamId {
         Self(format!("handle-{handle}"))
     }
     pub fn parse(value: &str) -> Result<Self, InvalidValue> {
-        let bad = || {
-            InvalidValue::new(
-                "stream_id",
-                "must be user-{id}, post-{uuid} or handle-{handle}",
-            )
-        };
+        let bad = || InvalidValue::new("stream_id", "must be user-{id}, post-{uuid} or handle-{handle}");
         if let Some(rest) = value.strip_prefix("user-") {
             UserId::parse(rest).map_err(|_| bad())?;
         } else if let Some(rest) = value.strip_prefix("post-") {
@@ -327,10 +313,7 @@ mod tests {
     fn stream_ids_round_trip_and_reject_garbage() {
         let u = UserId::parse("alice").unwrap();
         assert_eq!(StreamId::user(&u).as_str(), "user-alice");
-        assert_eq!(
-            StreamId::parse("user-alice").unwrap().kind(),
-            StreamKind::User
-        );
+        assert_eq!(StreamId::parse("user-alice").unwrap().kind(), StreamKind::User);
         assert!(StreamId::parse("post-notauuid").is_err());
         assert!(StreamId::parse("other-x").is_err());
     }
@@ -340,19 +323,9 @@ mod tests {
         let a = UserId::parse("alice").unwrap();
         let b = UserId::parse("bob").unwrap();
         let k = "4f0c1b2e-0000-4000-8000-000000000001";
-        assert_eq!(
-            CommandId::from_idempotency_key(&a, k),
-            CommandId::from_idempotency_key(&a, k)
-        );
-        assert_ne!(
-            CommandId::from_idempotency_key(&a, k),
-            CommandId::from_idempotency_key(&b, k)
-        );
-        assert!(
-            CommandId::from_idempotency_key(&a, k)
-                .minted_at_millis()
-                .is_none()
-        );
+        assert_eq!(CommandId::from_idempotency_key(&a, k), CommandId::from_idempotency_key(&a, k));
+        assert_ne!(CommandId::from_idempotency_key(&a, k), CommandId::from_idempotency_key(&b, k));
+        assert!(CommandId::from_idempotency_key(&a, k).minted_at_millis().is_none());
         assert!(CommandId::new_v7().minted_at_millis().is_some());
     }
 }

@@ -23,12 +23,7 @@ fn registered(user: &str) -> Event {
     }
 }
 fn published(author: &str, post: u128) -> Event {
-    Event::PostPublished {
-        post_id: pid(post),
-        author_id: uid(author),
-        body: body("hi"),
-        reply_to: None,
-    }
+    Event::PostPublished { post_id: pid(post), author_id: uid(author), body: body("hi"), reply_to: None }
 }
 
 /// Past events, grouped into streams in the order given.
@@ -56,10 +51,9 @@ impl Given {
 
 fn then_events(decision: Decision) -> Vec<(String, u64, Vec<Event>)> {
     match decision {
-        Decision::Commit(writes) => writes
-            .into_iter()
-            .map(|w| (w.stream.to_string(), w.expected_version, w.events))
-            .collect(),
+        Decision::Commit(writes) => {
+            writes.into_iter().map(|w| (w.stream.to_string(), w.expected_version, w.events)).collect()
+        }
         Decision::Reject(r) => panic!("expected a commit, got rejection {r:?}"),
     }
 }
@@ -101,37 +95,22 @@ fn registering_claims_user_and_handle_streams() {
 fn a_taken_handle_or_second_registration_is_rejected() {
     let claimed = vec![(
         StreamId::handle(&Handle::parse("alice").unwrap()),
-        Event::HandleClaimed {
-            handle: Handle::parse("alice").unwrap(),
-            user_id: uid("someone"),
-        },
+        Event::HandleClaimed { handle: Handle::parse("alice").unwrap(), user_id: uid("someone") },
     )];
     let cmd = Command::RegisterUser {
         handle: Handle::parse("alice").unwrap(),
         display_name: DisplayName::parse("Alice").unwrap(),
         bio: Bio::default(),
     };
-    then_rejected(
-        given(claimed).when("alice", cmd.clone()),
-        RejectionCode::HandleTaken,
-    );
-    then_rejected(
-        given(alice_and_bob()).when("alice", cmd),
-        RejectionCode::AlreadyRegistered,
-    );
+    then_rejected(given(claimed).when("alice", cmd.clone()), RejectionCode::HandleTaken);
+    then_rejected(given(alice_and_bob()).when("alice", cmd), RejectionCode::AlreadyRegistered);
 }
 
 #[test]
 fn unregistered_users_cannot_act() {
     then_rejected(
-        given(vec![]).when(
-            "carol",
-            Command::PublishPost {
-                post_id: pid(1),
-                body: body("x"),
-                reply_to: None,
-            },
-        ),
+        given(vec![])
+            .when("carol", Command::PublishPost { post_id: pid(1), body: body("x"), reply_to: None }),
         RejectionCode::NotRegistered,
     );
 }
@@ -145,35 +124,13 @@ fn follow_rules() {
         vec![(
             "user-alice".to_string(),
             1,
-            vec![Event::UserFollowed {
-                follower: uid("alice"),
-                followee: uid("bob")
-            }]
+            vec![Event::UserFollowed { follower: uid("alice"), followee: uid("bob") }]
         )]
     );
-    then_rejected(
-        g.when(
-            "alice",
-            Command::FollowUser {
-                target: uid("alice"),
-            },
-        ),
-        RejectionCode::SelfFollow,
-    );
-    then_rejected(
-        g.when(
-            "alice",
-            Command::FollowUser {
-                target: uid("ghost"),
-            },
-        ),
-        RejectionCode::UserNotFound,
-    );
+    then_rejected(g.when("alice", Command::FollowUser { target: uid("alice") }), RejectionCode::SelfFollow);
+    then_rejected(g.when("alice", Command::FollowUser { target: uid("ghost") }), RejectionCode::UserNotFound);
     // Unfollowing someone not followed is a no-op commit.
-    assert_eq!(
-        then_events(g.when("alice", Command::UnfollowUser { target: uid("bob") })),
-        vec![]
-    );
+    assert_eq!(then_events(g.when("alice", Command::UnfollowUser { target: uid("bob") })), vec![]);
 }
 
 #[test]
@@ -181,16 +138,10 @@ fn following_twice_is_a_noop_and_unfollow_after_follow_appends() {
     let mut events = alice_and_bob();
     events.push((
         StreamId::user(&uid("alice")),
-        Event::UserFollowed {
-            follower: uid("alice"),
-            followee: uid("bob"),
-        },
+        Event::UserFollowed { follower: uid("alice"), followee: uid("bob") },
     ));
     let g = given(events);
-    assert_eq!(
-        then_events(g.when("alice", Command::FollowUser { target: uid("bob") })),
-        vec![]
-    );
+    assert_eq!(then_events(g.when("alice", Command::FollowUser { target: uid("bob") })), vec![]);
     let w = then_events(g.when("alice", Command::UnfollowUser { target: uid("bob") }));
     assert_eq!(w[0].1, 2);
     assert!(matches!(w[0].2[0], Event::UserUnfollowed { .. }));
@@ -201,36 +152,17 @@ fn posting_replying_and_collisions() {
     let mut events = alice_and_bob();
     events.push((StreamId::post(&pid(1)), published("alice", 1)));
     let g = given(events);
-    let w = then_events(g.when(
-        "bob",
-        Command::PublishPost {
-            post_id: pid(2),
-            body: body("re"),
-            reply_to: Some(pid(1)),
-        },
-    ));
+    let w = then_events(
+        g.when("bob", Command::PublishPost { post_id: pid(2), body: body("re"), reply_to: Some(pid(1)) }),
+    );
     assert_eq!(w[0].0, format!("post-{}", pid(2)));
     assert_eq!(w[0].1, 0);
     then_rejected(
-        g.when(
-            "bob",
-            Command::PublishPost {
-                post_id: pid(1),
-                body: body("x"),
-                reply_to: None,
-            },
-        ),
+        g.when("bob", Command::PublishPost { post_id: pid(1), body: body("x"), reply_to: None }),
         RejectionCode::PostExists,
     );
     then_rejected(
-        g.when(
-            "bob",
-            Command::PublishPost {
-                post_id: pid(3),
-                body: body("x"),
-                reply_to: Some(pid(9)),
-            },
-        ),
+        g.when("bob", Command::PublishPost { post_id: pid(3), body: body("x"), reply_to: Some(pid(9)) }),
         RejectionCode::PostNotFound,
     );
 }
@@ -241,40 +173,16 @@ fn only_the_author_edits_or_deletes_and_deleted_posts_are_closed() {
     events.push((StreamId::post(&pid(1)), published("alice", 1)));
     let g = given(events.clone());
     then_rejected(
-        g.when(
-            "bob",
-            Command::EditPost {
-                post_id: pid(1),
-                body: body("mine"),
-            },
-        ),
+        g.when("bob", Command::EditPost { post_id: pid(1), body: body("mine") }),
         RejectionCode::NotAuthor,
     );
-    then_rejected(
-        g.when("bob", Command::DeletePost { post_id: pid(1) }),
-        RejectionCode::NotAuthor,
-    );
-    let w = then_events(g.when(
-        "alice",
-        Command::EditPost {
-            post_id: pid(1),
-            body: body("fixed"),
-        },
-    ));
+    then_rejected(g.when("bob", Command::DeletePost { post_id: pid(1) }), RejectionCode::NotAuthor);
+    let w = then_events(g.when("alice", Command::EditPost { post_id: pid(1), body: body("fixed") }));
     assert_eq!(w[0].1, 1);
 
-    events.push((
-        StreamId::post(&pid(1)),
-        Event::PostDeleted {
-            post_id: pid(1),
-            author_id: uid("alice"),
-        },
-    ));
+    events.push((StreamId::post(&pid(1)), Event::PostDeleted { post_id: pid(1), author_id: uid("alice") }));
     let g = given(events);
-    then_rejected(
-        g.when("bob", Command::LikePost { post_id: pid(1) }),
-        RejectionCode::PostDeleted,
-    );
+    then_rejected(g.when("bob", Command::LikePost { post_id: pid(1) }), RejectionCode::PostDeleted);
     then_rejected(
         g.when(
             "bob",
@@ -287,19 +195,10 @@ fn only_the_author_edits_or_deletes_and_deleted_posts_are_closed() {
         RejectionCode::PostDeleted,
     );
     then_rejected(
-        g.when(
-            "alice",
-            Command::EditPost {
-                post_id: pid(1),
-                body: body("x"),
-            },
-        ),
+        g.when("alice", Command::EditPost { post_id: pid(1), body: body("x") }),
         RejectionCode::PostDeleted,
     );
-    assert_eq!(
-        then_events(g.when("alice", Command::DeletePost { post_id: pid(1) })),
-        vec![]
-    );
+    assert_eq!(then_events(g.when("alice", Command::DeletePost { post_id: pid(1) })), vec![]);
 }
 
 #[test]
@@ -307,37 +206,16 @@ fn a_second_like_is_a_noop_and_unlike_needs_a_like() {
     let mut events = alice_and_bob();
     events.push((StreamId::post(&pid(1)), published("alice", 1)));
     let g = given(events.clone());
-    assert_eq!(
-        then_events(g.when("bob", Command::UnlikePost { post_id: pid(1) })),
-        vec![]
-    );
+    assert_eq!(then_events(g.when("bob", Command::UnlikePost { post_id: pid(1) })), vec![]);
     let w = then_events(g.when("bob", Command::LikePost { post_id: pid(1) }));
-    assert_eq!(
-        w[0].2,
-        vec![Event::PostLiked {
-            post_id: pid(1),
-            user_id: uid("bob")
-        }]
-    );
+    assert_eq!(w[0].2, vec![Event::PostLiked { post_id: pid(1), user_id: uid("bob") }]);
 
-    events.push((
-        StreamId::post(&pid(1)),
-        Event::PostLiked {
-            post_id: pid(1),
-            user_id: uid("bob"),
-        },
-    ));
+    events.push((StreamId::post(&pid(1)), Event::PostLiked { post_id: pid(1), user_id: uid("bob") }));
     let g = given(events);
-    assert_eq!(
-        then_events(g.when("bob", Command::LikePost { post_id: pid(1) })),
-        vec![]
-    );
+    assert_eq!(then_events(g.when("bob", Command::LikePost { post_id: pid(1) })), vec![]);
     let w = then_events(g.when("bob", Command::UnlikePost { post_id: pid(1) }));
     assert_eq!(w[0].1, 2);
-    then_rejected(
-        g.when("bob", Command::LikePost { post_id: pid(7) }),
-        RejectionCode::PostNotFound,
-    );
+    then_rejected(g.when("bob", Command::LikePost { post_id: pid(7) }), RejectionCode::PostNotFound);
 }
 
 #[test]
@@ -353,35 +231,31 @@ fn comments_append_to_the_post_stream() {
         },
     ));
     assert_eq!(w[0].0, format!("post-{}", pid(1)));
-    assert!(
-        matches!(&w[0].2[0], Event::CommentAdded { author_id, .. } if author_id == &uid("bob"))
-    );
+    assert!(matches!(&w[0].2[0], Event::CommentAdded { author_id, .. } if author_id == &uid("bob")));
 }
 
 #[test]
 fn profile_updates_need_a_profile() {
     let g = given(alice_and_bob());
-    let cmd = Command::UpdateProfile {
-        display_name: Some(DisplayName::parse("Al").unwrap()),
-        bio: None,
-    };
+    let cmd = Command::UpdateProfile { display_name: Some(DisplayName::parse("Al").unwrap()), bio: None };
     assert_eq!(then_events(g.when("alice", cmd.clone()))[0].1, 1);
     then_rejected(g.when("zed", cmd), RejectionCode::NotRegistered);
 }
 
 #[test]
 fn envelopes_refuse_unknown_schema_versions() {
-    let mut env = CommandEnvelope::new(
-        CommandId::new_v7(),
-        uid("a"),
-        Command::LikePost { post_id: pid(1) },
-    );
+    let mut env = CommandEnvelope::new(CommandId::new_v7(), uid("a"), Command::LikePost { post_id: pid(1) });
     assert_eq!(CommandEnvelope::decode(&env.encode()).unwrap(), env);
     env.schema_version = 99;
-    assert!(
-        CommandEnvelope::decode(&env.encode())
-            .unwrap_err()
-            .contains("schema version 99")
-    );
+    assert!(CommandEnvelope::decode(&env.encode()).unwrap_err().contains("schema version 99"));
     assert!(CommandEnvelope::decode(b"{not json").is_err());
+}
+
+#[test]
+fn unliking_a_deleted_post_is_a_noop() {
+    let mut events = alice_and_bob();
+    events.push((StreamId::post(&pid(1)), published("alice", 1)));
+    events.push((StreamId::post(&pid(1)), Event::PostLiked { post_id: pid(1), user_id: uid("bob") }));
+    events.push((StreamId::post(&pid(1)), Event::PostDeleted { post_id: pid(1), author_id: uid("alice") }));
+    assert_eq!(then_events(given(events).when("bob", Command::UnlikePost { post_id: pid(1) })), vec![]);
 }

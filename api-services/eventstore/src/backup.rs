@@ -24,10 +24,8 @@ impl BackupStore {
             return Ok(());
         }
         let ids: Vec<Uuid> = envelopes.iter().map(|e| e.command_id.0).collect();
-        let bodies: Vec<String> = envelopes
-            .iter()
-            .map(|e| String::from_utf8_lossy(&e.encode()).into_owned())
-            .collect();
+        let bodies: Vec<String> =
+            envelopes.iter().map(|e| String::from_utf8_lossy(&e.encode()).into_owned()).collect();
         sqlx::query(
             "INSERT INTO parked_commands (command_id, envelope) \
              SELECT c.id, c.body::jsonb FROM UNNEST($1::uuid[], $2::text[]) WITH ORDINALITY AS c(id, body, ord) \
@@ -42,12 +40,11 @@ impl BackupStore {
 
     /// The oldest parked commands, in arrival order, with their sequence numbers.
     pub async fn oldest(&self, limit: usize) -> Result<Vec<(i64, CommandEnvelope)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, envelope::text AS body FROM parked_commands ORDER BY seq LIMIT $1",
-        )
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(self.inner.pool())
-        .await?;
+        let rows =
+            sqlx::query("SELECT seq, envelope::text AS body FROM parked_commands ORDER BY seq LIMIT $1")
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(self.inner.pool())
+                .await?;
         rows.iter()
             .map(|r| {
                 let seq: i64 = r.try_get("seq")?;
@@ -68,25 +65,20 @@ impl BackupStore {
     }
 
     pub async fn count(&self) -> Result<i64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM parked_commands")
-            .fetch_one(self.inner.pool())
-            .await?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM parked_commands").fetch_one(self.inner.pool()).await?;
         Ok(n)
     }
 
     pub async fn is_parked(&self, id: CommandId) -> Result<bool, StoreError> {
-        let hit: Option<i64> =
-            sqlx::query_scalar("SELECT seq FROM parked_commands WHERE command_id = $1")
-                .bind(id.0)
-                .fetch_optional(self.inner.pool())
-                .await?;
+        let hit: Option<i64> = sqlx::query_scalar("SELECT seq FROM parked_commands WHERE command_id = $1")
+            .bind(id.0)
+            .fetch_optional(self.inner.pool())
+            .await?;
         Ok(hit.is_some())
     }
 
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1")
-            .execute(self.inner.pool())
-            .await
-            .map(|_| ())
+        sqlx::query("SELECT 1").execute(self.inner.pool()).await.map(|_| ())
     }
 }

@@ -31,23 +31,20 @@ impl From<sqlx::Error> for StoreError {
                 // 23505 unique_violation; 40001/40P01 serialization and deadlock are also "try again".
                 let code = db.code().map(|c| c.to_string()).unwrap_or_default();
                 let unique_version = db.message().contains("stream_version")
-                    || db
-                        .constraint()
-                        .is_some_and(|c| c.contains("stream_version"));
+                    || db.constraint().is_some_and(|c| c.contains("stream_version"));
                 let serialization = code == "40001" || code == "40P01";
                 if (db.is_unique_violation() && unique_version) || serialization {
                     StoreError::Conflict(db.message().to_owned())
-                } else if code.starts_with("57") || code.starts_with("08") || code.starts_with("53")
-                {
+                } else if code.starts_with("57") || code.starts_with("08") || code.starts_with("53") {
                     // admin shutdown, connection exceptions, insufficient resources
                     StoreError::Unavailable(db.message().to_owned())
                 } else {
                     StoreError::Refused(db.message().to_owned())
                 }
             }
-            sqlx::Error::Decode(_)
-            | sqlx::Error::ColumnDecode { .. }
-            | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(e.to_string()),
+            sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } | sqlx::Error::TypeNotFound { .. } => {
+                StoreError::Corrupt(e.to_string())
+            }
             _ => StoreError::Unavailable(e.to_string()),
         }
     }

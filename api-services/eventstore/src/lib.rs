@@ -12,10 +12,8 @@ mod sqlite;
 
 pub use backup::BackupStore;
 pub use error::StoreError;
-pub use model::{
-    AppendStatus, CommandCommit, CommandOutcome, CommandStatus, GlobalCursor, RecordedEvent,
-};
-pub use postgres::PgEventStore;
+pub use model::{AppendStatus, CommandCommit, CommandOutcome, CommandStatus, GlobalCursor, RecordedEvent};
+pub use postgres::{NOTIFY_CHANNEL, PgEventStore};
 pub use sqlite::SqliteEventStore;
 
 use async_trait::async_trait;
@@ -40,11 +38,10 @@ pub trait EventStore: Send + Sync {
     ) -> Result<HashMap<StreamId, Vec<RecordedEvent>>, StoreError>;
 
     /// Up to `limit` events after `after`, in the store's global order, never past an event still in flight.
-    async fn read_all(
-        &self,
-        after: GlobalCursor,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError>;
+    async fn read_all(&self, after: GlobalCursor, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// How many events lie after `after` in the global order (visible or not yet): the lag of a reader.
+    async fn count_after(&self, after: GlobalCursor) -> Result<u64, StoreError>;
 
     /// The recorded outcome of one command, if it has been decided.
     async fn command_outcome(&self, id: CommandId) -> Result<Option<CommandOutcome>, StoreError>;

@@ -24,12 +24,7 @@ impl CommandCommit {
         for w in writes {
             for (i, e) in w.events.iter().enumerate() {
                 let event_id = Uuid::new_v5(&self.envelope.command_id.0, &index.to_be_bytes());
-                rows.push((
-                    w.stream.clone(),
-                    w.expected_version + i as u64 + 1,
-                    e,
-                    event_id,
-                ));
+                rows.push((w.stream.clone(), w.expected_version + i as u64 + 1, e, event_id));
                 index += 1;
             }
         }
@@ -69,19 +64,14 @@ pub enum AppendStatus {
 }
 
 /// Where a global reader stands: after the event at `(tx_id, position)` in `(tx_id, position)` order.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct GlobalCursor {
     pub tx_id: i64,
     pub position: i64,
 }
 
 impl GlobalCursor {
-    pub const START: GlobalCursor = GlobalCursor {
-        tx_id: 0,
-        position: 0,
-    };
+    pub const START: GlobalCursor = GlobalCursor { tx_id: 0, position: 0 };
 }
 
 /// One stored event, decoded (and upcast) to the current schema.
@@ -101,10 +91,7 @@ pub struct RecordedEvent {
 
 impl RecordedEvent {
     pub fn cursor(&self) -> GlobalCursor {
-        GlobalCursor {
-            tx_id: self.tx_id,
-            position: self.position,
-        }
+        GlobalCursor { tx_id: self.tx_id, position: self.position }
     }
 }
 
@@ -137,8 +124,7 @@ pub(crate) fn decode_event(
     schema_version: i64,
     payload: &serde_json::Value,
 ) -> Result<Event, crate::StoreError> {
-    let version = u16::try_from(schema_version)
-        .map_err(|_| crate::StoreError::Corrupt("schema_version".into()))?;
-    Event::decode(event_type, version, payload)
-        .map_err(|e| crate::StoreError::Corrupt(e.to_string()))
+    let version =
+        u16::try_from(schema_version).map_err(|_| crate::StoreError::Corrupt("schema_version".into()))?;
+    Event::decode(event_type, version, payload).map_err(|e| crate::StoreError::Corrupt(e.to_string()))
 }

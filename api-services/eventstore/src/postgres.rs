@@ -4,8 +4,7 @@
 //! the oldest one still running (`pg_snapshot_xmin`), in `(tx_id, position)` order.
 
 use crate::model::{
-    AppendStatus, CommandCommit, CommandOutcome, CommandStatus, GlobalCursor, RecordedEvent,
-    decode_event,
+    AppendStatus, CommandCommit, CommandOutcome, CommandStatus, GlobalCursor, RecordedEvent, decode_event,
 };
 use crate::{EventStore, StoreError};
 use async_trait::async_trait;
@@ -15,6 +14,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use uuid::Uuid;
+
+/// The channel `append` notifies after committing events.
+pub const NOTIFY_CHANNEL: &str = "socialnet_events";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -52,6 +54,30 @@ impl PgEventStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// Bump `signal` whenever events are committed (LISTEN on [`NOTIFY_CHANNEL`]); reconnects by itself.
+    pub fn spawn_commit_listener(
+        &self,
+        signal: tokio::sync::watch::Sender<u64>,
+    ) -> tokio::task::JoinHandle<()> {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            loop {
+                match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(mut listener) => {
+                        if listener.listen(NOTIFY_CHANNEL).await.is_ok() {
+                            signal.send_modify(|v| *v = v.wrapping_add(1));
+                            while listener.recv().await.is_ok() {
+                                signal.send_modify(|v| *v = v.wrapping_add(1));
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "commit listener cannot connect; retrying"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    }
 }
 
 /// The event columns, as a literal so queries stay static strings.
@@ -73,8 +99,7 @@ fn event_from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         event_id: row.try_get("event_id")?,
         command_id: CommandId(row.try_get("command_id")?),
         stream_id: StreamId::parse(&stream).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        stream_version: u64::try_from(version)
-            .map_err(|_| StoreError::Corrupt("stream_version".into()))?,
+        stream_version: u64::try_from(version).map_err(|_| StoreError::Corrupt("stream_version".into()))?,
         schema_version: u16::try_from(schema_version).unwrap_or(0),
         event: decode_event(&event_type, i64::from(schema_version), &payload)?,
         metadata: row.try_get("metadata")?,
@@ -101,22 +126,6 @@ impl EventStore for PgEventStore {
             reasons.push(reason);
         }
 
-        let mut tx = self.pool.begin().await?;
-        let inserted: Vec<Uuid> = sqlx::query_scalar(
-            "INSERT INTO commands (command_id, actor, command_type, status, rejection_code, reason) \
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
-             ON CONFLICT (command_id) DO NOTHING RETURNING command_id",
-        )
-        .bind(&ids)
-        .bind(&actors)
-        .bind(&types)
-        .bind(&statuses)
-        .bind(&codes)
-        .bind(&reasons)
-        .fetch_all(&mut *tx)
-        .await?;
-        let fresh: HashSet<Uuid> = inserted.into_iter().collect();
-
         let (
             mut e_ids,
             mut e_cmds,
@@ -126,28 +135,15 @@ impl EventStore for PgEventStore {
             mut e_schema,
             mut e_payloads,
             mut e_meta,
-        ) = (
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-        );
-        for c in commits
-            .iter()
-            .filter(|c| fresh.contains(&c.envelope.command_id.0))
-        {
+        ) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for c in commits {
             let metadata = c.metadata().to_string();
             for (stream, version, event, event_id) in c.rows() {
                 e_ids.push(event_id);
                 e_cmds.push(c.envelope.command_id.0);
                 e_streams.push(stream.to_string());
                 e_versions.push(
-                    i64::try_from(version)
-                        .map_err(|_| StoreError::Refused("version overflow".into()))?,
+                    i64::try_from(version).map_err(|_| StoreError::Refused("version overflow".into()))?,
                 );
                 e_types.push(event.event_type().to_owned());
                 e_schema.push(EVENT_SCHEMA_VERSION as i16);
@@ -155,30 +151,49 @@ impl EventStore for PgEventStore {
                 e_meta.push(metadata.clone());
             }
         }
-        if !e_ids.is_empty() {
-            sqlx::query(
-                "INSERT INTO events (event_id, command_id, stream_id, stream_version, event_type, schema_version, \
-                 payload, metadata) \
+
+        // One statement, so one round trip and one implicit transaction: record the commands (skipping
+        // those recorded before), append the events of the newly recorded ones only, and notify
+        // projectors (delivered at commit) when any event was appended.
+        let inserted: Option<Vec<Uuid>> = sqlx::query_scalar(
+            "WITH cmd AS ( \
+                 INSERT INTO commands (command_id, actor, command_type, status, rejection_code, reason) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+                 ON CONFLICT (command_id) DO NOTHING RETURNING command_id \
+             ), ev AS ( \
+                 INSERT INTO events (event_id, command_id, stream_id, stream_version, event_type, schema_version, \
+                                     payload, metadata) \
                  SELECT e.event_id, e.command_id, e.stream_id, e.stream_version, e.event_type, e.schema_version, \
                         e.payload::jsonb, e.metadata::jsonb \
-                 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::int2[], $7::text[], \
-                             $8::text[]) WITH ORDINALITY \
+                 FROM UNNEST($7::uuid[], $8::uuid[], $9::text[], $10::bigint[], $11::text[], $12::int2[], \
+                             $13::text[], $14::text[]) WITH ORDINALITY \
                       AS e(event_id, command_id, stream_id, stream_version, event_type, schema_version, payload, \
                            metadata, ord) \
-                 ORDER BY e.ord",
-            )
-            .bind(&e_ids)
-            .bind(&e_cmds)
-            .bind(&e_streams)
-            .bind(&e_versions)
-            .bind(&e_types)
-            .bind(&e_schema)
-            .bind(&e_payloads)
-            .bind(&e_meta)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+                 WHERE e.command_id IN (SELECT command_id FROM cmd) \
+                 ORDER BY e.ord \
+                 RETURNING 1 \
+             ), woke AS ( \
+                 SELECT pg_notify('socialnet_events', '') WHERE EXISTS (SELECT 1 FROM ev) \
+             ) \
+             SELECT (SELECT array_agg(command_id) FROM cmd) FROM (SELECT count(*) FROM woke) AS w",
+        )
+        .bind(&ids)
+        .bind(&actors)
+        .bind(&types)
+        .bind(&statuses)
+        .bind(&codes)
+        .bind(&reasons)
+        .bind(&e_ids)
+        .bind(&e_cmds)
+        .bind(&e_streams)
+        .bind(&e_versions)
+        .bind(&e_types)
+        .bind(&e_schema)
+        .bind(&e_payloads)
+        .bind(&e_meta)
+        .fetch_one(&self.pool)
+        .await?;
+        let fresh: HashSet<Uuid> = inserted.unwrap_or_default().into_iter().collect();
         Ok(commits
             .iter()
             .map(|c| {
@@ -222,11 +237,7 @@ impl EventStore for PgEventStore {
         Ok(out)
     }
 
-    async fn read_all(
-        &self,
-        after: GlobalCursor,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(&self, after: GlobalCursor, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             event_columns!(),
@@ -243,27 +254,29 @@ impl EventStore for PgEventStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn count_after(&self, after: GlobalCursor) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE (tx_id, position) > ($1, $2)")
+            .bind(after.tx_id)
+            .bind(after.position)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn command_outcome(&self, id: CommandId) -> Result<Option<CommandOutcome>, StoreError> {
-        let row = sqlx::query(
-            "SELECT status, rejection_code, reason FROM commands WHERE command_id = $1",
-        )
-        .bind(id.0)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query("SELECT status, rejection_code, reason FROM commands WHERE command_id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let status: String = row.try_get("status")?;
-        let positions: Vec<i64> = sqlx::query_scalar(
-            "SELECT position FROM events WHERE command_id = $1 ORDER BY position",
-        )
-        .bind(id.0)
-        .fetch_all(&self.pool)
-        .await?;
+        let positions: Vec<i64> =
+            sqlx::query_scalar("SELECT position FROM events WHERE command_id = $1 ORDER BY position")
+                .bind(id.0)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(Some(CommandOutcome {
-            status: if status == "rejected" {
-                CommandStatus::Rejected
-            } else {
-                CommandStatus::Committed
-            },
+            status: if status == "rejected" { CommandStatus::Rejected } else { CommandStatus::Committed },
             reason: row.try_get("reason")?,
             rejection_code: row.try_get("rejection_code")?,
             position: positions.last().copied(),

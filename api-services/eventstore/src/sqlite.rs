@@ -2,8 +2,7 @@
 //! write transaction at a time, so position order is commit order and global reads are trivially gap-safe.
 
 use crate::model::{
-    AppendStatus, CommandCommit, CommandOutcome, CommandStatus, GlobalCursor, RecordedEvent,
-    decode_event,
+    AppendStatus, CommandCommit, CommandOutcome, CommandStatus, GlobalCursor, RecordedEvent, decode_event,
 };
 use crate::{EventStore, StoreError};
 use async_trait::async_trait;
@@ -11,8 +10,7 @@ use chrono::Utc;
 use domain::{CommandId, EVENT_SCHEMA_VERSION, StreamId};
 use sqlx::Row;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -46,14 +44,8 @@ impl SqliteEventStore {
 
     async fn with_options(opts: SqliteConnectOptions) -> Result<Self, StoreError> {
         // One connection: SQLite serialises writers anyway, and an in-memory database lives per connection.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts)
-            .await?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Refused(e.to_string()))?;
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
+        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Refused(e.to_string()))?;
         Ok(Self { pool })
     }
 }
@@ -63,8 +55,7 @@ fn event_from_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
     let event_type: String = row.try_get("event_type")?;
     let schema_version: i64 = row.try_get("schema_version")?;
     let payload: String = row.try_get("payload")?;
-    let payload: serde_json::Value =
-        serde_json::from_str(&payload).map_err(|_| corrupt("payload"))?;
+    let payload: serde_json::Value = serde_json::from_str(&payload).map_err(|_| corrupt("payload"))?;
     let metadata: String = row.try_get("metadata")?;
     let recorded_at: String = row.try_get("recorded_at")?;
     let stream: String = row.try_get("stream_id")?;
@@ -171,10 +162,7 @@ impl EventStore for SqliteEventStore {
             .bind(s.as_str())
             .fetch_all(&self.pool)
             .await?;
-            let events = rows
-                .iter()
-                .map(event_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
+            let events = rows.iter().map(event_from_row).collect::<Result<Vec<_>, _>>()?;
             if !events.is_empty() {
                 out.insert(s.clone(), events);
             }
@@ -182,11 +170,7 @@ impl EventStore for SqliteEventStore {
         Ok(out)
     }
 
-    async fn read_all(
-        &self,
-        after: GlobalCursor,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(&self, after: GlobalCursor, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             event_columns!(),
@@ -199,26 +183,28 @@ impl EventStore for SqliteEventStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn count_after(&self, after: GlobalCursor) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE position > ?")
+            .bind(after.position)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn command_outcome(&self, id: CommandId) -> Result<Option<CommandOutcome>, StoreError> {
-        let row =
-            sqlx::query("SELECT status, rejection_code, reason FROM commands WHERE command_id = ?")
-                .bind(id.to_string())
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query("SELECT status, rejection_code, reason FROM commands WHERE command_id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let status: String = row.try_get("status")?;
-        let positions: Vec<i64> = sqlx::query_scalar(
-            "SELECT position FROM events WHERE command_id = ? ORDER BY position",
-        )
-        .bind(id.to_string())
-        .fetch_all(&self.pool)
-        .await?;
+        let positions: Vec<i64> =
+            sqlx::query_scalar("SELECT position FROM events WHERE command_id = ? ORDER BY position")
+                .bind(id.to_string())
+                .fetch_all(&self.pool)
+                .await?;
         Ok(Some(CommandOutcome {
-            status: if status == "rejected" {
-                CommandStatus::Rejected
-            } else {
-                CommandStatus::Committed
-            },
+            status: if status == "rejected" { CommandStatus::Rejected } else { CommandStatus::Committed },
             reason: row.try_get("reason")?,
             rejection_code: row.try_get("rejection_code")?,
             position: positions.last().copied(),

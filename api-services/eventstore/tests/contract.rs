@@ -26,10 +26,7 @@ fn register(user: &str) -> CommandCommit {
         streams.insert(s.clone(), StreamState::empty(&s));
     }
     let decision = decide(&env, &streams);
-    CommandCommit {
-        envelope: env,
-        decision,
-    }
+    CommandCommit { envelope: env, decision }
 }
 
 fn post(user: &str, expected_version: u64) -> CommandCommit {
@@ -37,11 +34,7 @@ fn post(user: &str, expected_version: u64) -> CommandCommit {
     let env = CommandEnvelope::new(
         CommandId::new_v7(),
         uid(user),
-        Command::PublishPost {
-            post_id,
-            body: PostBody::parse("hello").unwrap(),
-            reply_to: None,
-        },
+        Command::PublishPost { post_id, body: PostBody::parse("hello").unwrap(), reply_to: None },
     );
     let decision = Decision::Commit(vec![StreamWrite {
         stream: StreamId::post(&post_id),
@@ -53,10 +46,7 @@ fn post(user: &str, expected_version: u64) -> CommandCommit {
             reply_to: None,
         }],
     }]);
-    CommandCommit {
-        envelope: env,
-        decision,
-    }
+    CommandCommit { envelope: env, decision }
 }
 
 /// `read_all`, retried until it returns `want` events. PostgreSQL transaction ids are cluster-wide, so a
@@ -98,24 +88,12 @@ async fn contract(store: Arc<dyn EventStore>) {
     let st = store.append(&[a.clone(), b.clone()]).await.unwrap();
     assert_eq!(st, vec![AppendStatus::Duplicate, AppendStatus::Duplicate]);
     let all = read_settled(store.as_ref(), GlobalCursor::START, 100, 4).await;
-    assert_eq!(
-        all.len(),
-        4,
-        "two UserRegistered and two HandleClaimed, once each"
-    );
-    assert!(
-        all.windows(2).all(|w| w[0].cursor() < w[1].cursor()),
-        "global order is strictly increasing"
-    );
+    assert_eq!(all.len(), 4, "two UserRegistered and two HandleClaimed, once each");
+    assert!(all.windows(2).all(|w| w[0].cursor() < w[1].cursor()), "global order is strictly increasing");
 
     // Streams read back in version order with their envelopes.
-    let streams = store
-        .read_streams(&[
-            StreamId::user(&uid("alice")),
-            StreamId::user(&uid("nobody")),
-        ])
-        .await
-        .unwrap();
+    let streams =
+        store.read_streams(&[StreamId::user(&uid("alice")), StreamId::user(&uid("nobody"))]).await.unwrap();
     let alice = &streams[&StreamId::user(&uid("alice"))];
     assert_eq!(alice.len(), 1);
     assert_eq!(alice[0].stream_version, 1);
@@ -128,14 +106,7 @@ async fn contract(store: Arc<dyn EventStore>) {
     let ok = register("carol");
     let err = store.append(&[ok.clone(), again]).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "got {err:?}");
-    assert!(
-        store
-            .recorded(&[ok.envelope.command_id])
-            .await
-            .unwrap()
-            .is_empty(),
-        "the batch is atomic"
-    );
+    assert!(store.recorded(&[ok.envelope.command_id]).await.unwrap().is_empty(), "the batch is atomic");
 
     // Batched global reads walk everything exactly once.
     for i in 0..25 {
@@ -155,20 +126,14 @@ async fn contract(store: Arc<dyn EventStore>) {
     assert_eq!(unique.len(), 29);
 
     // Outcomes: committed with positions; rejected with its reason; unknown is None.
-    let outcome = store
-        .command_outcome(a.envelope.command_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let outcome = store.command_outcome(a.envelope.command_id).await.unwrap().unwrap();
     assert_eq!(outcome.status, CommandStatus::Committed);
     assert_eq!(outcome.positions.len(), 2);
     let rejected = CommandCommit {
         envelope: CommandEnvelope::new(
             CommandId::new_v7(),
             uid("zed"),
-            Command::LikePost {
-                post_id: PostId(uuid::Uuid::nil()),
-            },
+            Command::LikePost { post_id: PostId(uuid::Uuid::nil()) },
         ),
         decision: Decision::Reject(Rejection {
             code: RejectionCode::NotRegistered,
@@ -176,22 +141,12 @@ async fn contract(store: Arc<dyn EventStore>) {
         }),
     };
     store.append(std::slice::from_ref(&rejected)).await.unwrap();
-    let outcome = store
-        .command_outcome(rejected.envelope.command_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let outcome = store.command_outcome(rejected.envelope.command_id).await.unwrap().unwrap();
     assert_eq!(outcome.status, CommandStatus::Rejected);
     assert_eq!(outcome.reason.as_deref(), Some("no profile"));
     assert_eq!(outcome.rejection_code.as_deref(), Some("not_registered"));
     assert!(outcome.positions.is_empty());
-    assert!(
-        store
-            .command_outcome(CommandId::new_v7())
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.command_outcome(CommandId::new_v7()).await.unwrap().is_none());
 }
 
 #[tokio::test]
@@ -243,43 +198,22 @@ async fn out_of_order_commits_are_never_skipped() {
     // B: appended and committed through the store, after A took its position.
     let b = post("fast", 0);
     store.append(std::slice::from_ref(&b)).await.unwrap();
-    let b_position = store
-        .command_outcome(b.envelope.command_id)
-        .await
-        .unwrap()
-        .unwrap()
-        .positions[0];
+    let b_position = store.command_outcome(b.envelope.command_id).await.unwrap().unwrap().positions[0];
     assert!(a_position < b_position, "A holds the lower position");
 
     // While A is open the reader must stop short of B.
     let during = store.read_all(checkpoint, 100).await.unwrap();
-    assert!(
-        during.is_empty(),
-        "a reader passed an in-flight event: {during:?}"
-    );
+    assert!(during.is_empty(), "a reader passed an in-flight event: {during:?}");
 
     tx_a.commit().await.unwrap();
     let after = read_settled(&store, checkpoint, 100, 2).await;
     let positions: Vec<i64> = after.iter().map(|e| e.position).collect();
-    assert_eq!(
-        positions,
-        vec![a_position, b_position],
-        "both seen, A then B"
-    );
+    assert_eq!(positions, vec![a_position, b_position], "both seen, A then B");
     assert_eq!(after[0].event, a_event);
 
-    let from_start: Vec<i64> = store
-        .read_all(GlobalCursor::START, 100)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.position)
-        .collect();
-    assert_eq!(
-        &from_start[1..],
-        &positions[..],
-        "the order is stable across reads"
-    );
+    let from_start: Vec<i64> =
+        store.read_all(GlobalCursor::START, 100).await.unwrap().iter().map(|e| e.position).collect();
+    assert_eq!(&from_start[1..], &positions[..], "the order is stable across reads");
 }
 
 /// A rolled-back transaction leaves a hole in positions; readers pass it without waiting forever.

@@ -75,10 +75,7 @@ impl JwtVerifier {
         if let Some(iss) = &config.issuer {
             validation.set_issuer(&[iss]);
         }
-        Self {
-            key: DecodingKey::from_secret(&config.hs256_secret),
-            validation,
-        }
+        Self { key: DecodingKey::from_secret(&config.hs256_secret), validation }
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
@@ -87,9 +84,7 @@ impl JwtVerifier {
             let why = match e.kind() {
                 K::ExpiredSignature => "the token has expired",
                 K::InvalidSignature => "the token's signature is not valid",
-                K::InvalidAlgorithm | K::InvalidAlgorithmName => {
-                    "the token's algorithm is not accepted"
-                }
+                K::InvalidAlgorithm | K::InvalidAlgorithmName => "the token's algorithm is not accepted",
                 K::InvalidAudience => "the token's audience is not accepted",
                 K::InvalidIssuer => "the token's issuer is not accepted",
                 K::ImmatureSignature => "the token is not valid yet",
@@ -114,10 +109,7 @@ pub fn mint_token(
     issuer: Option<&str>,
     audience: Option<&str>,
 ) -> Result<String, jsonwebtoken::errors::Error> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let claims = Claims {
         sub: sub.to_owned(),
         iat: Some(now),
@@ -126,11 +118,7 @@ pub fn mint_token(
         aud: audience.map(str::to_owned),
         roles: roles.to_vec(),
     };
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret),
-    )
+    encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
 }
 
 /// The verified caller. Extracting it answers 401 (problem+json) when the token is missing or bad.
@@ -150,15 +138,11 @@ where
             .headers
             .get(AUTHORIZATION)
             .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
-        let value = header
-            .to_str()
-            .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+        let value = header.to_str().map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
         let token = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
-            })?;
+            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be 'Bearer <token>'"))?;
         verifier.verify(token.trim()).map(Authenticated)
     }
 }
@@ -168,10 +152,7 @@ mod tests {
     use super::*;
 
     fn verifier() -> JwtVerifier {
-        JwtVerifier::new(&AuthConfig {
-            hs256_secret: b"secret".to_vec(),
-            ..Default::default()
-        })
+        JwtVerifier::new(&AuthConfig { hs256_secret: b"secret".to_vec(), ..Default::default() })
     }
 
     #[test]
@@ -182,35 +163,15 @@ mod tests {
 
     #[test]
     fn refuses_wrong_secret_expired_and_alg_none() {
-        let wrong =
-            mint_token(b"other", "alice", Duration::from_secs(60), &[], None, None).unwrap();
+        let wrong = mint_token(b"other", "alice", Duration::from_secs(60), &[], None, None).unwrap();
         assert_eq!(verifier().verify(&wrong).unwrap_err().status, 401);
 
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let claims = Claims {
-            sub: "a".into(),
-            exp: now - 3600,
-            iat: None,
-            iss: None,
-            aud: None,
-            roles: vec![],
-        };
-        let expired = encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(b"secret"),
-        )
-        .unwrap();
-        assert!(
-            verifier()
-                .verify(&expired)
-                .unwrap_err()
-                .detail
-                .contains("expired")
-        );
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let claims =
+            Claims { sub: "a".into(), exp: now - 3600, iat: None, iss: None, aud: None, roles: vec![] };
+        let expired =
+            encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"secret")).unwrap();
+        assert!(verifier().verify(&expired).unwrap_err().detail.contains("expired"));
 
         // alg none: header {"alg":"none","typ":"JWT"}, valid claims, empty signature.
         let b64 = |s: &str| {
@@ -233,50 +194,26 @@ mod tests {
             issuer: Some("https://issuer".into()),
             leeway_secs: 0,
         });
-        let ok = mint_token(
-            b"s",
-            "a",
-            Duration::from_secs(60),
-            &[],
-            Some("https://issuer"),
-            Some("socialnet"),
-        )
-        .unwrap();
+        let ok =
+            mint_token(b"s", "a", Duration::from_secs(60), &[], Some("https://issuer"), Some("socialnet"))
+                .unwrap();
         assert!(v.verify(&ok).is_ok());
-        let bad_aud = mint_token(
-            b"s",
-            "a",
-            Duration::from_secs(60),
-            &[],
-            Some("https://issuer"),
-            Some("x"),
-        )
-        .unwrap();
+        let bad_aud =
+            mint_token(b"s", "a", Duration::from_secs(60), &[], Some("https://issuer"), Some("x")).unwrap();
         assert!(v.verify(&bad_aud).unwrap_err().detail.contains("audience"));
-        let bad_iss = mint_token(
-            b"s",
-            "a",
-            Duration::from_secs(60),
-            &[],
-            Some("https://evil"),
-            Some("socialnet"),
-        )
-        .unwrap();
+        let bad_iss =
+            mint_token(b"s", "a", Duration::from_secs(60), &[], Some("https://evil"), Some("socialnet"))
+                .unwrap();
         assert!(v.verify(&bad_iss).unwrap_err().detail.contains("issuer"));
     }
 
     /// Minimal unpadded base64url, so the test needs no extra crate.
     mod base64_like {
-        const ALPHABET: &[u8; 64] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         pub fn encode_url(input: &[u8]) -> String {
             let mut out = String::new();
             for chunk in input.chunks(3) {
-                let b = [
-                    chunk[0],
-                    *chunk.get(1).unwrap_or(&0),
-                    *chunk.get(2).unwrap_or(&0),
-                ];
+                let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
                 let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
                 let chars = chunk.len() + 1;
                 for i in 0..chars {

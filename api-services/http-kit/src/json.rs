@@ -32,11 +32,9 @@ fn from_rejection(rejection: JsonRejection) -> ApiError {
         StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::payload_too_large("the request body is larger than allowed (1 MiB)")
         }
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
-            status,
-            "Unsupported media type",
-            "send the body as Content-Type: application/json",
-        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::new(status, "Unsupported media type", "send the body as Content-Type: application/json")
+        }
         _ => ApiError::bad_request(text),
     }
 }

@@ -13,8 +13,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 /// A readiness probe: answers whether the role's dependencies respond, with a reason per failing one.
-pub type Readiness =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+pub type Readiness = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -22,12 +21,10 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn install_metrics_recorder() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
-                .install_recorder()
-                .unwrap_or_else(|_| {
-                    // Another recorder is already installed (e.g. by a test harness): render an empty one.
-                    PrometheusBuilder::new().build_recorder().handle()
-                })
+            PrometheusBuilder::new().install_recorder().unwrap_or_else(|_| {
+                // Another recorder is already installed (e.g. by a test harness): render an empty one.
+                PrometheusBuilder::new().build_recorder().handle()
+            })
         })
         .clone()
 }
@@ -36,18 +33,16 @@ pub fn install_metrics_recorder() -> PrometheusHandle {
 pub fn ops_routes<S: Clone + Send + Sync + 'static>(ready: Readiness) -> Router<S> {
     let handle = install_metrics_recorder();
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route(
             "/readyz",
             get(move || {
                 let ready = ready.clone();
                 async move {
                     match ready().await {
-                        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "ready"})))
-                            .into_response(),
+                        Ok(()) => {
+                            (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))).into_response()
+                        }
                         Err(why) => (
                             StatusCode::SERVICE_UNAVAILABLE,
                             Json(serde_json::json!({"status": "not ready", "reason": why})),

@@ -26,12 +26,7 @@ struct Problem<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            status,
-            title,
-            detail: detail.into(),
-            retry_after: None,
-        }
+        Self { status, title, detail: detail.into(), retry_after: None }
     }
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "Bad request", detail)
@@ -54,11 +49,7 @@ impl ApiError {
     pub fn unavailable(detail: impl Into<String>, retry_after: u64) -> Self {
         Self {
             retry_after: Some(retry_after),
-            ..Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Service unavailable",
-                detail,
-            )
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable", detail)
         }
     }
     /// A server-side failure: log `cause` here, answer without it.
@@ -74,13 +65,7 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.title,
-            self.detail
-        )
+        write!(f, "{} {}: {}", self.status.as_u16(), self.title, self.detail)
     }
 }
 
@@ -101,10 +86,7 @@ impl IntoResponse for ApiError {
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = (self.status, bytes).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

@@ -28,14 +28,8 @@ pub async fn drain_backup(
             return Ok(moved);
         };
         let envelopes: Vec<_> = parked.into_iter().map(|(_, e)| e).collect();
-        processor
-            .process(&envelopes)
-            .await
-            .map_err(DrainError::Primary)?;
-        backup
-            .remove_through(last_seq)
-            .await
-            .map_err(DrainError::Backup)?;
+        processor.process(&envelopes).await.map_err(DrainError::Primary)?;
+        backup.remove_through(last_seq).await.map_err(DrainError::Backup)?;
         moved += envelopes.len() as u64;
         metrics::counter!("socialnet_ingester_drained_total").increment(envelopes.len() as u64);
         tracing::info!(moved, "drained parked commands to the primary store");

@@ -1,7 +1,7 @@
 //! Deciding and appending a batch of commands. State is cached per stream between batches; the cache is
 //! only ever a hint, because every append carries expected versions and the store rejects a stale one.
 
-use domain::{CommandEnvelope, Decision, StreamId, StreamState, Streams, decide, read_set};
+use domain::{CommandEnvelope, Decision, StreamId, StreamState, Streams, created_stream, decide, read_set};
 use eventstore::{AppendStatus, CommandCommit, EventStore, StoreError};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -26,6 +26,8 @@ const CONFLICT_RETRIES: usize = 8;
 pub struct Processor {
     store: Arc<dyn EventStore>,
     cache: Mutex<HashMap<StreamId, StreamState>>,
+    /// Woken after every commit (dev mode's in-process projector; PostgreSQL uses NOTIFY instead).
+    on_commit: Option<tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for Processor {
@@ -36,10 +38,13 @@ impl std::fmt::Debug for Processor {
 
 impl Processor {
     pub fn new(store: Arc<dyn EventStore>) -> Self {
-        Self {
-            store,
-            cache: Mutex::new(HashMap::new()),
-        }
+        Self { store, cache: Mutex::new(HashMap::new()), on_commit: None }
+    }
+
+    /// Also bump `signal` after each successful append.
+    pub fn with_commit_signal(mut self, signal: tokio::sync::watch::Sender<u64>) -> Self {
+        self.on_commit = Some(signal);
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
@@ -67,10 +72,7 @@ impl Processor {
     }
 
     /// Process each command on its own (to isolate one that the store refuses).
-    pub async fn process_each(
-        &self,
-        batch: &[CommandEnvelope],
-    ) -> Vec<Result<Processed, StoreError>> {
+    pub async fn process_each(&self, batch: &[CommandEnvelope]) -> Vec<Result<Processed, StoreError>> {
         let mut out = Vec::with_capacity(batch.len());
         for env in batch {
             out.push(self.process_one(env).await);
@@ -98,21 +100,18 @@ impl Processor {
         let mut seen = HashSet::new();
         let firsts: Vec<bool> = batch.iter().map(|e| seen.insert(e.command_id)).collect();
         let ids: Vec<_> = seen.into_iter().collect();
-        let recorded: HashSet<_> = self.store.recorded(&ids).await?.into_iter().collect();
 
-        let todo: Vec<&CommandEnvelope> = batch
-            .iter()
-            .zip(&firsts)
-            .filter(|(e, first)| **first && !recorded.contains(&e.command_id))
-            .map(|(e, _)| e)
-            .collect();
-
-        // Load every stream the batch reads: from the cache where possible, else from the store.
+        // Streams to load: from the cache where possible, else from the store. A stream the command itself
+        // creates is assumed empty on the fast path (see `domain::created_stream`).
         let mut overlay = Streams::default();
         let mut missing = Vec::new();
         {
             let cache = self.cache();
-            for env in &todo {
+            for (env, first) in batch.iter().zip(&firsts) {
+                if !first {
+                    continue;
+                }
+                let created = created_stream(env).filter(|_| use_cache);
                 for s in read_set(env) {
                     if overlay.0.contains_key(&s) {
                         continue;
@@ -121,19 +120,32 @@ impl Processor {
                         Some(state) => overlay.insert(s, state.clone()),
                         None => {
                             overlay.insert(s.clone(), StreamState::empty(&s));
-                            missing.push(s);
+                            if created.as_ref() != Some(&s) {
+                                missing.push(s);
+                            }
                         }
                     }
                 }
             }
         }
-        if !missing.is_empty() {
-            let loaded = self.store.read_streams(&missing).await?;
-            for (stream, events) in loaded {
-                let state = StreamState::fold(&stream, events.iter().map(|r| &r.event));
-                overlay.insert(stream, state);
-            }
+        // Which commands are already recorded, and the missing streams, in one round trip's time.
+        let (recorded, loaded) = if missing.is_empty() {
+            (self.store.recorded(&ids).await?, Default::default())
+        } else {
+            let (r, l) = tokio::join!(self.store.recorded(&ids), self.store.read_streams(&missing));
+            (r?, l?)
+        };
+        let recorded: HashSet<_> = recorded.into_iter().collect();
+        for (stream, events) in loaded {
+            let state = StreamState::fold(&stream, events.iter().map(|r| &r.event));
+            overlay.insert(stream, state);
         }
+        let todo: Vec<&CommandEnvelope> = batch
+            .iter()
+            .zip(&firsts)
+            .filter(|(e, first)| **first && !recorded.contains(&e.command_id))
+            .map(|(e, _)| e)
+            .collect();
 
         // Decide in order, each decision seeing the ones before it.
         let mut commits = Vec::with_capacity(todo.len());
@@ -141,20 +153,15 @@ impl Processor {
             let decision = decide(env, &overlay);
             if let Decision::Commit(writes) = &decision {
                 for w in writes {
-                    let entry = overlay
-                        .0
-                        .entry(w.stream.clone())
-                        .or_insert_with(|| StreamState::empty(&w.stream));
+                    let entry =
+                        overlay.0.entry(w.stream.clone()).or_insert_with(|| StreamState::empty(&w.stream));
                     for e in &w.events {
                         entry.state.apply(e);
                         entry.version += 1;
                     }
                 }
             }
-            commits.push(CommandCommit {
-                envelope: (*env).clone(),
-                decision,
-            });
+            commits.push(CommandCommit { envelope: (*env).clone(), decision });
         }
 
         let statuses = match self.store.append(&commits).await {
@@ -168,6 +175,9 @@ impl Processor {
             }
         };
 
+        if let Some(n) = &self.on_commit {
+            n.send_modify(|v| *v = v.wrapping_add(1));
+        }
         {
             let mut cache = self.cache();
             if cache.len() > CACHE_LIMIT {
@@ -183,12 +193,12 @@ impl Processor {
         for (commit, status) in commits.iter().zip(statuses) {
             let processed = match (status, &commit.decision) {
                 (AppendStatus::Duplicate, _) => Processed::Duplicate,
-                (AppendStatus::Appended, Decision::Commit(w)) => Processed::Committed {
-                    events: w.iter().map(|w| w.events.len()).sum(),
-                },
-                (AppendStatus::Appended, Decision::Reject(r)) => Processed::Rejected {
-                    reason: r.reason.clone(),
-                },
+                (AppendStatus::Appended, Decision::Commit(w)) => {
+                    Processed::Committed { events: w.iter().map(|w| w.events.len()).sum() }
+                }
+                (AppendStatus::Appended, Decision::Reject(r)) => {
+                    Processed::Rejected { reason: r.reason.clone() }
+                }
             };
             by_id.insert(commit.envelope.command_id, processed);
         }
@@ -209,8 +219,7 @@ impl Processor {
                 Processed::Rejected { .. } => "rejected",
                 Processed::Duplicate => "duplicate",
             };
-            metrics::counter!("socialnet_ingester_commands_total", "outcome" => outcome)
-                .increment(1);
+            metrics::counter!("socialnet_ingester_commands_total", "outcome" => outcome).increment(1);
         }
         Ok(out)
     }

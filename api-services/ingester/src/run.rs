@@ -38,9 +38,7 @@ impl Default for IngesterConfig {
 impl IngesterConfig {
     fn backoff(&self, delivered: u64) -> Duration {
         let exp = u32::try_from(delivered.saturating_sub(1).min(16)).unwrap_or(16);
-        self.backoff_base
-            .saturating_mul(2u32.saturating_pow(exp))
-            .min(self.backoff_max)
+        self.backoff_base.saturating_mul(2u32.saturating_pow(exp)).min(self.backoff_max)
     }
 }
 
@@ -56,9 +54,7 @@ pub struct Ingester {
 
 impl std::fmt::Debug for Ingester {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ingester")
-            .field("config", &self.config)
-            .finish()
+        f.debug_struct("Ingester").field("config", &self.config).finish()
     }
 }
 
@@ -84,10 +80,7 @@ impl Ingester {
     pub async fn run(self: Arc<Self>, source: Arc<dyn CommandSource>) {
         let mut last_error_log = Instant::now() - Duration::from_secs(60);
         loop {
-            match source
-                .fetch(self.config.batch_size, self.config.fetch_wait)
-                .await
-            {
+            match source.fetch(self.config.batch_size, self.config.fetch_wait).await {
                 Ok(batch) if batch.is_empty() => {
                     self.maybe_drain().await;
                 }
@@ -123,19 +116,13 @@ impl Ingester {
     }
 
     fn primary_resting(&self) -> bool {
-        let guard = self
-            .primary_down_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let guard = self.primary_down_until.lock().unwrap_or_else(|p| p.into_inner());
         guard.is_some_and(|t| Instant::now() < t)
     }
 
     fn mark_primary(&self, down: bool) {
         let until = down.then(|| Instant::now() + self.config.primary_retry_after);
-        *self
-            .primary_down_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = until;
+        *self.primary_down_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
     }
 
     /// Drain parked commands if there may be any and the primary is not known to be down.
@@ -197,9 +184,7 @@ impl Ingester {
         let result = if self.maybe_drain().await {
             self.processor.process(&envelopes).await
         } else {
-            Err(StoreError::Unavailable(
-                "primary store down or parked commands not yet drained".into(),
-            ))
+            Err(StoreError::Unavailable("primary store down or parked commands not yet drained".into()))
         };
 
         match result {
@@ -242,8 +227,7 @@ impl Ingester {
             match backup.park(envelopes).await {
                 Ok(()) => {
                     self.parked.store(true, Ordering::SeqCst);
-                    metrics::counter!("socialnet_ingester_parked_total")
-                        .increment(envelopes.len() as u64);
+                    metrics::counter!("socialnet_ingester_parked_total").increment(envelopes.len() as u64);
                     tracing::warn!(count = envelopes.len(), cause = %cause, "primary store down: parked in backup");
                     for d in deliveries {
                         ack(d).await;

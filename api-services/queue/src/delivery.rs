@@ -10,14 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) enum Handle {
-    JetStream {
-        message: Box<Message>,
-        queue: Arc<JetStreamQueue>,
-    },
-    Memory {
-        queue: MemoryQueue,
-        id: u64,
-    },
+    JetStream { message: Box<Message>, queue: Arc<JetStreamQueue> },
+    Memory { queue: MemoryQueue, id: u64 },
 }
 
 /// A message handed to the ingester. Drop it without acking and it is redelivered later.
@@ -32,10 +26,7 @@ pub struct Delivery {
 
 impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Delivery")
-            .field("msg_id", &self.msg_id)
-            .field("delivered", &self.delivered)
-            .finish()
+        f.debug_struct("Delivery").field("msg_id", &self.msg_id).field("delivered", &self.delivered).finish()
     }
 }
 
@@ -43,10 +34,9 @@ impl Delivery {
     /// Acknowledge: the command is durably recorded and must not come back.
     pub async fn ack(&self) -> Result<(), QueueError> {
         match &self.handle {
-            Handle::JetStream { message, .. } => message
-                .ack()
-                .await
-                .map_err(|e| QueueError::Unavailable(e.to_string())),
+            Handle::JetStream { message, .. } => {
+                message.ack().await.map_err(|e| QueueError::Unavailable(e.to_string()))
+            }
             Handle::Memory { queue, id } => {
                 queue.ack(*id);
                 Ok(())
@@ -72,13 +62,8 @@ impl Delivery {
     pub async fn dead_letter(&self, reason: &str) -> Result<(), QueueError> {
         match &self.handle {
             Handle::JetStream { message, queue } => {
-                queue
-                    .publish_dead_letter(message, self.msg_id.as_deref(), self.delivered, reason)
-                    .await?;
-                message
-                    .ack()
-                    .await
-                    .map_err(|e| QueueError::Unavailable(e.to_string()))
+                queue.publish_dead_letter(message, self.msg_id.as_deref(), self.delivered, reason).await?;
+                message.ack().await.map_err(|e| QueueError::Unavailable(e.to_string()))
             }
             Handle::Memory { queue, id } => {
                 queue.dead_letter(*id, reason);

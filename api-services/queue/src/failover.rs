@@ -23,27 +23,16 @@ pub struct FailoverPublisher {
 
 impl std::fmt::Debug for FailoverPublisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FailoverPublisher")
-            .field("targets", &self.targets.len())
-            .finish()
+        f.debug_struct("FailoverPublisher").field("targets", &self.targets.len()).finish()
     }
 }
 
 impl FailoverPublisher {
     /// `queues` in order of preference: primary first.
     pub fn new(queues: Vec<Arc<JetStreamQueue>>, timeout: Duration, cool_down: Duration) -> Self {
-        let targets = queues
-            .into_iter()
-            .map(|queue| Target {
-                queue,
-                skip_until: Mutex::new(None),
-            })
-            .collect();
-        Self {
-            targets,
-            timeout,
-            cool_down,
-        }
+        let targets =
+            queues.into_iter().map(|queue| Target { queue, skip_until: Mutex::new(None) }).collect();
+        Self { targets, timeout, cool_down }
     }
 
     fn skipped(target: &Target) -> bool {
@@ -68,11 +57,8 @@ impl CommandPublisher for FailoverPublisher {
             if i < last && Self::skipped(target) {
                 continue;
             }
-            let attempt = tokio::time::timeout(
-                self.timeout,
-                target.queue.publish_raw(&msg_id, payload.clone()),
-            )
-            .await;
+            let attempt =
+                tokio::time::timeout(self.timeout, target.queue.publish_raw(&msg_id, payload.clone())).await;
             match attempt {
                 Ok(Ok(receipt)) => {
                     Self::set_skip(target, None);
@@ -82,17 +68,10 @@ impl CommandPublisher for FailoverPublisher {
                     return Ok(receipt);
                 }
                 Ok(Err(e)) => errors.push(format!("{}: {e}", target.queue.label())),
-                Err(_) => errors.push(format!(
-                    "{}: no ack within {:?}",
-                    target.queue.label(),
-                    self.timeout
-                )),
+                Err(_) => errors.push(format!("{}: no ack within {:?}", target.queue.label(), self.timeout)),
             }
             Self::set_skip(target, Some(Instant::now() + self.cool_down));
-            tracing::warn!(
-                queue = target.queue.label(),
-                "publish failed, trying the next queue"
-            );
+            tracing::warn!(queue = target.queue.label(), "publish failed, trying the next queue");
         }
         Err(QueueError::Unavailable(errors.join("; ")))
     }

@@ -105,22 +105,10 @@ impl CommandPublisher for MemoryQueue {
     async fn publish(&self, envelope: &CommandEnvelope) -> Result<PublishReceipt, QueueError> {
         let msg_id = envelope.command_id.to_string();
         if !self.lock().seen.insert(msg_id.clone()) {
-            return Ok(PublishReceipt {
-                queue: "memory".into(),
-                sequence: 0,
-                duplicate: true,
-            });
+            return Ok(PublishReceipt { queue: "memory".into(), sequence: 0, duplicate: true });
         }
-        let sequence = self.push(Msg {
-            payload: Bytes::from(envelope.encode()),
-            msg_id,
-            delivered: 0,
-        });
-        Ok(PublishReceipt {
-            queue: "memory".into(),
-            sequence,
-            duplicate: false,
-        })
+        let sequence = self.push(Msg { payload: Bytes::from(envelope.encode()), msg_id, delivered: 0 });
+        Ok(PublishReceipt { queue: "memory".into(), sequence, duplicate: false })
     }
 
     async fn ready(&self) -> bool {
@@ -147,10 +135,7 @@ impl CommandSource for MemoryQueue {
                         payload: msg.payload,
                         msg_id: Some(msg.msg_id),
                         delivered: msg.delivered,
-                        handle: Handle::Memory {
-                            queue: self.clone(),
-                            id,
-                        },
+                        handle: Handle::Memory { queue: self.clone(), id },
                     });
                 }
                 if !out.is_empty() {
@@ -203,9 +188,7 @@ mod tests {
         CommandEnvelope::new(
             CommandId::new_v7(),
             UserId::parse("a").unwrap(),
-            Command::LikePost {
-                post_id: PostId(uuid::Uuid::nil()),
-            },
+            Command::LikePost { post_id: PostId(uuid::Uuid::nil()) },
         )
     }
 
@@ -218,10 +201,7 @@ mod tests {
         let batch = q.fetch(10, Duration::from_millis(10)).await.unwrap();
         assert_eq!(batch.len(), 1);
         assert_eq!(batch[0].delivered, 1);
-        batch[0]
-            .retry_later(Duration::from_millis(5))
-            .await
-            .unwrap();
+        batch[0].retry_later(Duration::from_millis(5)).await.unwrap();
         let again = q.fetch(10, Duration::from_secs(2)).await.unwrap();
         assert_eq!(again[0].delivered, 2);
         again[0].dead_letter("boom").await.unwrap();
@@ -234,11 +214,6 @@ mod tests {
         assert_eq!(CommandEnvelope::decode(&back[0].payload).unwrap(), e);
         back[0].ack().await.unwrap();
         assert_eq!(q.depth(), 0);
-        assert!(
-            q.fetch(1, Duration::from_millis(10))
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(q.fetch(1, Duration::from_millis(10)).await.unwrap().is_empty());
     }
 }

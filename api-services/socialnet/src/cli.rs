@@ -7,11 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "socialnet",
-    version,
-    about = "socialnet: a CQRS/event-sourced social network backend"
-)]
+#[command(name = "socialnet", version, about = "socialnet: a CQRS/event-sourced social network backend")]
 pub struct Cli {
     #[command(subcommand)]
     pub role: Role,

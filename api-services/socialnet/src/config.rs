@@ -27,11 +27,7 @@ impl StoreArgs {
     pub fn backup(&self) -> anyhow::Result<Option<BackupStore>> {
         self.backup_database_url
             .as_deref()
-            .map(|url| {
-                PgEventStore::connect_lazy(url)
-                    .map(BackupStore::new)
-                    .context("backup event store")
-            })
+            .map(|url| PgEventStore::connect_lazy(url).map(BackupStore::new).context("backup event store"))
             .transpose()
     }
 }
@@ -39,11 +35,7 @@ impl StoreArgs {
 #[derive(Debug, Args, Clone)]
 pub struct QueueArgs {
     /// NATS URL of the primary JetStream server.
-    #[arg(
-        long,
-        env = "SOCIALNET_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
+    #[arg(long, env = "SOCIALNET_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
     /// NATS URL of the secondary JetStream server (used while the primary is down).
     #[arg(long, env = "SOCIALNET_NATS_SECONDARY_URL")]
@@ -67,14 +59,10 @@ impl QueueArgs {
 
     /// Primary first, then the secondary if configured.
     pub async fn connect_all(&self) -> anyhow::Result<Vec<Arc<JetStreamQueue>>> {
-        let mut out = vec![
-            JetStreamQueue::connect("primary", &self.nats_url, self.names(), self.timeout())
-                .await?,
-        ];
+        let mut out =
+            vec![JetStreamQueue::connect("primary", &self.nats_url, self.names(), self.timeout()).await?];
         if let Some(url) = &self.nats_secondary_url {
-            out.push(
-                JetStreamQueue::connect("secondary", url, self.names(), self.timeout()).await?,
-            );
+            out.push(JetStreamQueue::connect("secondary", url, self.names(), self.timeout()).await?);
         }
         Ok(out)
     }
@@ -99,9 +87,7 @@ pub struct AuthArgs {
 impl AuthArgs {
     pub fn verifier(&self) -> anyhow::Result<Arc<JwtVerifier>> {
         let secret = match &self.jwt_secret_file {
-            Some(path) => {
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
-            }
+            Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
             None => secret_from_env()?,
         };
         Ok(Arc::new(JwtVerifier::new(&AuthConfig {
@@ -117,9 +103,9 @@ pub fn secret_from_env() -> anyhow::Result<Vec<u8>> {
     match std::env::var("SOCIALNET_JWT_SECRET") {
         Ok(s) if s.len() >= 16 => Ok(s.into_bytes()),
         Ok(_) => bail!("SOCIALNET_JWT_SECRET must be at least 16 characters"),
-        Err(_) => bail!(
-            "no token secret: set SOCIALNET_JWT_SECRET or --jwt-secret-file (dev mode: --data-dir)"
-        ),
+        Err(_) => {
+            bail!("no token secret: set SOCIALNET_JWT_SECRET or --jwt-secret-file (dev mode: --data-dir)")
+        }
     }
 }
 
@@ -140,9 +126,7 @@ pub fn init_tracing() {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,async_nats=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if std::io::stderr().is_terminal() {
         builder.init();
     } else {

@@ -28,9 +28,7 @@ async fn post_many(
             let mut failed = 0;
             for i in 0..per_user {
                 let body = serde_json::json!({"body": format!("{tag} {user} #{i}")});
-                let (code, answer) = http
-                    .call("POST", "/v1/posts", Some(&tok), Some(body), &[])
-                    .await;
+                let (code, answer) = http.call("POST", "/v1/posts", Some(&tok), Some(body), &[]).await;
                 if code == 202 {
                     ok.push(uuid::Uuid::parse_str(answer["command_id"].as_str().unwrap()).unwrap());
                 } else {
@@ -73,30 +71,15 @@ async fn ingester_killed_mid_batch_loses_and_doubles_nothing() {
         tokio::spawn(async move { post_many(&http, &users, 120, "kill").await })
     };
     for round in 0..2 {
-        wait_recorded(
-            &pool,
-            "publish_post",
-            300 * (round + 1),
-            Duration::from_secs(60),
-        )
-        .await;
+        wait_recorded(&pool, "publish_post", 300 * (round + 1), Duration::from_secs(60)).await;
         ingester.kill();
         tokio::time::sleep(Duration::from_millis(300)).await;
         ingester = wiring.ingester(ing_port, &["--batch-size", "64"]);
     }
     let (accepted, failed) = load.await.unwrap();
-    assert_eq!(
-        failed, 0,
-        "the write API answered non-202 while the ingester restarted"
-    );
+    assert_eq!(failed, 0, "the write API answered non-202 while the ingester restarted");
     assert_eq!(accepted.len(), 16 * 120);
-    wait_recorded(
-        &pool,
-        "publish_post",
-        accepted.len(),
-        Duration::from_secs(90),
-    )
-    .await;
+    wait_recorded(&pool, "publish_post", accepted.len(), Duration::from_secs(90)).await;
     assert_exactly_once(&pool, &accepted, "PostPublished").await;
 }
 
@@ -127,13 +110,8 @@ async fn primary_store_down_writes_park_in_backup_then_drain_in_order() {
     let mut during = Vec::new();
     for i in 0..60 {
         let body = serde_json::json!({"body": format!("during {writer} #{i}")});
-        let (code, answer) = http
-            .call("POST", "/v1/posts", Some(&tok), Some(body), &[])
-            .await;
-        assert_eq!(
-            code, 202,
-            "write {i} refused while the primary store is down: {answer}"
-        );
+        let (code, answer) = http.call("POST", "/v1/posts", Some(&tok), Some(body), &[]).await;
+        assert_eq!(code, 202, "write {i} refused while the primary store is down: {answer}");
         during.push(uuid::Uuid::parse_str(answer["command_id"].as_str().unwrap()).unwrap());
     }
     let (more, failed) = post_many(&http, &users[1..], 20, "during").await;
@@ -142,28 +120,14 @@ async fn primary_store_down_writes_park_in_backup_then_drain_in_order() {
     // They are parked in the backup, and the API says so.
     let backup = pg(wiring.backup_database_url.as_ref().unwrap()).await;
     let parked = testkit::eventually(Duration::from_secs(30), || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM parked_commands")
-            .fetch_one(&backup)
-            .await
-            .unwrap();
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM parked_commands").fetch_one(&backup).await.unwrap();
         n >= 60
     })
     .await;
-    assert!(
-        parked,
-        "writes made while the primary was down were not parked in the backup"
-    );
+    assert!(parked, "writes made while the primary was down were not parked in the backup");
     let last = during.last().unwrap().to_string();
-    let status = http
-        .call(
-            "GET",
-            &format!("/v1/commands/{last}"),
-            Some(&tok),
-            None,
-            &[],
-        )
-        .await
-        .1;
+    let status = http.call("GET", &format!("/v1/commands/{last}"), Some(&tok), None, &[]).await.1;
     assert_eq!(status["status"], "queued");
     assert_eq!(status["stored_in"], "backup", "{status}");
 
@@ -171,18 +135,10 @@ async fn primary_store_down_writes_park_in_backup_then_drain_in_order() {
     accepted.extend(during.iter().copied());
     accepted.extend(more);
     let pool = pg(&wiring.database_url).await;
-    wait_recorded(
-        &pool,
-        "publish_post",
-        accepted.len(),
-        Duration::from_secs(60),
-    )
-    .await;
+    wait_recorded(&pool, "publish_post", accepted.len(), Duration::from_secs(60)).await;
     assert_exactly_once(&pool, &accepted, "PostPublished").await;
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM parked_commands")
-        .fetch_one(&backup)
-        .await
-        .unwrap();
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM parked_commands").fetch_one(&backup).await.unwrap();
     assert_eq!(left, 0, "the backup is drained");
 
     // The single writer's posts committed in the order they were accepted.
@@ -194,10 +150,7 @@ async fn primary_store_down_writes_park_in_backup_then_drain_in_order() {
             .unwrap();
     let by_id: std::collections::HashMap<_, _> = positions.into_iter().collect();
     let ordered: Vec<i64> = during.iter().map(|id| by_id[id]).collect();
-    assert!(
-        ordered.windows(2).all(|w| w[0] < w[1]),
-        "drained out of order: {ordered:?}"
-    );
+    assert!(ordered.windows(2).all(|w| w[0] < w[1]), "drained out of order: {ordered:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -222,10 +175,7 @@ async fn primary_queue_down_writes_go_to_the_secondary_and_are_ingested() {
     assert_eq!(failed, 0);
     nats_primary.stop();
     let (during, failed) = post_many(&http, &users, 25, "during").await;
-    assert_eq!(
-        failed, 0,
-        "writes were refused although the secondary queue was up"
-    );
+    assert_eq!(failed, 0, "writes were refused although the secondary queue was up");
     accepted.extend(during.iter().copied());
 
     // Ingested from the secondary while the primary is still down.
@@ -241,12 +191,6 @@ async fn primary_queue_down_writes_go_to_the_secondary_and_are_ingested() {
     let (after, failed) = post_many(&http, &users, 10, "after").await;
     assert_eq!(failed, 0);
     accepted.extend(after);
-    wait_recorded(
-        &pool,
-        "publish_post",
-        accepted.len(),
-        Duration::from_secs(60),
-    )
-    .await;
+    wait_recorded(&pool, "publish_post", accepted.len(), Duration::from_secs(60)).await;
     assert_exactly_once(&pool, &accepted, "PostPublished").await;
 }

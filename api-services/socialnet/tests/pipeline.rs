@@ -50,14 +50,8 @@ async fn the_same_command_published_twice_delivered_twice_or_sent_twice_is_one_e
         },
     );
     // Published twice under one message id: JetStream drops the second.
-    let first = q
-        .publish_raw(&register.command_id.to_string(), register.encode().into())
-        .await
-        .unwrap();
-    let again = q
-        .publish_raw(&register.command_id.to_string(), register.encode().into())
-        .await
-        .unwrap();
+    let first = q.publish_raw(&register.command_id.to_string(), register.encode().into()).await.unwrap();
+    let again = q.publish_raw(&register.command_id.to_string(), register.encode().into()).await.unwrap();
     assert!(!first.duplicate && again.duplicate);
     // Published twice under different message ids (e.g. primary then secondary): both are delivered.
     q.publish_raw("post-a", post.encode().into()).await.unwrap();
@@ -70,10 +64,7 @@ async fn the_same_command_published_twice_delivered_twice_or_sent_twice_is_one_e
     while got.len() < 3 {
         got.extend(source.fetch(10, Duration::from_secs(5)).await.unwrap());
     }
-    let envs: Vec<_> = got
-        .iter()
-        .map(|d| CommandEnvelope::decode(&d.payload).unwrap())
-        .collect();
+    let envs: Vec<_> = got.iter().map(|d| CommandEnvelope::decode(&d.payload).unwrap()).collect();
     processor.process(&envs).await.unwrap();
     for d in &got {
         d.retry_later(Duration::from_millis(10)).await.unwrap();
@@ -86,16 +77,9 @@ async fn the_same_command_published_twice_delivered_twice_or_sent_twice_is_one_e
 
     let pool = pg(&db).await;
     let per = events_per_command(&pool, &[register.command_id.0, post.command_id.0]).await;
-    assert_eq!(
-        per.get(&register.command_id.0),
-        Some(&2),
-        "UserRegistered + HandleClaimed, once"
-    );
+    assert_eq!(per.get(&register.command_id.0), Some(&2), "UserRegistered + HandleClaimed, once");
     assert_eq!(per.get(&post.command_id.0), Some(&1), "one PostPublished");
-    let commands: i64 = sqlx::query_scalar("SELECT count(*) FROM commands")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let commands: i64 = sqlx::query_scalar("SELECT count(*) FROM commands").fetch_one(&pool).await.unwrap();
     assert_eq!(commands, 2);
 }
 
@@ -117,21 +101,11 @@ async fn an_idempotency_key_sent_twice_over_http_is_one_event() {
     let tok = &users[0].1;
     let key = [("idempotency-key", "7d0e5f7a-3c1b-4a8e-9f2d-6b5c4a3e2d1f")];
     let body = || Some(serde_json::json!({"body": "exactly once"}));
-    let (c1, a1) = http
-        .call("POST", "/v1/posts", Some(tok), body(), &key)
-        .await;
-    let outcome = http
-        .wait_decided(
-            tok,
-            a1["command_id"].as_str().unwrap(),
-            Duration::from_secs(20),
-        )
-        .await;
+    let (c1, a1) = http.call("POST", "/v1/posts", Some(tok), body(), &key).await;
+    let outcome = http.wait_decided(tok, a1["command_id"].as_str().unwrap(), Duration::from_secs(20)).await;
     assert_eq!(outcome["status"], "committed");
     // The retry comes after the commit (and could come after the queue's dedup window): still one event.
-    let (c2, a2) = http
-        .call("POST", "/v1/posts", Some(tok), body(), &key)
-        .await;
+    let (c2, a2) = http.call("POST", "/v1/posts", Some(tok), body(), &key).await;
     assert_eq!((c1, c2), (202, 202));
     assert_eq!(a1["post_id"], a2["post_id"]);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -167,87 +141,45 @@ async fn a_poison_command_is_dead_lettered_with_its_reason_and_commits_after_req
     .execute(&pool)
     .await
     .unwrap();
-    sqlx::query("CREATE TRIGGER refuse_poison BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse_poison()")
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
 
-    let (_, poison) = http
-        .call(
-            "POST",
-            "/v1/posts",
-            Some(tok),
-            Some(serde_json::json!({"body": "poison"})),
-            &[],
-        )
-        .await;
-    let (_, fine) = http
-        .call(
-            "POST",
-            "/v1/posts",
-            Some(tok),
-            Some(serde_json::json!({"body": "fine"})),
-            &[],
-        )
-        .await;
+    let (_, poison) =
+        http.call("POST", "/v1/posts", Some(tok), Some(serde_json::json!({"body": "poison"})), &[]).await;
+    let (_, fine) =
+        http.call("POST", "/v1/posts", Some(tok), Some(serde_json::json!({"body": "fine"})), &[]).await;
     let poison_id = poison["command_id"].as_str().unwrap().to_owned();
     // The good command next to it is not held up.
     assert_eq!(
-        http.wait_decided(
-            tok,
-            fine["command_id"].as_str().unwrap(),
-            Duration::from_secs(20)
-        )
-        .await["status"],
+        http.wait_decided(tok, fine["command_id"].as_str().unwrap(), Duration::from_secs(20)).await["status"],
         "committed"
     );
 
     let dead = testkit::eventually(Duration::from_secs(20), || async {
-        wiring
-            .admin(&["admin", "dlq", "list"])
-            .1
-            .contains(&poison_id)
+        wiring.admin(&["admin", "dlq", "list"]).1.contains(&poison_id)
     })
     .await;
-    assert!(
-        dead,
-        "the poison command never reached the dead-letter queue"
-    );
+    assert!(dead, "the poison command never reached the dead-letter queue");
     let (ok, listing) = wiring.admin(&["admin", "dlq", "list"]);
     assert!(ok);
     let letter: serde_json::Value = serde_json::from_str(listing.lines().next().unwrap()).unwrap();
     assert_eq!(letter["command_id"], poison_id.as_str());
-    assert!(
-        letter["reason"]
-            .as_str()
-            .unwrap()
-            .contains("poison post refused by policy"),
-        "{letter}"
-    );
+    assert!(letter["reason"].as_str().unwrap().contains("poison post refused by policy"), "{letter}");
     assert_eq!(letter["deliveries"], 3);
     assert_eq!(
-        http.call(
-            "GET",
-            &format!("/v1/commands/{poison_id}"),
-            Some(tok),
-            None,
-            &[]
-        )
-        .await
-        .1["status"],
+        http.call("GET", &format!("/v1/commands/{poison_id}"), Some(tok), None, &[]).await.1["status"],
         "queued"
     );
 
     // Fix the cause, requeue, and it commits.
-    sqlx::query("DROP TRIGGER refuse_poison ON events")
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query("DROP TRIGGER refuse_poison ON events").execute(&pool).await.unwrap();
     let (ok, out) = wiring.admin(&["admin", "dlq", "requeue", "--all"]);
     assert!(ok, "{out}");
-    let outcome = http
-        .wait_decided(tok, &poison_id, Duration::from_secs(20))
-        .await;
+    let outcome = http.wait_decided(tok, &poison_id, Duration::from_secs(20)).await;
     assert_eq!(outcome["status"], "committed");
     assert_eq!(wiring.admin(&["admin", "dlq", "list"]).1.trim(), "");
     let id = uuid::Uuid::parse_str(&poison_id).unwrap();
@@ -261,12 +193,7 @@ async fn dev_mode_runs_from_an_empty_directory_and_keeps_its_data() {
     let start = || {
         let mut c = socialnet();
         c.env_remove("SOCIALNET_JWT_SECRET")
-            .args([
-                "dev",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
+            .args(["dev", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(&dir);
         testkit::ChildGuard::spawn(&mut c)
     };
@@ -281,23 +208,13 @@ async fn dev_mode_runs_from_an_empty_directory_and_keeps_its_data() {
         .arg(&dir)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let tok = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     // The environment's secret is not dev mode's: a token signed with it is refused.
     assert_eq!(
-        http.call(
-            "POST",
-            "/v1/posts",
-            Some(&token("alice")),
-            Some(serde_json::json!({"body": "x"})),
-            &[]
-        )
-        .await
-        .0,
+        http.call("POST", "/v1/posts", Some(&token("alice")), Some(serde_json::json!({"body": "x"})), &[])
+            .await
+            .0,
         401
     );
 
@@ -312,46 +229,20 @@ async fn dev_mode_runs_from_an_empty_directory_and_keeps_its_data() {
         .await;
     assert_eq!(code, 202);
     let (_, post) = http
-        .call(
-            "POST",
-            "/v1/posts",
-            Some(&tok),
-            Some(serde_json::json!({"body": "hello from dev mode"})),
-            &[],
-        )
+        .call("POST", "/v1/posts", Some(&tok), Some(serde_json::json!({"body": "hello from dev mode"})), &[])
         .await;
     let post_cmd = post["command_id"].as_str().unwrap().to_owned();
     assert_eq!(
-        http.wait_decided(
-            &tok,
-            reg["command_id"].as_str().unwrap(),
-            Duration::from_secs(10)
-        )
-        .await["status"],
+        http.wait_decided(&tok, reg["command_id"].as_str().unwrap(), Duration::from_secs(10)).await["status"],
         "committed"
     );
-    assert_eq!(
-        http.wait_decided(&tok, &post_cmd, Duration::from_secs(10))
-            .await["status"],
-        "committed"
-    );
+    assert_eq!(http.wait_decided(&tok, &post_cmd, Duration::from_secs(10)).await["status"], "committed");
 
     dev.kill();
     let _dev = start();
     http.wait_ready(Duration::from_secs(20)).await;
-    let after = http
-        .call(
-            "GET",
-            &format!("/v1/commands/{post_cmd}"),
-            Some(&tok),
-            None,
-            &[],
-        )
-        .await;
+    let after = http.call("GET", &format!("/v1/commands/{post_cmd}"), Some(&tok), None, &[]).await;
     assert_eq!(after.0, 200, "the old token still works after a restart");
-    assert_eq!(
-        after.1["status"], "committed",
-        "the event store survived the restart"
-    );
+    assert_eq!(after.1["status"], "committed", "the event store survived the restart");
     let _ = std::fs::remove_dir_all(&dir);
 }

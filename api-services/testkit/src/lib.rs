@@ -22,23 +22,14 @@ pub async fn fresh_database(admin_url: &str) -> String {
     use sqlx::Connection;
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
     let mut conn = sqlx::PgConnection::connect(admin_url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let base = admin_url
-        .rsplit_once('/')
-        .map(|(b, _)| b)
-        .unwrap_or(admin_url);
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+    let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin_url);
     format!("{base}/{name}")
 }
 
 /// A unique stream-name prefix for one test's JetStream streams.
 pub fn queue_prefix() -> String {
-    format!(
-        "T{}",
-        uuid::Uuid::new_v4().simple().to_string().to_uppercase()
-    )
+    format!("T{}", uuid::Uuid::new_v4().simple().to_string().to_uppercase())
 }
 
 /// Poll `check` until it returns true or `limit` passes; returns whether it did.
@@ -65,10 +56,7 @@ pub struct ChildGuard(pub Option<std::process::Child>);
 
 impl ChildGuard {
     pub fn spawn(cmd: &mut std::process::Command) -> Self {
-        Self(Some(
-            cmd.spawn()
-                .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}")),
-        ))
+        Self(Some(cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"))))
     }
 
     /// Kill it hard, as a crash would.

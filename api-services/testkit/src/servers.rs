@@ -7,11 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn wait_port(port: u16, limit: Duration) -> bool {
@@ -26,16 +22,12 @@ fn wait_port(port: u16, limit: Duration) -> bool {
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0"))
-        .unwrap_or(false)
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
 }
 
 fn scratch_dir(tag: &str) -> PathBuf {
-    let base = std::env::var("SOCIALNET_TEST_TMP")
-        .unwrap_or_else(|_| std::env::temp_dir().display().to_string());
+    let base =
+        std::env::var("SOCIALNET_TEST_TMP").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
     let dir = PathBuf::from(base).join(format!("{tag}-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -52,17 +44,12 @@ pub struct PgServer {
 impl PgServer {
     pub fn start() -> Self {
         let bin = PathBuf::from(
-            std::env::var("SOCIALNET_PG_BIN")
-                .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()),
+            std::env::var("SOCIALNET_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()),
         );
         let dir = scratch_dir("pg");
         let port = free_port();
         if is_root() {
-            Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .unwrap();
+            Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().unwrap();
         }
         let data = dir.join("data");
         let status = Self::as_pg(&bin.join("initdb"))
@@ -108,11 +95,7 @@ impl PgServer {
             .stdout(Stdio::null())
             .status()
             .unwrap();
-        assert!(
-            status.success(),
-            "pg_ctl start failed; see {}",
-            self.dir.join("log").display()
-        );
+        assert!(status.success(), "pg_ctl start failed; see {}", self.dir.join("log").display());
         assert!(wait_port(self.port, Duration::from_secs(10)));
     }
 
@@ -145,11 +128,7 @@ pub struct NatsServer {
 
 impl NatsServer {
     pub fn start() -> Self {
-        let mut s = Self {
-            dir: scratch_dir("nats"),
-            port: free_port(),
-            child: None,
-        };
+        let mut s = Self { dir: scratch_dir("nats"), port: free_port(), child: None };
         s.start_again();
         s
     }
@@ -159,27 +138,16 @@ impl NatsServer {
     }
 
     pub fn start_again(&mut self) {
-        let child = Command::new(
-            std::env::var("SOCIALNET_NATS_BIN").unwrap_or_else(|_| "nats-server".into()),
-        )
-        .args([
-            "-a",
-            "127.0.0.1",
-            "-p",
-            &self.port.to_string(),
-            "-js",
-            "-sd",
-        ])
-        .arg(self.dir.join("js"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server must be installed (make test installs it)");
+        let child =
+            Command::new(std::env::var("SOCIALNET_NATS_BIN").unwrap_or_else(|_| "nats-server".into()))
+                .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+                .arg(self.dir.join("js"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nats-server must be installed (make test installs it)");
         self.child = Some(child);
-        assert!(
-            wait_port(self.port, Duration::from_secs(10)),
-            "nats-server did not start"
-        );
+        assert!(wait_port(self.port, Duration::from_secs(10)), "nats-server did not start");
     }
 
     /// Kill it (SIGKILL).

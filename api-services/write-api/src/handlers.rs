@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::{
-    Bio, Command, CommandEnvelope, CommandId, CommentId, DisplayName, Handle, InvalidValue,
-    PostBody, PostId, UserId,
+    Bio, Command, CommandEnvelope, CommandId, CommentId, DisplayName, Handle, InvalidValue, PostBody, PostId,
+    UserId,
 };
 use http_kit::{ApiError, Authenticated, JsonBody, PathParams};
 
@@ -19,10 +19,7 @@ fn invalid(e: InvalidValue) -> ApiError {
 
 fn actor(auth: &Authenticated) -> Result<UserId, ApiError> {
     UserId::parse(auth.0.sub.as_str()).map_err(|e| {
-        ApiError::unauthorized(format!(
-            "the token's subject is not a valid user id ({})",
-            e.reason
-        ))
+        ApiError::unauthorized(format!("the token's subject is not a valid user id ({})", e.reason))
     })
 }
 
@@ -30,9 +27,7 @@ fn actor(auth: &Authenticated) -> Result<UserId, ApiError> {
 fn same_user(actor: &UserId, path_user: &str) -> Result<(), ApiError> {
     let path_user = UserId::parse(path_user).map_err(invalid)?;
     if &path_user != actor {
-        return Err(ApiError::forbidden(format!(
-            "user {actor} cannot act as user {path_user}"
-        )));
+        return Err(ApiError::forbidden(format!("user {actor} cannot act as user {path_user}")));
     }
     Ok(())
 }
@@ -42,9 +37,8 @@ fn command_id(headers: &HeaderMap, actor: &UserId) -> Result<CommandId, ApiError
     match headers.get("idempotency-key") {
         None => Ok(CommandId::new_v7()),
         Some(v) => {
-            let key = v
-                .to_str()
-                .map_err(|_| ApiError::bad_request("Idempotency-Key must be printable ASCII"))?;
+            let key =
+                v.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be printable ASCII"))?;
             if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(ApiError::bad_request(
                     "Idempotency-Key must be 1 to 128 printable ASCII characters",
@@ -68,11 +62,7 @@ struct Ids {
     comment_id: Option<String>,
 }
 
-const NO_IDS: Ids = Ids {
-    user_id: None,
-    post_id: None,
-    comment_id: None,
-};
+const NO_IDS: Ids = Ids { user_id: None, post_id: None, comment_id: None };
 
 async fn submit(
     state: &AppState,
@@ -124,18 +114,10 @@ pub async fn create_user(
     let command = Command::RegisterUser {
         handle: Handle::parse(req.handle).map_err(invalid)?,
         display_name: DisplayName::parse(req.display_name).map_err(invalid)?,
-        bio: req
-            .bio
-            .map(Bio::parse)
-            .transpose()
-            .map_err(invalid)?
-            .unwrap_or_default(),
+        bio: req.bio.map(Bio::parse).transpose().map_err(invalid)?.unwrap_or_default(),
     };
     let id = command_id(&headers, &actor)?;
-    let ids = Ids {
-        user_id: Some(actor.to_string()),
-        ..NO_IDS
-    };
+    let ids = Ids { user_id: Some(actor.to_string()), ..NO_IDS };
     submit(&state, &headers, id, actor, command, ids).await
 }
 
@@ -151,16 +133,10 @@ pub async fn update_user(
     let actor = actor(&auth)?;
     same_user(&actor, &user_id)?;
     if req.display_name.is_none() && req.bio.is_none() {
-        return Err(ApiError::bad_request(
-            "give at least one of display_name, bio",
-        ));
+        return Err(ApiError::bad_request("give at least one of display_name, bio"));
     }
     let command = Command::UpdateProfile {
-        display_name: req
-            .display_name
-            .map(DisplayName::parse)
-            .transpose()
-            .map_err(invalid)?,
+        display_name: req.display_name.map(DisplayName::parse).transpose().map_err(invalid)?,
         bio: req.bio.map(Bio::parse).transpose().map_err(invalid)?,
     };
     let id = command_id(&headers, &actor)?;
@@ -178,11 +154,7 @@ async fn follow_change(
     let actor = actor(&auth)?;
     same_user(&actor, &user_id)?;
     let target = UserId::parse(target_id).map_err(invalid)?;
-    let command = if follow {
-        Command::FollowUser { target }
-    } else {
-        Command::UnfollowUser { target }
-    };
+    let command = if follow { Command::FollowUser { target } } else { Command::UnfollowUser { target } };
     let id = command_id(&headers, &actor)?;
     submit(&state, &headers, id, actor, command, NO_IDS).await
 }
@@ -219,32 +191,12 @@ pub async fn create_post(
 ) -> Result<Response, ApiError> {
     let actor = actor(&auth)?;
     let body = PostBody::parse(req.body).map_err(invalid)?;
-    let reply_to = req
-        .reply_to
-        .as_deref()
-        .map(PostId::parse)
-        .transpose()
-        .map_err(invalid)?;
+    let reply_to = req.reply_to.as_deref().map(PostId::parse).transpose().map_err(invalid)?;
     let id = command_id(&headers, &actor)?;
     // The post id is the command id: a retried command names the same post.
     let post_id = PostId(id.0);
-    let ids = Ids {
-        post_id: Some(post_id.to_string()),
-        ..NO_IDS
-    };
-    submit(
-        &state,
-        &headers,
-        id,
-        actor,
-        Command::PublishPost {
-            post_id,
-            body,
-            reply_to,
-        },
-        ids,
-    )
-    .await
+    let ids = Ids { post_id: Some(post_id.to_string()), ..NO_IDS };
+    submit(&state, &headers, id, actor, Command::PublishPost { post_id, body, reply_to }, ids).await
 }
 
 #[utoipa::path(patch, path = "/v1/posts/{post_id}", request_body = TextBody, tag = "writes",
@@ -260,15 +212,7 @@ pub async fn edit_post(
     let post_id = PostId::parse(&post_id).map_err(invalid)?;
     let body = PostBody::parse(req.body).map_err(invalid)?;
     let id = command_id(&headers, &actor)?;
-    submit(
-        &state,
-        &headers,
-        id,
-        actor,
-        Command::EditPost { post_id, body },
-        NO_IDS,
-    )
-    .await
+    submit(&state, &headers, id, actor, Command::EditPost { post_id, body }, NO_IDS).await
 }
 
 #[utoipa::path(delete, path = "/v1/posts/{post_id}", tag = "writes",
@@ -282,15 +226,7 @@ pub async fn delete_post(
     let actor = actor(&auth)?;
     let post_id = PostId::parse(&post_id).map_err(invalid)?;
     let id = command_id(&headers, &actor)?;
-    submit(
-        &state,
-        &headers,
-        id,
-        actor,
-        Command::DeletePost { post_id },
-        NO_IDS,
-    )
-    .await
+    submit(&state, &headers, id, actor, Command::DeletePost { post_id }, NO_IDS).await
 }
 
 async fn like_change(
@@ -304,11 +240,7 @@ async fn like_change(
     let actor = actor(&auth)?;
     same_user(&actor, &user_id)?;
     let post_id = PostId::parse(&post_id).map_err(invalid)?;
-    let command = if like {
-        Command::LikePost { post_id }
-    } else {
-        Command::UnlikePost { post_id }
-    };
+    let command = if like { Command::LikePost { post_id } } else { Command::UnlikePost { post_id } };
     let id = command_id(&headers, &actor)?;
     submit(&state, &headers, id, actor, command, NO_IDS).await
 }
@@ -349,23 +281,8 @@ pub async fn add_comment(
     let body = PostBody::parse(req.body).map_err(invalid)?;
     let id = command_id(&headers, &actor)?;
     let comment_id = CommentId(id.0);
-    let ids = Ids {
-        comment_id: Some(comment_id.to_string()),
-        ..NO_IDS
-    };
-    submit(
-        &state,
-        &headers,
-        id,
-        actor,
-        Command::AddComment {
-            post_id,
-            comment_id,
-            body,
-        },
-        ids,
-    )
-    .await
+    let ids = Ids { comment_id: Some(comment_id.to_string()), ..NO_IDS };
+    submit(&state, &headers, id, actor, Command::AddComment { post_id, comment_id, body }, ids).await
 }
 
 #[utoipa::path(get, path = "/v1/commands/{command_id}", tag = "writes",

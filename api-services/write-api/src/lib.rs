@@ -40,19 +40,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/users", post(create_user))
         .route("/v1/users/{user_id}", axum::routing::patch(update_user))
-        .route(
-            "/v1/users/{user_id}/following/{target_id}",
-            put(follow).delete(unfollow),
-        )
+        .route("/v1/users/{user_id}/following/{target_id}", put(follow).delete(unfollow))
         .route("/v1/posts", post(create_post))
-        .route(
-            "/v1/posts/{post_id}",
-            axum::routing::patch(edit_post).delete(delete_post),
-        )
-        .route(
-            "/v1/posts/{post_id}/likes/{user_id}",
-            put(like).delete(unlike),
-        )
+        .route("/v1/posts/{post_id}", axum::routing::patch(edit_post).delete(delete_post))
+        .route("/v1/posts/{post_id}/likes/{user_id}", put(like).delete(unlike))
         .route("/v1/posts/{post_id}/comments", post(add_comment))
         .route("/v1/commands/{command_id}", get(command_status))
         .route("/openapi.json", get(openapi::serve))

@@ -24,20 +24,14 @@ async fn api() -> Api {
     let store = Arc::new(eventstore::SqliteEventStore::in_memory().await.unwrap());
     let state = write_api::AppState {
         publisher: Arc::new(queue.clone()),
-        commands: Arc::new(write_api::StoreCommandLog {
-            primary: store,
-            backup: None,
-        }),
+        commands: Arc::new(write_api::StoreCommandLog { primary: store, backup: None }),
         verifier: Arc::new(JwtVerifier::new(&AuthConfig {
             hs256_secret: SECRET.to_vec(),
             ..Default::default()
         })),
     };
     let ready: http_kit::Readiness = Arc::new(|| Box::pin(async { Ok(()) }));
-    Api {
-        router: write_api::app(state, ready),
-        queue,
-    }
+    Api { router: write_api::app(state, ready), queue }
 }
 
 fn token(sub: &str) -> String {
@@ -47,11 +41,8 @@ fn token(sub: &str) -> String {
 async fn send(api: &Api, req: Request<Body>) -> (StatusCode, String, serde_json::Value) {
     let resp = api.router.clone().oneshot(req).await.unwrap();
     let status = resp.status();
-    let ctype = resp
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
+    let ctype =
+        resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     (status, ctype, json)
@@ -63,10 +54,7 @@ fn req(method: &str, uri: &str, tok: Option<&str>, body: Option<&str>) -> Reques
         b = b.header("authorization", format!("Bearer {t}"));
     }
     match body {
-        Some(body) => b
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_owned()))
-            .unwrap(),
+        Some(body) => b.header("content-type", "application/json").body(Body::from(body.to_owned())).unwrap(),
         None => b.body(Body::empty()).unwrap(),
     }
 }
@@ -77,14 +65,8 @@ fn assert_problem(case: &str, got: (StatusCode, String, serde_json::Value), want
     assert_eq!(status, want, "{case}: {json}");
     assert_eq!(ctype, "application/problem+json", "{case}");
     assert_eq!(json["status"], want.as_u16(), "{case}");
-    assert!(
-        json["title"].as_str().is_some_and(|t| !t.is_empty()),
-        "{case}"
-    );
-    assert!(
-        json["detail"].as_str().is_some_and(|t| !t.is_empty()),
-        "{case}"
-    );
+    assert!(json["title"].as_str().is_some_and(|t| !t.is_empty()), "{case}");
+    assert!(json["detail"].as_str().is_some_and(|t| !t.is_empty()), "{case}");
     assert!(json["type"].as_str().is_some(), "{case}");
 }
 
@@ -99,11 +81,7 @@ async fn bad_input_gets_a_clear_problem_never_a_5xx() {
             req("POST", "/v1/posts", Some(&alice), Some("{\"body\": ")),
             StatusCode::BAD_REQUEST,
         ),
-        (
-            "not an object",
-            req("POST", "/v1/posts", Some(&alice), Some("[1,2]")),
-            StatusCode::BAD_REQUEST,
-        ),
+        ("not an object", req("POST", "/v1/posts", Some(&alice), Some("[1,2]")), StatusCode::BAD_REQUEST),
         (
             "wrong type",
             req("POST", "/v1/posts", Some(&alice), Some(r#"{"body": 42}"#)),
@@ -111,22 +89,12 @@ async fn bad_input_gets_a_clear_problem_never_a_5xx() {
         ),
         (
             "unknown field",
-            req(
-                "POST",
-                "/v1/posts",
-                Some(&alice),
-                Some(r#"{"body":"hi","admin":true}"#),
-            ),
+            req("POST", "/v1/posts", Some(&alice), Some(r#"{"body":"hi","admin":true}"#)),
             StatusCode::BAD_REQUEST,
         ),
         (
             "missing field",
-            req(
-                "POST",
-                "/v1/users",
-                Some(&alice),
-                Some(r#"{"handle":"alice"}"#),
-            ),
+            req("POST", "/v1/users", Some(&alice), Some(r#"{"handle":"alice"}"#)),
             StatusCode::BAD_REQUEST,
         ),
         (
@@ -136,22 +104,12 @@ async fn bad_input_gets_a_clear_problem_never_a_5xx() {
         ),
         (
             "body too long",
-            req(
-                "POST",
-                "/v1/posts",
-                Some(&alice),
-                Some(&format!(r#"{{"body":"{}"}}"#, "x".repeat(2001))),
-            ),
+            req("POST", "/v1/posts", Some(&alice), Some(&format!(r#"{{"body":"{}"}}"#, "x".repeat(2001)))),
             StatusCode::BAD_REQUEST,
         ),
         (
             "bad handle",
-            req(
-                "POST",
-                "/v1/users",
-                Some(&alice),
-                Some(r#"{"handle":"A!","display_name":"A"}"#),
-            ),
+            req("POST", "/v1/users", Some(&alice), Some(r#"{"handle":"A!","display_name":"A"}"#)),
             StatusCode::BAD_REQUEST,
         ),
         (
@@ -160,33 +118,17 @@ async fn bad_input_gets_a_clear_problem_never_a_5xx() {
                 "POST",
                 "/v1/users",
                 Some(&alice),
-                Some(&format!(
-                    r#"{{"handle":"alice","display_name":"A","bio":"{}"}}"#,
-                    "b".repeat(281)
-                )),
+                Some(&format!(r#"{{"handle":"alice","display_name":"A","bio":"{}"}}"#, "b".repeat(281))),
             ),
             StatusCode::BAD_REQUEST,
         ),
         (
             "bad reply_to",
-            req(
-                "POST",
-                "/v1/posts",
-                Some(&alice),
-                Some(r#"{"body":"x","reply_to":"nope"}"#),
-            ),
+            req("POST", "/v1/posts", Some(&alice), Some(r#"{"body":"x","reply_to":"nope"}"#)),
             StatusCode::BAD_REQUEST,
         ),
-        (
-            "bad post id",
-            req("DELETE", "/v1/posts/not-a-uuid", Some(&alice), None),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            "empty patch",
-            req("PATCH", "/v1/users/alice", Some(&alice), Some("{}")),
-            StatusCode::BAD_REQUEST,
-        ),
+        ("bad post id", req("DELETE", "/v1/posts/not-a-uuid", Some(&alice), None), StatusCode::BAD_REQUEST),
+        ("empty patch", req("PATCH", "/v1/users/alice", Some(&alice), Some("{}")), StatusCode::BAD_REQUEST),
         (
             "no content type",
             Request::builder()
@@ -207,11 +149,7 @@ async fn bad_input_gets_a_clear_problem_never_a_5xx() {
             ),
             StatusCode::PAYLOAD_TOO_LARGE,
         ),
-        (
-            "no token",
-            req("POST", "/v1/posts", None, Some(r#"{"body":"x"}"#)),
-            StatusCode::UNAUTHORIZED,
-        ),
+        ("no token", req("POST", "/v1/posts", None, Some(r#"{"body":"x"}"#)), StatusCode::UNAUTHORIZED),
         (
             "not bearer",
             Request::builder()
@@ -225,12 +163,7 @@ async fn bad_input_gets_a_clear_problem_never_a_5xx() {
         ),
         (
             "garbage token",
-            req(
-                "POST",
-                "/v1/posts",
-                Some("abc.def.ghi"),
-                Some(r#"{"body":"x"}"#),
-            ),
+            req("POST", "/v1/posts", Some("abc.def.ghi"), Some(r#"{"body":"x"}"#)),
             StatusCode::UNAUTHORIZED,
         ),
         (
@@ -239,15 +172,8 @@ async fn bad_input_gets_a_clear_problem_never_a_5xx() {
                 "POST",
                 "/v1/posts",
                 Some(
-                    &mint_token(
-                        b"another-secret-xx",
-                        "alice",
-                        Duration::from_secs(60),
-                        &[],
-                        None,
-                        None,
-                    )
-                    .unwrap(),
+                    &mint_token(b"another-secret-xx", "alice", Duration::from_secs(60), &[], None, None)
+                        .unwrap(),
                 ),
                 Some(r#"{"body":"x"}"#),
             ),
@@ -255,42 +181,22 @@ async fn bad_input_gets_a_clear_problem_never_a_5xx() {
         ),
         (
             "alg none",
-            req(
-                "POST",
-                "/v1/posts",
-                Some(&alg_none("alice")),
-                Some(r#"{"body":"x"}"#),
-            ),
+            req("POST", "/v1/posts", Some(&alg_none("alice")), Some(r#"{"body":"x"}"#)),
             StatusCode::UNAUTHORIZED,
         ),
         (
             "expired",
-            req(
-                "POST",
-                "/v1/posts",
-                Some(&expired("alice")),
-                Some(r#"{"body":"x"}"#),
-            ),
+            req("POST", "/v1/posts", Some(&expired("alice")), Some(r#"{"body":"x"}"#)),
             StatusCode::UNAUTHORIZED,
         ),
         (
             "bad subject",
-            req(
-                "POST",
-                "/v1/posts",
-                Some(&token("has space")),
-                Some(r#"{"body":"x"}"#),
-            ),
+            req("POST", "/v1/posts", Some(&token("has space")), Some(r#"{"body":"x"}"#)),
             StatusCode::UNAUTHORIZED,
         ),
         (
             "as another user: profile",
-            req(
-                "PATCH",
-                "/v1/users/bob",
-                Some(&alice),
-                Some(r#"{"bio":"hacked"}"#),
-            ),
+            req("PATCH", "/v1/users/bob", Some(&alice), Some(r#"{"bio":"hacked"}"#)),
             StatusCode::FORBIDDEN,
         ),
         (
@@ -300,12 +206,7 @@ async fn bad_input_gets_a_clear_problem_never_a_5xx() {
         ),
         (
             "as another user: unfollow",
-            req(
-                "DELETE",
-                "/v1/users/bob/following/carol",
-                Some(&alice),
-                None,
-            ),
+            req("DELETE", "/v1/users/bob/following/carol", Some(&alice), None),
             StatusCode::FORBIDDEN,
         ),
         (
@@ -330,26 +231,13 @@ async fn bad_input_gets_a_clear_problem_never_a_5xx() {
                 .unwrap(),
             StatusCode::BAD_REQUEST,
         ),
-        (
-            "bad command id",
-            req("GET", "/v1/commands/xyz", Some(&alice), None),
-            StatusCode::BAD_REQUEST,
-        ),
+        ("bad command id", req("GET", "/v1/commands/xyz", Some(&alice), None), StatusCode::BAD_REQUEST),
         (
             "old unknown command",
-            req(
-                "GET",
-                "/v1/commands/01890000-0000-7000-8000-000000000000",
-                Some(&alice),
-                None,
-            ),
+            req("GET", "/v1/commands/01890000-0000-7000-8000-000000000000", Some(&alice), None),
             StatusCode::NOT_FOUND,
         ),
-        (
-            "no such route",
-            req("GET", "/v2/whatever", Some(&alice), None),
-            StatusCode::NOT_FOUND,
-        ),
+        ("no such route", req("GET", "/v2/whatever", Some(&alice), None), StatusCode::NOT_FOUND),
     ];
     for (case, request, want) in cases {
         let got = send(&api, request).await;
@@ -363,11 +251,7 @@ fn b64(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..=chunk.len() {
             out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -377,10 +261,7 @@ fn b64(s: &str) -> String {
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
 fn alg_none(sub: &str) -> String {
@@ -394,12 +275,7 @@ fn alg_none(sub: &str) -> String {
 fn expired(sub: &str) -> String {
     use jsonwebtoken::{EncodingKey, Header, encode};
     let claims = serde_json::json!({"sub": sub, "exp": now() - 3600});
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(SECRET),
-    )
-    .unwrap()
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET)).unwrap()
 }
 
 #[tokio::test]
@@ -408,49 +284,24 @@ async fn accepted_writes_answer_202_with_ids_and_reach_the_queue() {
     let alice = token("alice");
     let (status, _, json) = send(
         &api,
-        req(
-            "POST",
-            "/v1/users",
-            Some(&alice),
-            Some(r#"{"handle":"alice","display_name":"Alice"}"#),
-        ),
+        req("POST", "/v1/users", Some(&alice), Some(r#"{"handle":"alice","display_name":"Alice"}"#)),
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{json}");
     assert_eq!(json["user_id"], "alice");
     assert_eq!(json["status"], "queued");
-    let (status, _, json) = send(
-        &api,
-        req(
-            "POST",
-            "/v1/posts",
-            Some(&alice),
-            Some(r#"{"body":"hello"}"#),
-        ),
-    )
-    .await;
+    let (status, _, json) =
+        send(&api, req("POST", "/v1/posts", Some(&alice), Some(r#"{"body":"hello"}"#))).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let post_id = json["post_id"].as_str().unwrap().to_owned();
     let routes = [
-        (
-            "PATCH",
-            "/v1/users/alice".to_owned(),
-            Some(r#"{"bio":"hi"}"#),
-        ),
+        ("PATCH", "/v1/users/alice".to_owned(), Some(r#"{"bio":"hi"}"#)),
         ("PUT", "/v1/users/alice/following/bob".to_owned(), None),
         ("DELETE", "/v1/users/alice/following/bob".to_owned(), None),
-        (
-            "PATCH",
-            format!("/v1/posts/{post_id}"),
-            Some(r#"{"body":"edited"}"#),
-        ),
+        ("PATCH", format!("/v1/posts/{post_id}"), Some(r#"{"body":"edited"}"#)),
         ("PUT", format!("/v1/posts/{post_id}/likes/alice"), None),
         ("DELETE", format!("/v1/posts/{post_id}/likes/alice"), None),
-        (
-            "POST",
-            format!("/v1/posts/{post_id}/comments"),
-            Some(r#"{"body":"nice"}"#),
-        ),
+        ("POST", format!("/v1/posts/{post_id}/comments"), Some(r#"{"body":"nice"}"#)),
         ("DELETE", format!("/v1/posts/{post_id}"), None),
     ];
     for (method, uri, body) in routes {
@@ -481,11 +332,7 @@ async fn one_idempotency_key_is_one_command() {
     assert_eq!(first["command_id"], second["command_id"]);
     assert_eq!(first["post_id"], second["post_id"]);
     // The queue took it once.
-    let batch = api
-        .queue
-        .fetch(10, Duration::from_millis(20))
-        .await
-        .unwrap();
+    let batch = api.queue.fetch(10, Duration::from_millis(20)).await.unwrap();
     assert_eq!(batch.len(), 1);
     // Another user's same key is another command.
     let bob = token("bob");
@@ -505,22 +352,12 @@ async fn one_idempotency_key_is_one_command() {
 async fn ops_routes_and_openapi_need_no_token() {
     let api = api().await;
     for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
-        let resp = api
-            .router
-            .clone()
-            .oneshot(req("GET", path, None, None))
-            .await
-            .unwrap();
+        let resp = api.router.clone().oneshot(req("GET", path, None, None)).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "{path}");
     }
     let (_, _, doc) = send(&api, req("GET", "/openapi.json", None, None)).await;
     let paths = doc["paths"].as_object().unwrap();
-    for p in [
-        "/v1/users",
-        "/v1/posts",
-        "/v1/posts/{post_id}/likes/{user_id}",
-        "/v1/commands/{command_id}",
-    ] {
+    for p in ["/v1/users", "/v1/posts", "/v1/posts/{post_id}/likes/{user_id}", "/v1/commands/{command_id}"] {
         assert!(paths.contains_key(p), "openapi lacks {p}");
     }
 }
@@ -532,48 +369,25 @@ async fn a_queued_command_reports_its_outcome_after_ingestion() {
         Arc::new(eventstore::SqliteEventStore::in_memory().await.unwrap());
     let state = write_api::AppState {
         publisher: Arc::new(queue.clone()),
-        commands: Arc::new(write_api::StoreCommandLog {
-            primary: store.clone(),
-            backup: None,
-        }),
+        commands: Arc::new(write_api::StoreCommandLog { primary: store.clone(), backup: None }),
         verifier: Arc::new(JwtVerifier::new(&AuthConfig {
             hs256_secret: SECRET.to_vec(),
             ..Default::default()
         })),
     };
     let ready: http_kit::Readiness = Arc::new(|| Box::pin(async { Ok(()) }));
-    let api = Api {
-        router: write_api::app(state, ready),
-        queue: queue.clone(),
-    };
-    let ing = ingester::Ingester::new(
-        Default::default(),
-        Arc::new(ingester::Processor::new(store)),
-        None,
-    )
-    .await;
+    let api = Api { router: write_api::app(state, ready), queue: queue.clone() };
+    let ing =
+        ingester::Ingester::new(Default::default(), Arc::new(ingester::Processor::new(store)), None).await;
     let worker = tokio::spawn(ing.run(Arc::new(queue)));
 
     let alice = token("alice");
-    let (_, _, json) = send(
-        &api,
-        req(
-            "POST",
-            "/v1/posts",
-            Some(&alice),
-            Some(r#"{"body":"before registering"}"#),
-        ),
-    )
-    .await;
+    let (_, _, json) =
+        send(&api, req("POST", "/v1/posts", Some(&alice), Some(r#"{"body":"before registering"}"#))).await;
     let rejected_id = json["command_id"].as_str().unwrap().to_owned();
     let (_, _, json) = send(
         &api,
-        req(
-            "POST",
-            "/v1/users",
-            Some(&alice),
-            Some(r#"{"handle":"alice","display_name":"Alice"}"#),
-        ),
+        req("POST", "/v1/users", Some(&alice), Some(r#"{"handle":"alice","display_name":"Alice"}"#)),
     )
     .await;
     let committed_id = json["command_id"].as_str().unwrap().to_owned();
@@ -581,14 +395,7 @@ async fn a_queued_command_reports_its_outcome_after_ingestion() {
     let status_of = |id: String| {
         let api = &api;
         let alice = alice.clone();
-        async move {
-            send(
-                api,
-                req("GET", &format!("/v1/commands/{id}"), Some(&alice), None),
-            )
-            .await
-            .2
-        }
+        async move { send(api, req("GET", &format!("/v1/commands/{id}"), Some(&alice), None)).await.2 }
     };
     let mut done = false;
     for _ in 0..200 {

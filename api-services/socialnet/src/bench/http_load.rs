@@ -14,9 +14,7 @@ pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 pub fn client() -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(1024)
-        .build(connector)
+    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1024).build(connector)
 }
 
 /// What one request should be, given the client index and its request counter.
@@ -54,14 +52,8 @@ pub async fn run(
                 n += 1;
                 match outcome {
                     Ok(resp) if resp.status() == expect => {
-                        let body = resp
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        r.latencies_us
-                            .push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+                        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        r.latencies_us.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
                         r.ok += 1;
                         if keep_bodies {
                             r.bodies.push(body);

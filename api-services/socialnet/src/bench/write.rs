@@ -26,11 +26,7 @@ use std::time::{Duration, Instant};
 pub struct WriteBenchArgs {
     #[command(flatten)]
     pub store: StoreArgs,
-    #[arg(
-        long,
-        env = "SOCIALNET_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
+    #[arg(long, env = "SOCIALNET_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
     /// Concurrent HTTP clients (each its own user).
     #[arg(long, default_value_t = 64)]
@@ -70,13 +66,8 @@ async fn raw_publish_rate(q: &JetStreamQueue, n: usize, payload: Bytes) -> anyho
         let msg = async_nats::jetstream::message::PublishMessage::build()
             .payload(payload.clone())
             .message_id(format!("raw-{i}"));
-        let ack = js
-            .send_publish(subject.clone(), msg)
-            .await
-            .context("raw publish")?;
-        in_flight.push(Box::pin(async move {
-            ack.await.map(|_| ()).map_err(|e| e.to_string())
-        }));
+        let ack = js.send_publish(subject.clone(), msg).await.context("raw publish")?;
+        in_flight.push(Box::pin(async move { ack.await.map(|_| ()).map_err(|e| e.to_string()) }));
     }
     while let Some(r) = in_flight.next().await {
         r.map_err(|e: String| anyhow::anyhow!("raw publish ack: {e}"))?;
@@ -89,18 +80,14 @@ async fn raw_publish_rate(q: &JetStreamQueue, n: usize, payload: Bytes) -> anyho
 pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
     let prefix = format!("BENCH{}", std::process::id());
     let names = QueueNames::with_prefix(&prefix, &prefix.to_ascii_lowercase());
-    let queue =
-        JetStreamQueue::connect("primary", &args.nats_url, names, Duration::from_secs(5)).await?;
+    let queue = JetStreamQueue::connect("primary", &args.nats_url, names, Duration::from_secs(5)).await?;
     for _ in 0..50 {
         if queue.is_connected() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    queue
-        .ensure_streams()
-        .await
-        .context("NATS with JetStream must be reachable")?;
+    queue.ensure_streams().await.context("NATS with JetStream must be reachable")?;
 
     // A representative command payload for the raw measurement.
     let sample = CommandEnvelope::new(
@@ -112,52 +99,32 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
             reply_to: None,
         },
     );
-    eprintln!(
-        "measuring raw JetStream publish ({} messages, 256 acks in flight)…",
-        args.raw_messages
-    );
+    eprintln!("measuring raw JetStream publish ({} messages, 256 acks in flight)…", args.raw_messages);
     let raw = raw_publish_rate(&queue, args.raw_messages, Bytes::from(sample.encode())).await?;
 
-    let pg = PgEventStore::connect(&args.store.database_url)
-        .await
-        .context("event store")?;
+    let pg = PgEventStore::connect(&args.store.database_url).await.context("event store")?;
     let store: Arc<dyn EventStore> = Arc::new(pg.clone());
-    let ingester = Ingester::new(
-        IngesterConfig::default(),
-        Arc::new(Processor::new(store.clone())),
-        None,
-    )
-    .await;
+    let ingester =
+        Ingester::new(IngesterConfig::default(), Arc::new(Processor::new(store.clone())), None).await;
     let source: Arc<dyn CommandSource> = Arc::new(JetStreamSource(queue.clone()));
     let ingest_task = tokio::spawn(ingester.run(source));
 
-    let publisher: Arc<dyn CommandPublisher> = Arc::new(FailoverPublisher::new(
-        vec![queue.clone()],
-        Duration::from_secs(5),
-        Duration::from_secs(1),
-    ));
-    let verifier = Arc::new(JwtVerifier::new(&AuthConfig {
-        hs256_secret: SECRET.to_vec(),
-        ..Default::default()
-    }));
+    let publisher: Arc<dyn CommandPublisher> =
+        Arc::new(FailoverPublisher::new(vec![queue.clone()], Duration::from_secs(5), Duration::from_secs(1)));
+    let verifier =
+        Arc::new(JwtVerifier::new(&AuthConfig { hs256_secret: SECRET.to_vec(), ..Default::default() }));
     let state = write_api::AppState {
         publisher,
-        commands: Arc::new(write_api::StoreCommandLog {
-            primary: store.clone(),
-            backup: None,
-        }),
+        commands: Arc::new(write_api::StoreCommandLog { primary: store.clone(), backup: None }),
         verifier,
     };
     let ready: Readiness = Arc::new(|| Box::pin(async { Ok(()) }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let server =
-        tokio::spawn(async move { axum::serve(listener, write_api::app(state, ready)).await });
+    let server = tokio::spawn(async move { axum::serve(listener, write_api::app(state, ready)).await });
 
     let run_tag = uuid::Uuid::now_v7().simple().to_string();
-    let users: Vec<String> = (0..args.clients)
-        .map(|i| format!("b{}-{i}", &run_tag[20..]))
-        .collect();
+    let users: Vec<String> = (0..args.clients).map(|i| format!("b{}-{i}", &run_tag[20..])).collect();
     let tokens: Arc<Vec<String>> = Arc::new(
         users
             .iter()
@@ -170,10 +137,7 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
     let reg_tokens = tokens.clone();
     let users_arc = Arc::new(users.clone());
     let register: MakeRequest = Arc::new(move |c, n| {
-        let handle = format!(
-            "u{}_{c}_{n}",
-            &users_arc[c].replace('-', "_")[..8.min(users_arc[c].len())]
-        );
+        let handle = format!("u{}_{c}_{n}", &users_arc[c].replace('-', "_")[..8.min(users_arc[c].len())]);
         let body = serde_json::json!({"handle": handle.chars().take(30).collect::<String>(), "display_name": "Bench"});
         hyper::Request::post(format!("http://{addr}/v1/users"))
             .header("authorization", format!("Bearer {}", reg_tokens[c]))
@@ -191,19 +155,10 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
         register,
     )
     .await;
-    wait_committed(
-        &pg,
-        "register_user",
-        args.clients as i64,
-        Duration::from_secs(60),
-    )
-    .await?;
+    wait_committed(&pg, "register_user", args.clients as i64, Duration::from_secs(60)).await?;
     let posts_before = count(&pg, "publish_post").await?;
 
-    eprintln!(
-        "driving the write API: {} clients for {} s…",
-        args.clients, args.seconds
-    );
+    eprintln!("driving the write API: {} clients for {} s…", args.clients, args.seconds);
     let post_tokens = tokens.clone();
     let body = Bytes::from(serde_json::json!({"body": "x".repeat(120)}).to_string());
     let make: MakeRequest = Arc::new(move |c, _| {
@@ -246,14 +201,8 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
         f64::from(p50) / 1000.0,
         f64::from(p99) / 1000.0
     );
-    println!(
-        "  failed requests                           : {}",
-        result.failed
-    );
-    println!(
-        "  committed during the load                 : {committed_at_load_end} of {}",
-        result.ok
-    );
+    println!("  failed requests                           : {}", result.failed);
+    println!("  committed during the load                 : {committed_at_load_end} of {}", result.ok);
     println!(
         "  end-to-end commit rate (all accepted)     : {commit_rate:>10.0} commits/s  ratio to accepted {:.2}",
         commit_rate / accepted_rate
@@ -269,28 +218,16 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
     );
     server.abort();
     ingest_task.abort();
-    let _ = queue
-        .context()
-        .delete_stream(&queue.names().commands_stream)
-        .await;
-    let _ = queue
-        .context()
-        .delete_stream(&queue.names().dlq_stream)
-        .await;
-    Ok(if result.failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    let _ = queue.context().delete_stream(&queue.names().commands_stream).await;
+    let _ = queue.context().delete_stream(&queue.names().dlq_stream).await;
+    Ok(if result.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 async fn count(pg: &PgEventStore, command_type: &str) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM commands WHERE command_type = $1")
-            .bind(command_type)
-            .fetch_one(pg.pool())
-            .await?,
-    )
+    Ok(sqlx::query_scalar("SELECT count(*) FROM commands WHERE command_type = $1")
+        .bind(command_type)
+        .fetch_one(pg.pool())
+        .await?)
 }
 
 async fn wait_committed(
@@ -301,10 +238,7 @@ async fn wait_committed(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     while count(pg, command_type).await? < target {
-        anyhow::ensure!(
-            started.elapsed() < limit,
-            "commands not all committed within {limit:?}"
-        );
+        anyhow::ensure!(started.elapsed() < limit, "commands not all committed within {limit:?}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Ok(())

@@ -9,14 +9,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 pub async fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
-    PgEventStore::connect(&args.store.database_url)
-        .await
-        .context("migrating the primary store")?;
+    PgEventStore::connect(&args.store.database_url).await.context("migrating the primary store")?;
     println!("primary event store migrated");
     if let Some(url) = &args.store.backup_database_url {
-        PgEventStore::connect(url)
-            .await
-            .context("migrating the backup store")?;
+        PgEventStore::connect(url).await.context("migrating the backup store")?;
         println!("backup event store migrated");
     }
     Ok(ExitCode::SUCCESS)
@@ -24,16 +20,9 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        AdminCommand::Dlq {
-            queue,
-            secondary,
-            action,
-        } => {
+        AdminCommand::Dlq { queue, secondary, action } => {
             let url = if secondary {
-                queue
-                    .nats_secondary_url
-                    .clone()
-                    .context("--secondary needs --nats-secondary-url")?
+                queue.nats_secondary_url.clone().context("--secondary needs --nats-secondary-url")?
             } else {
                 queue.nats_url.clone()
             };
@@ -60,15 +49,11 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                     println!("{}", serde_json::json!({"parked": backup.count().await?}));
                 }
                 BackupAction::Drain => {
-                    let primary = PgEventStore::connect(&store.database_url)
-                        .await
-                        .context("primary store")?;
+                    let primary =
+                        PgEventStore::connect(&store.database_url).await.context("primary store")?;
                     let processor = Processor::new(Arc::new(primary) as Arc<dyn EventStore>);
                     let moved = drain_backup(&processor, &backup, 256).await?;
-                    println!(
-                        "{}",
-                        serde_json::json!({"drained": moved, "parked": backup.count().await?})
-                    );
+                    println!("{}", serde_json::json!({"drained": moved, "parked": backup.count().await?}));
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -83,20 +68,14 @@ async fn dlq(q: &dyn DeadLetterQueue, action: DlqAction) -> anyhow::Result<ExitC
                 println!("{}", serde_json::to_string(&d)?);
             }
         }
-        DlqAction::Requeue {
-            sequence: Some(seq),
-            ..
-        } => {
+        DlqAction::Requeue { sequence: Some(seq), .. } => {
             if !q.requeue(seq).await? {
                 eprintln!("no dead letter with sequence {seq}");
                 return Ok(ExitCode::FAILURE);
             }
             println!("{}", serde_json::json!({"requeued": [seq]}));
         }
-        DlqAction::Requeue {
-            sequence: None,
-            all: true,
-        } => {
+        DlqAction::Requeue { sequence: None, all: true } => {
             let mut done = Vec::new();
             loop {
                 let batch = q.list(256).await?;
@@ -111,10 +90,7 @@ async fn dlq(q: &dyn DeadLetterQueue, action: DlqAction) -> anyhow::Result<ExitC
             }
             println!("{}", serde_json::json!({"requeued": done}));
         }
-        DlqAction::Requeue {
-            sequence: None,
-            all: false,
-        } => bail!("name a sequence or pass --all"),
+        DlqAction::Requeue { sequence: None, all: false } => bail!("name a sequence or pass --all"),
         DlqAction::Purge => println!("{}", serde_json::json!({"purged": q.purge().await?})),
     }
     Ok(ExitCode::SUCCESS)

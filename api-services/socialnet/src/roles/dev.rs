@@ -16,9 +16,7 @@ use std::sync::Arc;
 pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     let path = dev_secret_path(data_dir);
     if path.exists() {
-        return Ok(trim_secret(
-            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
-        ));
+        return Ok(trim_secret(std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?));
     }
     let bytes: [u8; 32] = rand::random();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -36,19 +34,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let secret = load_or_create_secret(&args.data_dir)?;
     let db = args.data_dir.join("events.db");
-    let store: Arc<dyn EventStore> = Arc::new(
-        SqliteEventStore::open(&db)
-            .await
-            .context("opening the event store")?,
-    );
+    let store: Arc<dyn EventStore> =
+        Arc::new(SqliteEventStore::open(&db).await.context("opening the event store")?);
     let queue = MemoryQueue::new();
 
-    let ingester = Ingester::new(
-        IngesterConfig::default(),
-        Arc::new(Processor::new(store.clone())),
-        None,
-    )
-    .await;
+    let ingester =
+        Ingester::new(IngesterConfig::default(), Arc::new(Processor::new(store.clone())), None).await;
     tokio::spawn(ingester.run(Arc::new(queue.clone())));
 
     let verifier = Arc::new(JwtVerifier::new(&AuthConfig {
@@ -58,10 +49,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     }));
     let state = write_api::AppState {
         publisher: Arc::new(queue),
-        commands: Arc::new(write_api::StoreCommandLog {
-            primary: store.clone(),
-            backup: None,
-        }),
+        commands: Arc::new(write_api::StoreCommandLog { primary: store.clone(), backup: None }),
         verifier,
     };
     let ready_store = store.clone();

@@ -37,9 +37,7 @@ pub async fn run(args: IngesterArgs) -> anyhow::Result<ExitCode> {
     // Without a backup there is nothing useful to do until the primary has its schema.
     let limit = backup.is_some().then(|| Duration::from_secs(5));
     if !migrate_with_retry(&primary, limit).await {
-        tracing::warn!(
-            "primary store unreachable at start-up: parking commands in the backup store"
-        );
+        tracing::warn!("primary store unreachable at start-up: parking commands in the backup store");
         let p = primary.clone();
         tokio::spawn(async move { migrate_with_retry(&p, None).await });
     }
@@ -51,12 +49,7 @@ pub async fn run(args: IngesterArgs) -> anyhow::Result<ExitCode> {
         ..IngesterConfig::default()
     };
     let store: Arc<dyn EventStore> = Arc::new(primary);
-    let ingester = Ingester::new(
-        config,
-        Arc::new(Processor::new(store.clone())),
-        backup.clone(),
-    )
-    .await;
+    let ingester = Ingester::new(config, Arc::new(Processor::new(store.clone())), backup.clone()).await;
     let sources: Vec<Arc<dyn CommandSource>> = args
         .queue
         .connect_all()

@@ -12,16 +12,10 @@ use std::time::Duration;
 pub async fn run(args: WriteApiArgs) -> anyhow::Result<ExitCode> {
     let verifier = args.auth.verifier()?;
     let queues = args.queue.connect_all().await?;
-    let publisher: Arc<dyn CommandPublisher> = Arc::new(FailoverPublisher::new(
-        queues,
-        args.queue.timeout(),
-        Duration::from_secs(5),
-    ));
+    let publisher: Arc<dyn CommandPublisher> =
+        Arc::new(FailoverPublisher::new(queues, args.queue.timeout(), Duration::from_secs(5)));
     let primary: Arc<dyn EventStore> = Arc::new(args.store.primary()?);
-    let commands = Arc::new(write_api::StoreCommandLog {
-        primary,
-        backup: args.store.backup()?,
-    });
+    let commands = Arc::new(write_api::StoreCommandLog { primary, backup: args.store.backup()? });
 
     let (p, c) = (publisher.clone(), commands.clone());
     let ready: Readiness = Arc::new(move || {
@@ -34,11 +28,7 @@ pub async fn run(args: WriteApiArgs) -> anyhow::Result<ExitCode> {
             c.ready().await.map_err(|e| e.to_string())
         })
     });
-    let state = write_api::AppState {
-        publisher,
-        commands,
-        verifier,
-    };
+    let state = write_api::AppState { publisher, commands, verifier };
     crate::serve::serve(args.listen, write_api::app(state, ready), "write API").await?;
     Ok(ExitCode::SUCCESS)
 }

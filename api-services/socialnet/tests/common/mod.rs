@@ -15,25 +15,14 @@ pub const SECRET: &str = "integration-test-secret-0123456789";
 
 pub fn socialnet() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_socialnet"));
-    c.env(
-        "RUST_LOG",
-        std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
-    )
-    .env("SOCIALNET_JWT_SECRET", SECRET)
-    .stdin(Stdio::null());
+    c.env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .env("SOCIALNET_JWT_SECRET", SECRET)
+        .stdin(Stdio::null());
     c
 }
 
 pub fn token(sub: &str) -> String {
-    http_kit::mint_token(
-        SECRET.as_bytes(),
-        sub,
-        Duration::from_secs(3600),
-        &[],
-        None,
-        None,
-    )
-    .unwrap()
+    http_kit::mint_token(SECRET.as_bytes(), sub, Duration::from_secs(3600), &[], None, None).unwrap()
 }
 
 /// The servers and names one test uses.
@@ -62,17 +51,14 @@ impl Wiring {
 
     pub fn write_api(&self, port: u16) -> ChildGuard {
         let mut c = socialnet();
-        c.arg("write-api")
-            .args(["--listen", &format!("127.0.0.1:{port}")]);
+        c.arg("write-api").args(["--listen", &format!("127.0.0.1:{port}")]);
         self.apply(&mut c);
         ChildGuard::spawn(&mut c)
     }
 
     pub fn ingester(&self, port: u16, extra: &[&str]) -> ChildGuard {
         let mut c = socialnet();
-        c.arg("ingester")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(extra);
+        c.arg("ingester").args(["--listen", &format!("127.0.0.1:{port}")]).args(extra);
         self.apply(&mut c);
         ChildGuard::spawn(&mut c)
     }
@@ -83,10 +69,7 @@ impl Wiring {
         c.args(args);
         self.apply(&mut c);
         let out = c.output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
 
@@ -111,9 +94,7 @@ impl Http {
         body: Option<serde_json::Value>,
         headers: &[(&str, &str)],
     ) -> (u16, serde_json::Value) {
-        let mut b = hyper::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base));
+        let mut b = hyper::Request::builder().method(method).uri(format!("{}{path}", self.base));
         if let Some(t) = token {
             b = b.header("authorization", format!("Bearer {t}"));
         }
@@ -130,16 +111,8 @@ impl Http {
         match self.client.request(b.body(body).unwrap()).await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let bytes = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                (
-                    status,
-                    serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-                )
+                let bytes = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
             }
             Err(_) => (0, serde_json::Value::Null),
         }
@@ -155,23 +128,11 @@ impl Http {
     }
 
     /// Wait until the command is decided; returns its status body.
-    pub async fn wait_decided(
-        &self,
-        token: &str,
-        command_id: &str,
-        limit: Duration,
-    ) -> serde_json::Value {
+    pub async fn wait_decided(&self, token: &str, command_id: &str, limit: Duration) -> serde_json::Value {
         let started = std::time::Instant::now();
         loop {
-            let (code, body) = self
-                .call(
-                    "GET",
-                    &format!("/v1/commands/{command_id}"),
-                    Some(token),
-                    None,
-                    &[],
-                )
-                .await;
+            let (code, body) =
+                self.call("GET", &format!("/v1/commands/{command_id}"), Some(token), None, &[]).await;
             if code == 200 && body["status"] != "queued" {
                 return body;
             }
@@ -206,11 +167,7 @@ pub async fn register_users(http: &Http, prefix: &str, n: usize) -> Vec<(String,
 }
 
 pub async fn pg(url: &str) -> sqlx::PgPool {
-    sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect(url)
-        .await
-        .unwrap()
+    sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(url).await.unwrap()
 }
 
 /// For each command id, how many events it has in the store.
@@ -240,20 +197,13 @@ pub async fn assert_exactly_once(pool: &sqlx::PgPool, accepted: &[uuid::Uuid], e
         missing.first()
     );
     let doubled: Vec<_> = per.iter().filter(|(_, n)| **n != 1).collect();
-    assert!(
-        doubled.is_empty(),
-        "commands with more than one event: {doubled:?}"
-    );
+    assert!(doubled.is_empty(), "commands with more than one event: {doubled:?}");
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
         .bind(event_type)
         .fetch_one(pool)
         .await
         .unwrap();
-    assert_eq!(
-        total,
-        accepted.len() as i64,
-        "no {event_type} beyond the accepted commands"
-    );
+    assert_eq!(total, accepted.len() as i64, "no {event_type} beyond the accepted commands");
     let committed: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM commands WHERE command_id = ANY($1) AND status = 'committed'",
     )
@@ -280,8 +230,5 @@ pub async fn wait_recorded(pool: &sqlx::PgPool, command_type: &str, n: usize, li
         .fetch_one(pool)
         .await
         .unwrap_or(-1);
-    assert!(
-        ok,
-        "only {got} of {n} {command_type} commands recorded within {limit:?}"
-    );
+    assert!(ok, "only {got} of {n} {command_type} commands recorded within {limit:?}");
 }

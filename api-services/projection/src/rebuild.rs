@@ -1,0 +1,149 @@
+//! Feeding events into a target: the one loop behind the live projector, a blue/green rebuild and the
+//! in-memory replay of `verify`. Each batch is planned, then applied with a compare-and-set on the
+//! checkpoint; the next batch is read from the event store while the current one is being applied.
+
+use crate::memory::MemoryTarget;
+use crate::planner::{Planner, PlannerConfig};
+use crate::target::{ProjectionError, ProjectionTarget, TargetState};
+use eventstore::{EventStore, GlobalCursor, RecordedEvent};
+use std::time::{Duration, Instant};
+
+/// Progress of a replay, for progress bars and JSON progress lines.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+    pub elapsed: Duration,
+}
+
+impl Progress {
+    pub fn rate(&self) -> f64 {
+        self.done as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    pub fn eta(&self) -> Duration {
+        let rate = self.rate();
+        if rate <= 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(self.total.saturating_sub(self.done) as f64 / rate)
+    }
+}
+
+/// Apply events after the generation's checkpoint (up to `until`, if given) until the store has no more.
+/// Returns how many events were applied. On any error the planner's cache is dropped.
+pub async fn apply_range(
+    store: &dyn EventStore,
+    target: &dyn ProjectionTarget,
+    generation: u64,
+    planner: &mut Planner,
+    batch: usize,
+    until: Option<GlobalCursor>,
+    on_batch: &mut (dyn FnMut(u64) + Send),
+) -> Result<u64, ProjectionError> {
+    let result = apply_range_inner(store, target, generation, planner, batch, until, on_batch).await;
+    if result.is_err() {
+        planner.reset(false);
+    }
+    result
+}
+
+fn clip(mut events: Vec<RecordedEvent>, until: Option<GlobalCursor>) -> Vec<RecordedEvent> {
+    if let Some(u) = until {
+        events.retain(|e| e.cursor() <= u);
+    }
+    events
+}
+
+async fn apply_range_inner(
+    store: &dyn EventStore,
+    target: &dyn ProjectionTarget,
+    generation: u64,
+    planner: &mut Planner,
+    batch: usize,
+    until: Option<GlobalCursor>,
+    on_batch: &mut (dyn FnMut(u64) + Send),
+) -> Result<u64, ProjectionError> {
+    let view = target.view(generation);
+    let mut state = target.state(generation).await?;
+    let mut cursor = state.map(|s| s.cursor).unwrap_or_default();
+    let mut applied = 0u64;
+    let mut events = clip(store.read_all(cursor, batch).await?, until);
+    let mut ops = Vec::new();
+    while !events.is_empty() {
+        ops.clear();
+        for e in &events {
+            planner.plan(e, view.as_ref(), &mut ops).await?;
+        }
+        let last = events.last().map(|e| (e.cursor(), e.recorded_at.timestamp_millis())).unwrap_or_default();
+        let next = TargetState {
+            cursor: last.0,
+            events: state.map(|s| s.events).unwrap_or(0) + events.len() as u64,
+            last_event_ms: last.1,
+        };
+        // Read the next batch while this one is applied.
+        let (applied_now, following) =
+            tokio::join!(target.apply(generation, &ops, state, next), store.read_all(next.cursor, batch));
+        applied_now?;
+        applied += events.len() as u64;
+        metrics::counter!("socialnet_projector_events_total", "target" => target.name().to_owned())
+            .increment(events.len() as u64);
+        on_batch(events.len() as u64);
+        state = Some(next);
+        cursor = next.cursor;
+        if until.is_some_and(|u| cursor >= u) {
+            break;
+        }
+        events = clip(following?, until);
+    }
+    Ok(applied)
+}
+
+/// Blue/green rebuild of a target: replay everything into a new generation while reads and the live
+/// projector stay on the current one, catch up, flip the current generation atomically, catch up again,
+/// then remove the old generation after `grace` (reads that started on it finish first).
+/// Returns (new generation, events applied).
+pub async fn rebuild_generation(
+    store: &dyn EventStore,
+    target: &dyn ProjectionTarget,
+    config: PlannerConfig,
+    batch: usize,
+    grace: Duration,
+    on_batch: &mut (dyn FnMut(u64) + Send),
+) -> Result<(u64, u64), ProjectionError> {
+    let old = target.current_generation().await?;
+    let generation = target.allocate_generation().await?;
+    let started = Instant::now();
+    let mut planner = Planner::new(config, true);
+    let mut applied = apply_range(store, target, generation, &mut planner, batch, None, on_batch).await?;
+    target.set_current(generation).await?;
+    // Events that arrived between the last batch and the flip (the live projector now follows this generation too).
+    applied += apply_range(store, target, generation, &mut planner, batch, None, on_batch).await.unwrap_or(0);
+    tracing::info!(
+        target = target.name(),
+        generation,
+        applied,
+        secs = started.elapsed().as_secs_f64(),
+        "rebuild flipped"
+    );
+    if let Some(old) = old.filter(|o| *o != generation) {
+        tokio::time::sleep(grace).await;
+        let removed = target.drop_generation(old).await?;
+        tracing::info!(target = target.name(), old, removed, "old generation removed");
+    }
+    Ok((generation, applied))
+}
+
+/// Replay the event store into a fresh in-memory target up to `until`; returns it and its generation.
+pub async fn replay_into_memory(
+    store: &dyn EventStore,
+    config: PlannerConfig,
+    until: Option<GlobalCursor>,
+) -> Result<(MemoryTarget, u64), ProjectionError> {
+    let memory = MemoryTarget::new("verify");
+    memory.set_current(1).await?;
+    let mut planner = Planner::new(config, true);
+    if until != Some(GlobalCursor::START) {
+        apply_range(store, &memory, 1, &mut planner, 5000, until, &mut |_| {}).await?;
+    }
+    Ok((memory, 1))
+}

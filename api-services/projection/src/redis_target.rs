@@ -1,0 +1,411 @@
+//! The Redis target. Keys live under `{target}:g{N}:` per generation, with `{target}:current` naming the
+//! generation reads use. A batch is applied by one Lua script: it compares the generation's checkpoint
+//! with the one the batch was planned from, runs every operation, and writes the new checkpoint — one
+//! round trip, all or nothing, and a replayed batch is refused instead of counted twice.
+
+use crate::dump::{Dump, Value};
+use crate::ops::Op;
+use crate::target::{KvRead, ProjectionError, ProjectionTarget, TargetState};
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+const APPLY: &str = r#"
+local prefix = ARGV[1]
+local current = redis.call('GET', ARGV[2])
+if (current or '') ~= ARGV[3] then
+  return redis.error_reply('CONFLICT checkpoint is ' .. tostring(current))
+end
+local i = 5
+local n = #ARGV
+while i <= n do
+  local op = ARGV[i]
+  local key = prefix .. ARGV[i + 1]
+  if op == 'H' then
+    local count = tonumber(ARGV[i + 2])
+    local args = {}
+    for j = 1, 2 * count do args[j] = ARGV[i + 2 + j] end
+    redis.call('HSET', key, unpack(args))
+    i = i + 3 + 2 * count
+  elseif op == 'D' then
+    local count = tonumber(ARGV[i + 2])
+    for j = 1, count do redis.call('HDEL', key, ARGV[i + 2 + j]) end
+    i = i + 3 + count
+  elseif op == 'I' then
+    redis.call('HINCRBY', key, ARGV[i + 2], ARGV[i + 3])
+    i = i + 4
+  elseif op == 'X' then
+    redis.call('DEL', key)
+    i = i + 2
+  elseif op == 'Z' then
+    redis.call('ZADD', key, ARGV[i + 2], ARGV[i + 3])
+    i = i + 4
+  elseif op == 'R' then
+    local count = tonumber(ARGV[i + 2])
+    for j = 1, count do redis.call('ZREM', key, ARGV[i + 2 + j]) end
+    i = i + 3 + count
+  elseif op == 'T' then
+    redis.call('ZREMRANGEBYRANK', key, 0, -1 - tonumber(ARGV[i + 2]))
+    i = i + 3
+  elseif op == 'S' then
+    redis.call('SADD', key, ARGV[i + 2])
+    i = i + 3
+  else
+    return redis.error_reply('BADOP ' .. tostring(op))
+  end
+end
+redis.call('SET', ARGV[2], ARGV[4])
+return 1
+"#;
+
+#[derive(Clone)]
+pub struct RedisTarget {
+    name: String,
+    conn: ConnectionManager,
+    apply: Arc<redis::Script>,
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTarget").field("name", &self.name).finish()
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> ProjectionError {
+    ProjectionError::Unavailable(e.to_string())
+}
+
+impl RedisTarget {
+    /// Connect lazily with short timeouts: a dead Redis must fail a read fast so the read API fails over.
+    pub fn connect(name: &str, url: &str) -> Result<Self, ProjectionError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+        Ok(Self { name: name.to_owned(), conn, apply: Arc::new(redis::Script::new(APPLY)) })
+    }
+
+    fn current_key(&self) -> String {
+        format!("{}:current", self.name)
+    }
+
+    fn prefix(&self, generation: u64) -> String {
+        format!("{}:g{generation}:", self.name)
+    }
+
+    fn checkpoint_key(&self, generation: u64) -> String {
+        format!("{}:g{generation}:~checkpoint", self.name)
+    }
+
+    /// Every key of one generation (SCAN, not KEYS, so a big target is not blocked).
+    async fn generation_keys(&self, generation: u64) -> Result<Vec<String>, ProjectionError> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}*", self.prefix(generation));
+        let mut cursor: u64 = 0;
+        let mut keys = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+}
+
+fn encode(ops: &[Op], args: &mut Vec<String>) {
+    for op in ops {
+        match op {
+            Op::HSet { key, fields } => {
+                args.extend(["H".into(), key.clone(), fields.len().to_string()]);
+                for (f, v) in fields {
+                    args.push(f.clone());
+                    args.push(v.clone());
+                }
+            }
+            Op::HDel { key, fields } => {
+                args.extend(["D".into(), key.clone(), fields.len().to_string()]);
+                args.extend(fields.iter().cloned());
+            }
+            Op::HIncr { key, field, by } => {
+                args.extend(["I".into(), key.clone(), field.clone(), by.to_string()])
+            }
+            Op::Del { key } => args.extend(["X".into(), key.clone()]),
+            Op::ZAdd { key, score, member } => {
+                args.extend(["Z".into(), key.clone(), score.to_string(), member.clone()])
+            }
+            Op::ZRem { key, members } => {
+                args.extend(["R".into(), key.clone(), members.len().to_string()]);
+                args.extend(members.iter().cloned());
+            }
+            Op::ZKeepTop { key, keep } => args.extend(["T".into(), key.clone(), keep.to_string()]),
+            Op::SAdd { key, member } => args.extend(["S".into(), key.clone(), member.clone()]),
+        }
+    }
+}
+
+fn state_string(state: Option<TargetState>) -> String {
+    state.map(|s| serde_json::to_string(&s).unwrap_or_default()).unwrap_or_default()
+}
+
+/// Reads on one generation.
+struct RedisView {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl RedisView {
+    fn k(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+fn scored(raw: Vec<(String, f64)>) -> Vec<(String, i64)> {
+    raw.into_iter().map(|(m, s)| (m, s as i64)).collect()
+}
+
+#[async_trait]
+impl KvRead for RedisView {
+    async fn hgetall_many(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Option<HashMap<String, String>>>, ProjectionError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.cmd("HGETALL").arg(self.k(k));
+        }
+        let maps: Vec<HashMap<String, String>> =
+            pipe.query_async(&mut self.conn.clone()).await.map_err(unavailable)?;
+        Ok(maps.into_iter().map(|m| (!m.is_empty()).then_some(m)).collect())
+    }
+
+    async fn zrevrange_by_score(
+        &self,
+        key: &str,
+        below: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>, ProjectionError> {
+        let max = below.map(|b| format!("({b}")).unwrap_or_else(|| "+inf".into());
+        let raw: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
+            .arg(self.k(key))
+            .arg(max)
+            .arg("-inf")
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(scored(raw))
+    }
+
+    async fn zrange_all(&self, key: &str) -> Result<Vec<(String, i64)>, ProjectionError> {
+        let raw: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(self.k(key))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(scored(raw))
+    }
+
+    async fn zinter_members(&self, a: &str, b: &str) -> Result<Vec<String>, ProjectionError> {
+        redis::cmd("ZINTER")
+            .arg(2)
+            .arg(self.k(a))
+            .arg(self.k(b))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn zcard_many(&self, keys: &[String]) -> Result<Vec<usize>, ProjectionError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.cmd("ZCARD").arg(self.k(k));
+        }
+        pipe.query_async(&mut self.conn.clone()).await.map_err(unavailable)
+    }
+
+    async fn hget_many(&self, keys: &[String], field: &str) -> Result<Vec<Option<String>>, ProjectionError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.cmd("HGET").arg(self.k(k)).arg(field);
+        }
+        pipe.query_async(&mut self.conn.clone()).await.map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl ProjectionTarget for RedisTarget {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn view(&self, generation: u64) -> Arc<dyn KvRead> {
+        Arc::new(RedisView { conn: self.conn.clone(), prefix: self.prefix(generation) })
+    }
+
+    async fn current_generation(&self) -> Result<Option<u64>, ProjectionError> {
+        let v: Option<u64> = redis::cmd("GET")
+            .arg(self.current_key())
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(v)
+    }
+
+    async fn allocate_generation(&self) -> Result<u64, ProjectionError> {
+        const ALLOCATE: &str = "local c = tonumber(redis.call('GET', KEYS[1]) or '0') \
+            local n = tonumber(redis.call('GET', KEYS[2]) or '0') \
+            if n < c then n = c end \
+            n = n + 1 \
+            redis.call('SET', KEYS[2], n) \
+            return n";
+        redis::Script::new(ALLOCATE)
+            .key(self.current_key())
+            .key(format!("{}:generations", self.name))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn state(&self, generation: u64) -> Result<Option<TargetState>, ProjectionError> {
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(self.checkpoint_key(generation))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        raw.map(|r| {
+            serde_json::from_str(&r).map_err(|e| ProjectionError::Corrupt(format!("checkpoint: {e}")))
+        })
+        .transpose()
+    }
+
+    async fn apply(
+        &self,
+        generation: u64,
+        ops: &[Op],
+        expected: Option<TargetState>,
+        next: TargetState,
+    ) -> Result<(), ProjectionError> {
+        let mut args = Vec::with_capacity(4 + ops.len() * 4);
+        args.push(self.prefix(generation));
+        args.push(self.checkpoint_key(generation));
+        args.push(state_string(expected));
+        args.push(state_string(Some(next)));
+        encode(ops, &mut args);
+        let mut invocation = self.apply.prepare_invoke();
+        for a in &args {
+            invocation.arg(a);
+        }
+        let result: Result<i64, redis::RedisError> = invocation.invoke_async(&mut self.conn.clone()).await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("CONFLICT") => Err(ProjectionError::Conflict(e.to_string())),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn set_current(&self, generation: u64) -> Result<(), ProjectionError> {
+        let _: () = redis::cmd("SET")
+            .arg(self.current_key())
+            .arg(generation)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn drop_generation(&self, generation: u64) -> Result<u64, ProjectionError> {
+        let keys = self.generation_keys(generation).await?;
+        let mut conn = self.conn.clone();
+        for chunk in keys.chunks(500) {
+            let _: i64 = redis::cmd("UNLINK").arg(chunk).query_async(&mut conn).await.map_err(unavailable)?;
+        }
+        Ok(keys.len() as u64)
+    }
+
+    async fn dump(&self, generation: u64) -> Result<Dump, ProjectionError> {
+        let prefix = self.prefix(generation);
+        let checkpoint = self.checkpoint_key(generation);
+        let keys: Vec<String> =
+            self.generation_keys(generation).await?.into_iter().filter(|k| *k != checkpoint).collect();
+        let mut conn = self.conn.clone();
+        let mut out = Dump::new();
+        for chunk in keys.chunks(200) {
+            let mut pipe = redis::pipe();
+            for k in chunk {
+                pipe.cmd("TYPE").arg(k);
+            }
+            let types: Vec<String> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+            for (k, t) in chunk.iter().zip(types) {
+                let rel = k.strip_prefix(&prefix).unwrap_or(k).to_owned();
+                let value = match t.as_str() {
+                    "hash" => {
+                        let h: BTreeMap<String, String> =
+                            redis::cmd("HGETALL").arg(k).query_async(&mut conn).await.map_err(unavailable)?;
+                        Value::Hash(h)
+                    }
+                    "zset" => {
+                        let z: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                            .arg(k)
+                            .arg(0)
+                            .arg(-1)
+                            .arg("WITHSCORES")
+                            .query_async(&mut conn)
+                            .await
+                            .map_err(unavailable)?;
+                        Value::ZSet(z.into_iter().map(|(m, s)| (m, s as i64)).collect())
+                    }
+                    "set" => {
+                        let s: BTreeSet<String> = redis::cmd("SMEMBERS")
+                            .arg(k)
+                            .query_async(&mut conn)
+                            .await
+                            .map_err(unavailable)?;
+                        Value::Set(s)
+                    }
+                    "none" => continue,
+                    other => {
+                        // A string or list has no place in the read model: report it as a difference.
+                        Value::Hash(BTreeMap::from([("~unexpected_type".to_owned(), other.to_owned())]))
+                    }
+                };
+                out.insert(rel, value);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ping(&self) -> Result<(), ProjectionError> {
+        let _: String = redis::cmd("PING").query_async(&mut self.conn.clone()).await.map_err(unavailable)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,83 @@
+//! What a projection target offers: primitive reads ([`KvRead`], used by the planner and the queries) on
+//! one generation, and atomic batch application with a checkpoint, generations and dumps.
+
+use crate::dump::Dump;
+use crate::ops::Op;
+use async_trait::async_trait;
+use eventstore::GlobalCursor;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// The target cannot be reached or failed: trip its breaker, fail over, retry later.
+    #[error("projection target unavailable: {0}")]
+    Unavailable(String),
+    /// Another writer moved this generation's checkpoint (or flipped the generation): reload and retry.
+    #[error("checkpoint moved under us: {0}")]
+    Conflict(String),
+    /// Stored data that cannot be understood.
+    #[error("corrupt projection data: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Store(#[from] eventstore::StoreError),
+}
+
+/// How far one generation of a target has got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetState {
+    pub cursor: GlobalCursor,
+    /// Events applied to this generation so far.
+    pub events: u64,
+    /// When the last applied event was recorded in the event store (ms since the epoch).
+    pub last_event_ms: i64,
+}
+
+/// Primitive reads on one generation of a target.
+#[async_trait]
+pub trait KvRead: Send + Sync {
+    async fn hgetall_many(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Option<HashMap<String, String>>>, ProjectionError>;
+    /// Members with score strictly below `below` (or all), highest first, at most `limit`.
+    async fn zrevrange_by_score(
+        &self,
+        key: &str,
+        below: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>, ProjectionError>;
+    async fn zrange_all(&self, key: &str) -> Result<Vec<(String, i64)>, ProjectionError>;
+    /// Members of sorted set `a` that are also in sorted set `b`.
+    async fn zinter_members(&self, a: &str, b: &str) -> Result<Vec<String>, ProjectionError>;
+    async fn zcard_many(&self, keys: &[String]) -> Result<Vec<usize>, ProjectionError>;
+    async fn hget_many(&self, keys: &[String], field: &str) -> Result<Vec<Option<String>>, ProjectionError>;
+}
+
+#[async_trait]
+pub trait ProjectionTarget: Send + Sync {
+    fn name(&self) -> &str;
+    /// Reads on one generation.
+    fn view(&self, generation: u64) -> Arc<dyn KvRead>;
+    /// The generation reads should use, if any was ever made.
+    async fn current_generation(&self) -> Result<Option<u64>, ProjectionError>;
+    /// A new, never used generation number (for a rebuild).
+    async fn allocate_generation(&self) -> Result<u64, ProjectionError>;
+    async fn state(&self, generation: u64) -> Result<Option<TargetState>, ProjectionError>;
+    /// Apply `ops` and move the checkpoint from `expected` to `next`, all or nothing. Fails with
+    /// `Conflict` when the checkpoint is no longer `expected`.
+    async fn apply(
+        &self,
+        generation: u64,
+        ops: &[Op],
+        expected: Option<TargetState>,
+        next: TargetState,
+    ) -> Result<(), ProjectionError>;
+    /// Make `generation` the one reads use (atomic).
+    async fn set_current(&self, generation: u64) -> Result<(), ProjectionError>;
+    /// Remove every key of a generation.
+    async fn drop_generation(&self, generation: u64) -> Result<u64, ProjectionError>;
+    async fn dump(&self, generation: u64) -> Result<Dump, ProjectionError>;
+    async fn ping(&self) -> Result<(), ProjectionError>;
+}

@@ -1,0 +1,261 @@
+//! The read routes. Each authenticates, parses its path and paging parameters, runs its query on the best
+//! projection target (failing over on error) and answers JSON with a weak ETag.
+
+use crate::AppState;
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use domain::{PostId, StreamId, UserId};
+use http_kit::{ApiError, Authenticated, JsonBody, PathParams};
+use projection::{ProjectionError, queries};
+use serde::Deserialize;
+
+const DEFAULT_LIMIT: usize = 20;
+const MAX_LIMIT: usize = 100;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Paging {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl Paging {
+    fn parse(&self) -> Result<(Option<i64>, usize), ApiError> {
+        let limit = match self.limit.as_deref() {
+            None | Some("") => DEFAULT_LIMIT,
+            Some(l) => match l.parse::<usize>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "limit must be a number from 1 to {MAX_LIMIT}"
+                    )));
+                }
+            },
+        };
+        let below = queries::parse_cursor(self.cursor.as_deref()).map_err(ApiError::bad_request)?;
+        Ok((below, limit))
+    }
+}
+
+fn paging(
+    q: Result<Query<Paging>, axum::extract::rejection::QueryRejection>,
+) -> Result<(Option<i64>, usize), ApiError> {
+    let Query(p) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    p.parse()
+}
+
+fn unavailable(e: ProjectionError) -> ApiError {
+    match e {
+        ProjectionError::Corrupt(c) => ApiError::internal(c),
+        other => {
+            tracing::warn!(error = %other, "no projection target could answer");
+            ApiError::unavailable("no projection target is available", 1)
+        }
+    }
+}
+
+fn user_id(s: &str) -> Result<UserId, ApiError> {
+    UserId::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn post_id(s: &str) -> Result<PostId, ApiError> {
+    PostId::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// JSON with a weak ETag of its bytes; `304` when the client already has it.
+fn with_etag(headers: &HeaderMap, body: &serde_json::Value, served_by: &str) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    // FNV-1a: cheap and stable; an ETag needs no cryptographic strength.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in &bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let etag = format!("W/\"{hash:016x}\"");
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let mut response = if matches {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+    };
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(served_by) {
+        response.headers_mut().insert("x-served-by", v);
+    }
+    response
+}
+
+pub async fn profile(
+    State(st): State<AppState>,
+    _auth: Authenticated,
+    headers: HeaderMap,
+    PathParams(user): PathParams<String>,
+) -> Result<Response, ApiError> {
+    let user = user_id(&user)?;
+    let (found, by) = st
+        .targets
+        .read(|v| {
+            let user = user.clone();
+            async move { queries::profile(v.as_ref(), &user).await }
+        })
+        .await
+        .map_err(unavailable)?;
+    let body = found.ok_or_else(|| ApiError::not_found(format!("no user {user}")))?;
+    Ok(with_etag(&headers, &body, &by))
+}
+
+pub async fn post(
+    State(st): State<AppState>,
+    _auth: Authenticated,
+    headers: HeaderMap,
+    PathParams(post): PathParams<String>,
+) -> Result<Response, ApiError> {
+    let post = post_id(&post)?;
+    let (found, by) = st
+        .targets
+        .read(|v| async move { queries::post(v.as_ref(), &post).await })
+        .await
+        .map_err(unavailable)?;
+    let body = found.ok_or_else(|| ApiError::not_found(format!("no post {post}")))?;
+    Ok(with_etag(&headers, &body, &by))
+}
+
+macro_rules! list_route {
+    ($name:ident, $query:path, $id:ident, $parse:ident) => {
+        pub async fn $name(
+            State(st): State<AppState>,
+            _auth: Authenticated,
+            headers: HeaderMap,
+            PathParams(id): PathParams<String>,
+            q: Result<Query<Paging>, axum::extract::rejection::QueryRejection>,
+        ) -> Result<Response, ApiError> {
+            let $id = $parse(&id)?;
+            let (below, limit) = paging(q)?;
+            let (page, by) = st
+                .targets
+                .read(|v| {
+                    let $id = $id.clone();
+                    async move { $query(v.as_ref(), &$id, below, limit).await }
+                })
+                .await
+                .map_err(unavailable)?;
+            Ok(with_etag(&headers, &serde_json::to_value(page).unwrap_or_default(), &by))
+        }
+    };
+}
+
+list_route!(user_timeline, queries::user_timeline, user, user_id);
+list_route!(followers, queries::followers, user, user_id);
+list_route!(following, queries::following, user, user_id);
+list_route!(comments, queries::comments, post, post_id);
+
+/// Only the owner reads a home feed.
+pub async fn home(
+    State(st): State<AppState>,
+    auth: Authenticated,
+    headers: HeaderMap,
+    PathParams(id): PathParams<String>,
+    q: Result<Query<Paging>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let user = user_id(&id)?;
+    if auth.0.sub != user.as_str() {
+        return Err(ApiError::forbidden(format!("only {user} may read their home feed")));
+    }
+    let (below, limit) = paging(q)?;
+    let (page, by) = st
+        .targets
+        .read(|v| {
+            let user = user.clone();
+            async move { queries::home(v.as_ref(), &user, below, limit).await }
+        })
+        .await
+        .map_err(unavailable)?;
+    Ok(with_etag(&headers, &serde_json::to_value(page).unwrap_or_default(), &by))
+}
+
+fn require_admin(auth: &Authenticated) -> Result<(), ApiError> {
+    if auth.0.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("this needs a token with the admin role"))
+    }
+}
+
+/// The audit trail of one stream, from the event store (admin only). Paged by stream version.
+pub async fn stream_events(
+    State(st): State<AppState>,
+    auth: Authenticated,
+    PathParams(id): PathParams<String>,
+    q: Result<Query<Paging>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    require_admin(&auth)?;
+    let stream = StreamId::parse(&id).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (after, limit) = paging(q)?;
+    let mut all = st.store.read_streams(std::slice::from_ref(&stream)).await.map_err(|e| {
+        tracing::warn!(error = %e, "audit read failed");
+        ApiError::unavailable("the event store is unavailable", 1)
+    })?;
+    let events = all.remove(&stream).unwrap_or_default();
+    let after = after.unwrap_or(0);
+    let mut items: Vec<serde_json::Value> = events
+        .iter()
+        .filter(|e| e.stream_version as i64 > after)
+        .take(limit + 1)
+        .map(|e| {
+            serde_json::json!({
+                "event_id": e.event_id, "command_id": e.command_id, "stream_id": e.stream_id,
+                "stream_version": e.stream_version, "position": e.position, "type": e.event.event_type(),
+                "schema_version": e.schema_version, "payload": e.event.payload(), "metadata": e.metadata,
+                "recorded_at": e.recorded_at,
+            })
+        })
+        .collect();
+    let next = if items.len() > limit {
+        items.truncate(limit);
+        items.last().and_then(|i| i["stream_version"].as_u64()).map(|v| v.to_string())
+    } else {
+        None
+    };
+    Ok(Json(serde_json::json!({"items": items, "next_cursor": next})).into_response())
+}
+
+pub async fn admin_list(State(st): State<AppState>, auth: Authenticated) -> Result<Response, ApiError> {
+    require_admin(&auth)?;
+    Ok(Json(serde_json::json!({"active": st.targets.active(), "targets": st.targets.describe()}))
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchBody {
+    target: String,
+}
+
+pub async fn admin_switch(
+    State(st): State<AppState>,
+    auth: Authenticated,
+    JsonBody(body): JsonBody<SwitchBody>,
+) -> Result<Response, ApiError> {
+    require_admin(&auth)?;
+    if !st.targets.set_active(&body.target) {
+        return Err(ApiError::not_found(format!(
+            "no projection target {:?}; known: {:?}",
+            body.target,
+            st.targets.names()
+        )));
+    }
+    tracing::info!(target = %body.target, "active projection target switched");
+    Ok(Json(serde_json::json!({"active": st.targets.active(), "targets": st.targets.describe()}))
+        .into_response())
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}

@@ -1,0 +1,238 @@
+//! The projection targets a read API can read, their health, breakers, and which one is active.
+
+use eventstore::GlobalCursor;
+use projection::{KvRead, ProjectionError, ProjectionTarget, TargetState};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct TargetSetConfig {
+    /// How long a failing target is skipped before a request tries it again.
+    pub breaker_open_for: Duration,
+    /// A target further behind the most advanced one than this many positions is not read.
+    pub max_lag_positions: i64,
+    /// How often health (generation, checkpoint, reachability) is refreshed.
+    pub refresh_every: Duration,
+}
+
+impl Default for TargetSetConfig {
+    fn default() -> Self {
+        Self {
+            breaker_open_for: Duration::from_secs(3),
+            max_lag_positions: 1000,
+            refresh_every: Duration::from_millis(200),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Health {
+    reachable: bool,
+    generation: Option<u64>,
+    state: Option<TargetState>,
+    error: Option<String>,
+}
+
+struct Entry {
+    target: Arc<dyn ProjectionTarget>,
+    health: RwLock<Health>,
+    open_until: Mutex<Option<Instant>>,
+}
+
+pub struct TargetSet {
+    entries: Vec<Entry>,
+    active: RwLock<String>,
+    config: TargetSetConfig,
+}
+
+impl std::fmt::Debug for TargetSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetSet").field("targets", &self.entries.len()).finish()
+    }
+}
+
+impl TargetSet {
+    /// The first target is active at start.
+    pub fn new(targets: Vec<Arc<dyn ProjectionTarget>>, config: TargetSetConfig) -> Arc<Self> {
+        let active = targets.first().map(|t| t.name().to_owned()).unwrap_or_default();
+        let entries = targets
+            .into_iter()
+            .map(|target| Entry {
+                target,
+                health: RwLock::new(Health::default()),
+                open_until: Mutex::new(None),
+            })
+            .collect();
+        Arc::new(Self { entries, active: RwLock::new(active), config })
+    }
+
+    pub fn active(&self) -> String {
+        self.active.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Make `name` the active target; false when there is no such target.
+    pub fn set_active(&self, name: &str) -> bool {
+        if !self.entries.iter().any(|e| e.target.name() == name) {
+            return false;
+        }
+        *self.active.write().unwrap_or_else(|p| p.into_inner()) = name.to_owned();
+        metrics::counter!("socialnet_read_active_switches_total").increment(1);
+        true
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.entries.iter().map(|e| e.target.name().to_owned()).collect()
+    }
+
+    /// Refresh every target's health once.
+    pub async fn refresh(&self) {
+        for e in &self.entries {
+            let h = match e.target.current_generation().await {
+                Ok(Some(g)) => match e.target.state(g).await {
+                    Ok(state) => Health { reachable: true, generation: Some(g), state, error: None },
+                    Err(err) => {
+                        Health { reachable: false, error: Some(err.to_string()), ..Health::default() }
+                    }
+                },
+                Ok(None) => Health {
+                    reachable: true,
+                    error: Some("no projection data (empty target)".into()),
+                    ..Health::default()
+                },
+                Err(err) => Health { reachable: false, error: Some(err.to_string()), ..Health::default() },
+            };
+            *e.health.write().unwrap_or_else(|p| p.into_inner()) = h;
+        }
+    }
+
+    /// Refresh health in the background until the task is aborted.
+    pub fn spawn_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                me.refresh().await;
+                tokio::time::sleep(me.config.refresh_every).await;
+            }
+        })
+    }
+
+    fn best_position(&self) -> i64 {
+        self.entries
+            .iter()
+            .filter_map(|e| {
+                e.health.read().unwrap_or_else(|p| p.into_inner()).state.map(|s| s.cursor.position)
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn breaker_open(e: &Entry) -> bool {
+        e.open_until.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Whether a target may serve reads now, and why not.
+    fn usable(&self, e: &Entry, best: i64) -> Result<u64, String> {
+        if Self::breaker_open(e) {
+            return Err("breaker open".into());
+        }
+        let h = e.health.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let generation =
+            h.generation.ok_or_else(|| h.error.clone().unwrap_or_else(|| "not checked yet".into()))?;
+        let state = h.state.ok_or("no checkpoint yet")?;
+        let lag = best - state.cursor.position;
+        if lag > self.config.max_lag_positions {
+            return Err(format!("{lag} positions behind"));
+        }
+        Ok(generation)
+    }
+
+    /// The targets to try for a read, in order: the active one if usable, then the others, most caught up first.
+    fn candidates(&self) -> Vec<(usize, u64)> {
+        let best = self.best_position();
+        let active = self.active();
+        let mut order: Vec<(usize, i64)> = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let pos = e
+                    .health
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .state
+                    .map(|s| s.cursor.position)
+                    .unwrap_or(-1);
+                (i, pos)
+            })
+            .collect();
+        order.sort_by_key(|(i, pos)| (self.entries[*i].target.name() != active, -pos));
+        order
+            .into_iter()
+            .filter_map(|(i, _)| self.usable(&self.entries[i], best).ok().map(|g| (i, g)))
+            .collect()
+    }
+
+    fn trip(&self, i: usize, err: &ProjectionError) {
+        let e = &self.entries[i];
+        *e.open_until.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Instant::now() + self.config.breaker_open_for);
+        e.health.write().unwrap_or_else(|p| p.into_inner()).error = Some(err.to_string());
+        metrics::counter!("socialnet_read_breaker_trips_total", "target" => e.target.name().to_owned())
+            .increment(1);
+        tracing::warn!(target = e.target.name(), error = %err, "read failed; breaker open, failing over");
+    }
+
+    /// Run a read on the best target, failing over to the next on an error. Returns the answer and the
+    /// target that gave it.
+    pub async fn read<T, F, Fut>(&self, f: F) -> Result<(T, String), ProjectionError>
+    where
+        F: Fn(Arc<dyn KvRead>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProjectionError>>,
+    {
+        let mut last = ProjectionError::Unavailable("no projection target is usable".into());
+        for (i, generation) in self.candidates() {
+            let e = &self.entries[i];
+            match f(e.target.view(generation)).await {
+                Ok(v) => {
+                    *e.open_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    return Ok((v, e.target.name().to_owned()));
+                }
+                Err(err @ ProjectionError::Corrupt(_)) => return Err(err),
+                Err(err) => {
+                    self.trip(i, &err);
+                    last = err;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// The admin view of every target.
+    pub fn describe(&self) -> Vec<serde_json::Value> {
+        let best = self.best_position();
+        let active = self.active();
+        self.entries
+            .iter()
+            .map(|e| {
+                let h = e.health.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let usable = self.usable(e, best);
+                let cursor = h.state.map(|s| s.cursor).unwrap_or(GlobalCursor::START);
+                serde_json::json!({
+                    "name": e.target.name(),
+                    "active": e.target.name() == active,
+                    "healthy": usable.is_ok(),
+                    "reason": usable.err(),
+                    "reachable": h.reachable,
+                    "breaker": if Self::breaker_open(e) { "open" } else { "closed" },
+                    "generation": h.generation,
+                    "checkpoint": h.state.map(|_| serde_json::json!({"tx_id": cursor.tx_id, "position": cursor.position})),
+                    "events_applied": h.state.map(|s| s.events),
+                    "lag_positions": h.state.map(|s| best - s.cursor.position),
+                    "lag_seconds": h.state.map(|s| if s.cursor.position >= best { 0.0 } else {
+                        ((chrono::Utc::now().timestamp_millis() - s.last_event_ms).max(0) as f64) / 1000.0 }),
+                    "error": h.error,
+                })
+            })
+            .collect()
+    }
+}
