@@ -23,6 +23,10 @@ pub enum Role {
     Ingester(IngesterArgs),
     /// Run the event store migrations (primary and, if given, backup) and exit.
     Migrate(MigrateArgs),
+    /// The projector: `run` (tail the event store into the targets), `rebuild`, `verify`.
+    Projector(ProjectorArgs),
+    /// The read API: every read route, from the active projection target with failover.
+    ReadApi(ReadApiArgs),
     /// Operator tools: the dead-letter queue and the backup store.
     Admin(AdminArgs),
     /// Print a signed token for a user.
@@ -149,4 +153,76 @@ pub struct TokenArgs {
     pub issuer: Option<String>,
     #[arg(long, env = "SOCIALNET_JWT_AUDIENCE")]
     pub audience: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TargetArgs {
+    /// Projection targets, `name=redis://host:port` separated by commas (the first is the initial primary).
+    #[arg(long, env = "SOCIALNET_TARGETS", value_delimiter = ',', required = true)]
+    pub targets: Vec<String>,
+    /// Optional MongoDB document targets, `name=mongodb://host/db?replicaSet=rs0`, separated by commas.
+    #[arg(long, env = "SOCIALNET_MONGO_TARGETS", value_delimiter = ',')]
+    pub mongo_targets: Vec<String>,
+    /// Authors with more followers than this are merged into homes at read time instead of fanned out.
+    #[arg(long, env = "SOCIALNET_FANOUT_THRESHOLD", default_value_t = 10_000)]
+    pub fanout_threshold: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ProjectorArgs {
+    #[command(subcommand)]
+    pub command: ProjectorCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectorCommand {
+    /// Tail the event store into every target; serve /admin/projections, /healthz, /readyz, /metrics.
+    Run {
+        #[arg(long, env = "SOCIALNET_LISTEN", default_value = "0.0.0.0:8082")]
+        listen: SocketAddr,
+        #[arg(long, env = "SOCIALNET_DATABASE_URL")]
+        database_url: String,
+        #[command(flatten)]
+        targets: TargetArgs,
+        /// Events per batch.
+        #[arg(long, env = "SOCIALNET_PROJECTOR_BATCH", default_value_t = 1000)]
+        batch: usize,
+    },
+    /// Replay the event store into a new generation of one target, flip to it, drop the old one.
+    Rebuild {
+        /// The target to rebuild (one of --targets).
+        #[arg(long)]
+        target: String,
+        #[arg(long, env = "SOCIALNET_DATABASE_URL")]
+        database_url: String,
+        #[command(flatten)]
+        targets: TargetArgs,
+        #[arg(long, default_value_t = 5000)]
+        batch: usize,
+    },
+    /// Replay the event store in memory and list every difference with one target (exit 1 if any).
+    Verify {
+        #[arg(long)]
+        target: String,
+        #[arg(long, env = "SOCIALNET_DATABASE_URL")]
+        database_url: String,
+        #[command(flatten)]
+        targets: TargetArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ReadApiArgs {
+    #[arg(long, env = "SOCIALNET_LISTEN", default_value = "0.0.0.0:8083")]
+    pub listen: SocketAddr,
+    /// The event store (for the audit trail of a stream).
+    #[arg(long, env = "SOCIALNET_DATABASE_URL")]
+    pub database_url: String,
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    /// A target further behind the most advanced one than this many positions is not read.
+    #[arg(long, env = "SOCIALNET_MAX_LAG", default_value_t = 1000)]
+    pub max_lag: i64,
 }

@@ -7,7 +7,10 @@ use anyhow::Context;
 use eventstore::{EventStore, SqliteEventStore};
 use http_kit::{AuthConfig, JwtVerifier, Readiness};
 use ingester::{Ingester, IngesterConfig, Processor};
+use projection::{MemoryTarget, ProjectionTarget};
+use projector::{Projector, ProjectorConfig};
 use queue::MemoryQueue;
+use read_api::{TargetSet, TargetSetConfig};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -38,25 +41,38 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         Arc::new(SqliteEventStore::open(&db).await.context("opening the event store")?);
     let queue = MemoryQueue::new();
 
-    let ingester =
-        Ingester::new(IngesterConfig::default(), Arc::new(Processor::new(store.clone())), None).await;
+    // Write side: the in-process queue into the ingester, which signals each commit to the projector.
+    let (commits, commits_rx) = tokio::sync::watch::channel(0u64);
+    let processor = Processor::new(store.clone()).with_commit_signal(commits);
+    let ingester = Ingester::new(IngesterConfig::default(), Arc::new(processor), None).await;
     tokio::spawn(ingester.run(Arc::new(queue.clone())));
+
+    // Read side: an in-memory projection, rebuilt from the event store at every start.
+    let memory: Arc<dyn ProjectionTarget> = Arc::new(MemoryTarget::new("memory"));
+    let projector = Projector::new(store.clone(), vec![memory.clone()], ProjectorConfig::default());
+    let status = projector.status.clone();
+    tokio::spawn(projector.run(commits_rx));
+    let targets = TargetSet::new(vec![memory], TargetSetConfig::default());
+    targets.spawn_refresher();
 
     let verifier = Arc::new(JwtVerifier::new(&AuthConfig {
         hs256_secret: secret,
         leeway_secs: 30,
         ..Default::default()
     }));
-    let state = write_api::AppState {
+    let write_state = write_api::AppState {
         publisher: Arc::new(queue),
         commands: Arc::new(write_api::StoreCommandLog { primary: store.clone(), backup: None }),
-        verifier,
+        verifier: verifier.clone(),
     };
+    let read_state = read_api::AppState { targets, store: store.clone(), verifier };
     let ready_store = store.clone();
     let ready: Readiness = Arc::new(move || {
         let s = ready_store.clone();
         Box::pin(async move { s.ping().await.map_err(|e| e.to_string()) })
     });
+    let app = dev_app(write_state, read_state, ready)
+        .merge(axum::Router::new().nest("/admin/projector", projector::admin_routes(store.clone(), status)));
 
     let dir = args.data_dir.display();
     eprintln!(
@@ -66,6 +82,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         dev_secret_path(&args.data_dir).display()
     );
     eprintln!("  get a token:  socialnet token --sub alice --data-dir {dir}");
-    crate::serve::serve(args.listen, write_api::app(state, ready), "dev mode").await?;
+    crate::serve::serve(args.listen, app, "dev mode").await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every route of the HTTP contract in one router: the write routes, the read routes, one set of
+/// operational routes.
+pub fn dev_app(write: write_api::AppState, read: read_api::AppState, ready: Readiness) -> axum::Router {
+    write_api::routes()
+        .with_state(write)
+        .merge(read_api::routes().with_state(read))
+        .merge(http_kit::ops_routes(ready))
+        .fallback(|| async { http_kit::ApiError::not_found("no such route") })
+        .layer(axum::extract::DefaultBodyLimit::max(write_api::BODY_LIMIT))
+        .layer(axum::middleware::from_fn(http_kit::track_requests))
 }

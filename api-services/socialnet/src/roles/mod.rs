@@ -3,6 +3,8 @@
 mod admin;
 mod dev;
 mod ingester;
+mod projector;
+mod read_api;
 mod token;
 mod write_api;
 
@@ -14,6 +16,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Role::Dev(args) => dev::run(args).await,
         Role::WriteApi(args) => write_api::run(args).await,
         Role::Ingester(args) => ingester::run(args).await,
+        Role::Projector(args) => projector::run(args).await,
+        Role::ReadApi(args) => read_api::run(args).await,
         Role::Migrate(args) => admin::migrate(args).await,
         Role::Admin(args) => admin::run(args).await,
         Role::Token(args) => token::run(args),

@@ -1,0 +1,274 @@
+//! The read model on real Redis and in memory: the same events give identical images; replaying a batch
+//! changes nothing; the queries answer every list and count right, with hybrid fan-out, backfill,
+//! unfollow, edit and delete; pagination walks every item exactly once.
+#![allow(clippy::unwrap_used)]
+
+use domain::*;
+use eventstore::{EventStore, GlobalCursor, SqliteEventStore};
+use ingester::Processor;
+use projection::*;
+use std::sync::Arc;
+
+fn uid(s: &str) -> UserId {
+    UserId::parse(s).unwrap()
+}
+
+struct World {
+    store: Arc<SqliteEventStore>,
+    processor: Processor,
+}
+
+impl World {
+    async fn new() -> Self {
+        let store = Arc::new(SqliteEventStore::in_memory().await.unwrap());
+        let processor = Processor::new(store.clone() as Arc<dyn EventStore>);
+        Self { store, processor }
+    }
+
+    async fn run(&self, actor: &str, command: Command) -> CommandId {
+        let env = CommandEnvelope::new(CommandId::new_v7(), uid(actor), command);
+        let out = self.processor.process(std::slice::from_ref(&env)).await.unwrap();
+        assert!(matches!(out[0], ingester::Processed::Committed { .. }), "{actor}: {out:?}");
+        env.command_id
+    }
+
+    async fn register(&self, user: &str) {
+        self.run(
+            user,
+            Command::RegisterUser {
+                handle: Handle::parse(format!("h_{user}")).unwrap(),
+                display_name: DisplayName::parse(user).unwrap(),
+                bio: Bio::default(),
+            },
+        )
+        .await;
+    }
+
+    async fn post(&self, user: &str, body: &str) -> PostId {
+        let post_id = PostId(uuid::Uuid::now_v7());
+        self.run(
+            user,
+            Command::PublishPost { post_id, body: PostBody::parse(body).unwrap(), reply_to: None },
+        )
+        .await;
+        post_id
+    }
+
+    async fn follow(&self, a: &str, b: &str) {
+        self.run(a, Command::FollowUser { target: uid(b) }).await;
+    }
+}
+
+/// alice, bob, carol, dave. With a fan-out threshold of 2, carol (3 followers) becomes a "celebrity".
+async fn scenario(w: &World) -> (PostId, PostId, PostId) {
+    for u in ["alice", "bob", "carol", "dave"] {
+        w.register(u).await;
+    }
+    let early = w.post("bob", "bob before anyone follows").await;
+    w.follow("alice", "bob").await; // backfills bob's early post into alice's home
+    w.follow("alice", "carol").await;
+    w.follow("bob", "carol").await;
+    w.follow("dave", "carol").await; // carol passes the threshold
+    let carol_post = w.post("carol", "carol to her fans").await;
+    let gone = w.post("bob", "bob, soon deleted").await;
+    for i in 0..25 {
+        w.post("bob", &format!("bob #{i}")).await;
+    }
+    w.run("carol", Command::LikePost { post_id: early }).await;
+    w.run("alice", Command::LikePost { post_id: early }).await;
+    w.run("alice", Command::LikePost { post_id: early }).await; // no-op
+    w.run("alice", Command::UnlikePost { post_id: early }).await;
+    w.run(
+        "dave",
+        Command::AddComment {
+            post_id: early,
+            comment_id: CommentId(uuid::Uuid::now_v7()),
+            body: PostBody::parse("nice").unwrap(),
+        },
+    )
+    .await;
+    w.run("bob", Command::EditPost { post_id: early, body: PostBody::parse("bob, edited").unwrap() }).await;
+    w.run("bob", Command::LikePost { post_id: gone }).await;
+    w.run("bob", Command::DeletePost { post_id: gone }).await;
+    w.run(
+        "alice",
+        Command::UpdateProfile { display_name: Some(DisplayName::parse("Alice A.").unwrap()), bio: None },
+    )
+    .await;
+    w.follow("dave", "bob").await;
+    w.run("dave", Command::UnfollowUser { target: uid("bob") }).await;
+    (early, carol_post, gone)
+}
+
+fn config() -> PlannerConfig {
+    PlannerConfig { fanout_threshold: 2 }
+}
+
+async fn project(w: &World, target: &dyn ProjectionTarget, batch: usize) -> u64 {
+    target.set_current(1).await.unwrap();
+    let mut planner = Planner::new(config(), false);
+    apply_range(w.store.as_ref(), target, 1, &mut planner, batch, None, &mut |_| {}).await.unwrap()
+}
+
+async fn walk<F, Fut>(f: F) -> Vec<serde_json::Value>
+where
+    F: Fn(Option<i64>) -> Fut,
+    Fut: std::future::Future<Output = queries::Page>,
+{
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = f(cursor).await;
+        all.extend(page.items);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c.parse().unwrap()),
+            None => return all,
+        }
+    }
+}
+
+async fn check_queries(view: Arc<dyn KvRead>, early: PostId, carol_post: PostId, gone: PostId) {
+    let v = view.as_ref();
+    let bob = queries::profile(v, &uid("bob")).await.unwrap().unwrap();
+    assert_eq!(bob["posts_count"], 26, "27 posted, 1 deleted");
+    assert_eq!(bob["followers_count"], 1, "alice (dave unfollowed)");
+    assert_eq!(bob["following_count"], 1);
+    let alice = queries::profile(v, &uid("alice")).await.unwrap().unwrap();
+    assert_eq!(alice["display_name"], "Alice A.");
+    assert_eq!(alice["following_count"], 2);
+    assert!(queries::profile(v, &uid("nobody")).await.unwrap().is_none());
+
+    let p = queries::post(v, &early).await.unwrap().unwrap();
+    assert_eq!(p["body"], "bob, edited");
+    assert!(p["edited_at"].is_string());
+    assert_eq!(p["like_count"], 1, "carol's like stays, alice liked twice then unliked");
+    assert_eq!(p["comment_count"], 1);
+    assert!(queries::post(v, &gone).await.unwrap().is_none(), "a deleted post is gone");
+
+    // Alice's home: bob's 26 live posts (one backfilled) + carol's post merged at read time (carol is a
+    // celebrity, so it was never fanned out). Walk it 7 at a time: every item once, newest first.
+    let home = walk(|c| async move { queries::home(v, &uid("alice"), c, 7).await.unwrap() }).await;
+    let ids: Vec<&str> = home.iter().map(|p| p["post_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 27, "{ids:?}");
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), 27);
+    assert!(ids.contains(&early.to_string().as_str()));
+    assert!(ids.contains(&carol_post.to_string().as_str()));
+    assert!(!ids.contains(&gone.to_string().as_str()));
+    let created: Vec<&str> = home.iter().map(|p| p["created_at"].as_str().unwrap()).collect();
+    assert!(created.windows(2).all(|w| w[0] >= w[1]), "newest first");
+
+    // Dave followed and unfollowed bob: none of bob's posts stay in his home; carol's is merged in.
+    let dave = queries::home(v, &uid("dave"), None, 100).await.unwrap();
+    assert_eq!(dave.items.len(), 1);
+    assert_eq!(dave.items[0]["post_id"], carol_post.to_string());
+
+    let bob_tl = walk(|c| async move { queries::user_timeline(v, &uid("bob"), c, 10).await.unwrap() }).await;
+    assert_eq!(bob_tl.len(), 26);
+    let carol_followers = queries::followers(v, &uid("carol"), None, 2).await.unwrap();
+    assert_eq!(carol_followers.items.len(), 2);
+    assert!(carol_followers.next_cursor.is_some());
+    let all_followers =
+        walk(|c| async move { queries::followers(v, &uid("carol"), c, 2).await.unwrap() }).await;
+    let mut names: Vec<&str> = all_followers.iter().map(|f| f["user_id"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, vec!["alice", "bob", "dave"]);
+    assert_eq!(all_followers[0]["handle"], "h_dave", "newest follower first");
+    let following = queries::following(v, &uid("alice"), None, 10).await.unwrap();
+    assert_eq!(following.items.len(), 2);
+    let comments = queries::comments(v, &early, None, 10).await.unwrap();
+    assert_eq!(comments.items.len(), 1);
+    assert_eq!(comments.items[0]["author_id"], "dave");
+}
+
+#[tokio::test]
+async fn memory_target_answers_every_query_right() {
+    let w = World::new().await;
+    let (early, carol, gone) = scenario(&w).await;
+    let memory = MemoryTarget::new("m");
+    project(&w, &memory, 7).await;
+    check_queries(memory.view(1), early, carol, gone).await;
+}
+
+#[tokio::test]
+async fn redis_and_memory_agree_and_replays_change_nothing() {
+    let w = World::new().await;
+    let (early, carol, gone) = scenario(&w).await;
+    let memory = MemoryTarget::new("m");
+    // Different batch sizes on the two sides: batching must not change the result.
+    project(&w, &memory, 1000).await;
+    let name = format!("t{}", uuid::Uuid::new_v4().simple());
+    let redis = RedisTarget::connect(&name, &testkit::env_url("SOCIALNET_TEST_REDIS_URL")).unwrap();
+    let applied = project(&w, &redis, 5).await;
+    assert!(applied > 40);
+    check_queries(redis.view(1), early, carol, gone).await;
+    let redis_dump = redis.dump(1).await.unwrap();
+    assert_eq!(diff(&memory.dump(1).await.unwrap(), &redis_dump), Vec::<String>::new());
+
+    // Replaying the first batch against the checkpoint it was planned from is refused and changes nothing.
+    let first = w.store.read_all(GlobalCursor::START, 5).await.unwrap();
+    let mut ops = Vec::new();
+    let mut planner = Planner::new(config(), true);
+    for e in &first {
+        planner.plan(e, redis.view(1).as_ref(), &mut ops).await.unwrap();
+    }
+    let next = TargetState { cursor: first.last().unwrap().cursor(), events: 5, last_event_ms: 0 };
+    let err = redis.apply(1, &ops, None, next).await.unwrap_err();
+    assert!(matches!(err, ProjectionError::Conflict(_)), "{err:?}");
+    assert_eq!(redis.dump(1).await.unwrap(), redis_dump);
+    // And running the projector again from its checkpoint finds nothing to do.
+    let mut planner = Planner::new(config(), false);
+    assert_eq!(
+        apply_range(w.store.as_ref(), &redis, 1, &mut planner, 5, None, &mut |_| {}).await.unwrap(),
+        0
+    );
+    redis.drop_generation(1).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_rebuild_flips_to_a_new_generation_and_drops_the_old() {
+    let w = World::new().await;
+    let (early, carol, gone) = scenario(&w).await;
+    let name = format!("t{}", uuid::Uuid::new_v4().simple());
+    let redis = RedisTarget::connect(&name, &testkit::env_url("SOCIALNET_TEST_REDIS_URL")).unwrap();
+    project(&w, &redis, 50).await;
+    let (generation, applied) =
+        rebuild_generation(w.store.as_ref(), &redis, config(), 11, std::time::Duration::ZERO, &mut |_| {})
+            .await
+            .unwrap();
+    assert_eq!(generation, 2);
+    assert_eq!(redis.current_generation().await.unwrap(), Some(2));
+    assert_eq!(applied, w.store.count_after(GlobalCursor::START).await.unwrap());
+    assert!(redis.dump(1).await.unwrap().is_empty(), "the old generation is removed");
+    check_queries(redis.view(2), early, carol, gone).await;
+    redis.drop_generation(2).await.unwrap();
+}
+
+#[tokio::test]
+async fn verify_style_diff_finds_tampering() {
+    let w = World::new().await;
+    scenario(&w).await;
+    let name = format!("t{}", uuid::Uuid::new_v4().simple());
+    let url = testkit::env_url("SOCIALNET_TEST_REDIS_URL");
+    let redis = RedisTarget::connect(&name, &url).unwrap();
+    project(&w, &redis, 100).await;
+    let (memory, g) = replay_into_memory(w.store.as_ref(), config(), None).await.unwrap();
+    let expected = memory.dump(g).await.unwrap();
+    assert!(diff(&expected, &redis.dump(1).await.unwrap()).is_empty());
+
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("DEL").arg(format!("{name}:g1:home:alice")).query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{name}:g1:user:bob"))
+        .arg("followers_count")
+        .arg(9999)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let d = diff(&expected, &redis.dump(1).await.unwrap());
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert!(d.iter().any(|l| l == "missing key home:alice"));
+    assert!(d.iter().any(|l| l.contains("user:bob: field followers_count is \"9999\"")));
+    redis.drop_generation(1).await.unwrap();
+}
