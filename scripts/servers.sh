@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sourced by test.sh and bench.sh: installs what is missing and starts two PostgreSQL clusters (primary,
-# backup), two NATS servers with JetStream (primary, secondary) and Redis on free loopback ports in a
+# backup), two NATS servers with JetStream (primary, secondary) and two Redis servers (primary, standby)
+# on free loopback ports in a
 # temporary directory, exports their URLs as SOCIALNET_TEST_*, and stops them when the caller exits.
 
 log() { printf '\n== %s\n' "$*" >&2; }
@@ -30,7 +31,7 @@ cleanup() {
   set +e
   for d in "${pg_dirs[@]}"; do as_pg "$PG_BIN/pg_ctl" -D "$d/data" -m immediate -w stop >/dev/null 2>&1; done
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-  [ -f "$RUN_DIR/redis.pid" ] && kill "$(cat "$RUN_DIR/redis.pid")" 2>/dev/null
+  for f in "$RUN_DIR"/redis-*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
   sleep 0.2
   rm -rf "$RUN_DIR"
 }
@@ -60,16 +61,21 @@ start_nats() { # name -> prints port
 log "starting servers in $RUN_DIR"
 PG1=$(start_pg pg-primary); PG2=$(start_pg pg-backup)
 NATS1=$(start_nats nats-primary); NATS2=$(start_nats nats-secondary)
-REDIS=$(free_port)
-redis-server --port "$REDIS" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
-  --pidfile "$RUN_DIR/redis.pid" --logfile "$RUN_DIR/redis.log" >/dev/null
-wait_port "$REDIS"
+start_redis() { # name -> prints port
+  local port; port=$(free_port)
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --pidfile "$RUN_DIR/$1.pid" --logfile "$RUN_DIR/$1.log" >/dev/null
+  wait_port "$port" >&2
+  echo "$port"
+}
+REDIS=$(start_redis redis-primary); REDIS2=$(start_redis redis-standby)
 
 export SOCIALNET_TEST_PG_URL="postgres://postgres@127.0.0.1:$PG1/postgres"
 export SOCIALNET_TEST_PG_BACKUP_URL="postgres://postgres@127.0.0.1:$PG2/postgres"
 export SOCIALNET_TEST_NATS_URL="nats://127.0.0.1:$NATS1"
 export SOCIALNET_TEST_NATS_SECONDARY_URL="nats://127.0.0.1:$NATS2"
 export SOCIALNET_TEST_REDIS_URL="redis://127.0.0.1:$REDIS"
+export SOCIALNET_TEST_REDIS_STANDBY_URL="redis://127.0.0.1:$REDIS2"
 export SOCIALNET_TEST_TMP="$RUN_DIR"
 export SOCIALNET_PG_BIN="$PG_BIN"
 env | grep '^SOCIALNET_TEST_' | sort >&2

@@ -6,7 +6,7 @@
 
 mod servers;
 
-pub use servers::{NatsServer, PgServer, free_port};
+pub use servers::{NatsServer, PgServer, RedisServer, free_port};
 
 use std::time::{Duration, Instant};
 
