@@ -1,5 +1,5 @@
 # The two commands of the README: `make dev` runs the whole system in one process; `make test` runs every test.
-.PHONY: dev test bench-write fmt crd
+.PHONY: dev test bench-write bench-read bench-visible fmt
 
 dev:
 	cargo run --release -p socialnet -- dev
@@ -9,7 +9,13 @@ test:
 
 # Benchmarks (not tests): start the servers like the tests do and run `socialnet bench write`.
 bench-write:
-	./scripts/bench.sh write
+	./scripts/bench.sh write --clients 256
+
+bench-read:
+	./scripts/bench.sh read
+
+bench-visible:
+	./scripts/bench.sh visible
 
 fmt:
 	cargo fmt --all

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks (not tests): start the same servers as the tests, build release, run `socialnet bench <which>`.
-# Usage: scripts/bench.sh write [extra flags for socialnet bench write]
+# Usage: scripts/bench.sh write|read|visible [extra flags for that socialnet bench]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which="${1:-write}"; shift || true
@@ -8,11 +8,13 @@ source scripts/servers.sh
 log "building release"
 cargo build --release -p socialnet --quiet
 bin=target/release/socialnet
+db_name="bench_$(date +%s)"
+psql "$SOCIALNET_TEST_PG_URL" -qc "CREATE DATABASE $db_name"
+db_url="${SOCIALNET_TEST_PG_URL%/*}/$db_name"
 case "$which" in
-  write)
-    db_name="bench_$(date +%s)"
-    psql "$SOCIALNET_TEST_PG_URL" -qc "CREATE DATABASE $db_name"
-    "$bin" bench write --database-url "${SOCIALNET_TEST_PG_URL%/*}/$db_name" --nats-url "$SOCIALNET_TEST_NATS_URL" "$@"
-    ;;
-  *) echo "unknown benchmark $which (known: write)" >&2; exit 2 ;;
+  write) "$bin" bench write --database-url "$db_url" --nats-url "$SOCIALNET_TEST_NATS_URL" "$@" ;;
+  read) "$bin" bench read --database-url "$db_url" --redis-url "$SOCIALNET_TEST_REDIS_URL" "$@" ;;
+  visible) "$bin" bench visible --database-url "$db_url" --nats-url "$SOCIALNET_TEST_NATS_URL" \
+             --redis-url "$SOCIALNET_TEST_REDIS_URL" "$@" ;;
+  *) echo "unknown benchmark $which (known: write, read, visible)" >&2; exit 2 ;;
 esac

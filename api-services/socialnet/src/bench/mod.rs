@@ -1,7 +1,10 @@
 //! Benchmarks against real servers, run by hand or by `make bench`; never part of the tests.
 //! Each compares socialnet with the raw limit of the server underneath, measured in the same run.
 
+mod dataset;
 mod http_load;
+mod read;
+mod visible;
 mod write;
 
 use clap::{Args, Subcommand};
@@ -17,11 +20,18 @@ pub struct BenchArgs {
 pub enum Bench {
     /// The write path: HTTP → write API → JetStream → ingester → PostgreSQL, against raw JetStream.
     Write(write::WriteBenchArgs),
+    /// The read side: rebuild and projector throughput on a 1M-event history, then the read API's home
+    /// timeline against bare axum and bare Redis.
+    Read(read::ReadBenchArgs),
+    /// Write-to-visible latency at a steady write rate, the whole system in one process on real servers.
+    Visible(visible::VisibleBenchArgs),
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.which {
         Bench::Write(a) => write::run(a).await,
+        Bench::Read(a) => read::run(a).await,
+        Bench::Visible(a) => visible::run(a).await,
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod admin;
 mod dev;
+pub use dev::dev_app;
 mod ingester;
 mod projector;
 mod read_api;

@@ -1,0 +1,259 @@
+//! `socialnet bench read`: the read side against its raw limits, in one run.
+//! 1. A synthetic history (default 1,000,000 events, skewed follow graph) is written to the event store.
+//! 2. Rebuild throughput: the whole history into a new Redis generation (events/s, Redis commands/s).
+//! 3. Live projector throughput on the first part of the history (reads its fan-out state from Redis).
+//! 4. HTTP: bare axum hello-world, bare Redis GET, then the read API's home timeline (20 hydrated posts),
+//!    all with the same number of concurrent clients; ratios to hello-world.
+
+use super::dataset::{self, Spec};
+use super::http_load::{self, MakeRequest};
+use super::percentile;
+use crate::config::StoreArgs;
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Args;
+use eventstore::{EventStore, GlobalCursor, PgEventStore};
+use http_body_util::Full;
+use http_kit::{AuthConfig, JwtVerifier, Readiness};
+use projection::{Planner, PlannerConfig, ProjectionTarget, RedisTarget};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Args)]
+pub struct ReadBenchArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[arg(long, env = "SOCIALNET_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
+    #[arg(long, default_value_t = 20_000)]
+    pub users: usize,
+    #[arg(long, default_value_t = 20)]
+    pub follows: usize,
+    /// Events replayed by the live-projector measurement.
+    #[arg(long, default_value_t = 200_000)]
+    pub live_events: usize,
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+}
+
+const SECRET: &[u8] = b"bench-secret-bench-secret";
+
+async fn redis_commands(url: &str) -> anyhow::Result<u64> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await?;
+    // Count the commands scripts ran, not the EVALSHA calls themselves.
+    Ok(info
+        .lines()
+        .filter(|l| {
+            l.starts_with("cmdstat_")
+                && !l.starts_with("cmdstat_evalsha")
+                && !l.starts_with("cmdstat_eval:")
+                && !l.starts_with("cmdstat_info")
+        })
+        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum())
+}
+
+fn report(name: &str, r: &http_load::LoadResult, base: Option<f64>) -> f64 {
+    let rate = r.ok as f64 / r.elapsed.as_secs_f64();
+    let ratio = base.map(|b| format!("  ratio to hello-world {:.2}", rate / b)).unwrap_or_default();
+    println!(
+        "  {name:<34}: {rate:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms  failed {}{ratio}",
+        f64::from(percentile(&r.latencies_us, 0.5)) / 1000.0,
+        f64::from(percentile(&r.latencies_us, 0.99)) / 1000.0,
+        r.failed
+    );
+    rate
+}
+
+pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
+    let pg = PgEventStore::connect(&args.store.database_url).await.context("event store")?;
+    let started = Instant::now();
+    eprintln!("writing a synthetic history of {} events…", args.events);
+    let written = dataset::generate(
+        &pg,
+        Spec { users: args.users, follows_per_user: args.follows, events: args.events },
+        7,
+    )
+    .await?;
+    let gen_secs = started.elapsed().as_secs_f64();
+    let config = PlannerConfig::default();
+    let tag = std::process::id();
+
+    // Rebuild throughput.
+    let target = RedisTarget::connect(&format!("bench{tag}"), &args.redis_url)?;
+    let cmds_before = redis_commands(&args.redis_url).await?;
+    let t = Instant::now();
+    let (generation, applied) =
+        projection::rebuild_generation(&pg, &target, config.clone(), 5000, Duration::ZERO, &mut |_| {})
+            .await?;
+    let rebuild_secs = t.elapsed().as_secs_f64();
+    let rebuild_cmds = redis_commands(&args.redis_url).await?.saturating_sub(cmds_before);
+
+    // Live projector throughput (not "fresh": it reads followers and recent posts from Redis).
+    let live = RedisTarget::connect(&format!("live{tag}"), &args.redis_url)?;
+    live.set_current(1).await?;
+    let until: (i64, i64) =
+        sqlx::query_as("SELECT tx_id, position FROM events ORDER BY tx_id, position OFFSET $1 LIMIT 1")
+            .bind(i64::try_from(args.live_events.min(written).saturating_sub(1))?)
+            .fetch_one(pg.pool())
+            .await?;
+    let cmds_before = redis_commands(&args.redis_url).await?;
+    let t = Instant::now();
+    let mut planner = Planner::new(config, false);
+    let live_applied = projection::apply_range(
+        &pg,
+        &live,
+        1,
+        &mut planner,
+        1000,
+        Some(GlobalCursor { tx_id: until.0, position: until.1 }),
+        &mut |_| {},
+    )
+    .await?;
+    let live_secs = t.elapsed().as_secs_f64();
+    let live_cmds = redis_commands(&args.redis_url).await?.saturating_sub(cmds_before);
+    live.drop_generation(1).await?;
+
+    // HTTP: hello-world, bare Redis, read API home timeline.
+    let client = http_load::client();
+    let hello = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let hello_addr = hello.local_addr()?;
+    let hello_srv = tokio::spawn(async move {
+        axum::serve(hello, axum::Router::new().route("/", axum::routing::get(|| async { "hello" }))).await
+    });
+    let d = Duration::from_secs(args.seconds);
+    let make_hello: MakeRequest = Arc::new(move |_, _| {
+        hyper::Request::get(format!("http://{hello_addr}/")).body(Full::new(Bytes::new())).unwrap_or_default()
+    });
+    let hello_r = http_load::run(&client, args.clients, d, hyper::StatusCode::OK, false, make_hello).await;
+    hello_srv.abort();
+
+    let redis_r = bare_redis(&args.redis_url, args.clients, d).await?;
+
+    let targets = read_api::TargetSet::new(
+        vec![Arc::new(target.clone()) as Arc<dyn ProjectionTarget>],
+        Default::default(),
+    );
+    targets.refresh().await;
+    let state = read_api::AppState {
+        targets,
+        store: Arc::new(pg.clone()) as Arc<dyn EventStore>,
+        verifier: Arc::new(JwtVerifier::new(&AuthConfig {
+            hs256_secret: SECRET.to_vec(),
+            ..Default::default()
+        })),
+    };
+    let ready: Readiness = Arc::new(|| Box::pin(async { Ok(()) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let srv = tokio::spawn(async move { axum::serve(listener, read_api::app(state, ready)).await });
+    // Readers are ordinary users (not the most followed ones), each reading their own home.
+    let readers: Vec<(String, String)> = (0..args.clients)
+        .map(|i| {
+            let u = dataset::user(args.users / 2 + i).to_string();
+            let t = http_kit::mint_token(SECRET, &u, Duration::from_secs(3600), &[], None, None)
+                .unwrap_or_default();
+            (u, t)
+        })
+        .collect();
+    let readers = Arc::new(readers);
+    let make_home: MakeRequest = Arc::new(move |c, _| {
+        let (u, t) = &readers[c];
+        hyper::Request::get(format!("http://{addr}/v1/users/{u}/home?limit=20"))
+            .header("authorization", format!("Bearer {t}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap_or_default()
+    });
+    let home_r = http_load::run(&client, args.clients, d, hyper::StatusCode::OK, true, make_home).await;
+    srv.abort();
+    let full_pages = home_r
+        .bodies
+        .iter()
+        .take(200)
+        .filter(|b| {
+            serde_json::from_slice::<serde_json::Value>(b)
+                .ok()
+                .is_some_and(|v| v["items"].as_array().is_some_and(|a| a.len() == 20))
+        })
+        .count();
+    target.drop_generation(generation).await?;
+
+    println!(
+        "read benchmark ({} clients, {} s per HTTP measurement, everything on one machine)",
+        args.clients, args.seconds
+    );
+    println!(
+        "  synthetic history                 : {written} events ({} users, {} follows each) written in {gen_secs:.1} s",
+        args.users, args.follows
+    );
+    println!(
+        "  rebuild (fresh generation)        : {applied} events in {rebuild_secs:.1} s = {:.0} events/s, {:.0} Redis commands/s",
+        applied as f64 / rebuild_secs,
+        rebuild_cmds as f64 / rebuild_secs
+    );
+    println!(
+        "  live projector (reads its state)  : {live_applied} events in {live_secs:.1} s = {:.0} events/s, {:.0} Redis commands/s",
+        live_applied as f64 / live_secs,
+        live_cmds as f64 / live_secs
+    );
+    let base = report("axum hello-world", &hello_r, None);
+    let redis_rate = redis_r.0 as f64 / d.as_secs_f64();
+    println!(
+        "  {:<34}: {redis_rate:>9.0} ops/s  p50 {:.2} ms  p99 {:.2} ms",
+        "bare Redis GET",
+        f64::from(percentile(&redis_r.1, 0.5)) / 1000.0,
+        f64::from(percentile(&redis_r.1, 0.99)) / 1000.0
+    );
+    let home_rate = report("read API home timeline (20 posts)", &home_r, Some(base));
+    println!("  home pages checked with 20 hydrated posts: {full_pages} of {}", home_r.bodies.len().min(200));
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "read", "events": written, "rebuild_events_per_s": (applied as f64 / rebuild_secs).round(),
+            "rebuild_redis_cmds_per_s": (rebuild_cmds as f64 / rebuild_secs).round(),
+            "live_events_per_s": (live_applied as f64 / live_secs).round(),
+            "hello_rps": base.round(), "redis_get_ops": redis_rate.round(), "home_rps": home_rate.round(),
+            "home_ratio_to_hello": home_rate / base,
+            "home_p50_ms": f64::from(percentile(&home_r.latencies_us, 0.5)) / 1000.0,
+            "home_p99_ms": f64::from(percentile(&home_r.latencies_us, 0.99)) / 1000.0,
+        })
+    );
+    Ok(if home_r.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `clients` tasks doing GET on one multiplexed connection each, for `d`. Returns (ops, latencies µs).
+async fn bare_redis(url: &str, clients: usize, d: Duration) -> anyhow::Result<(u64, Vec<u32>)> {
+    let client = redis::Client::open(url)?;
+    let mut setup = client.get_multiplexed_async_connection().await?;
+    let _: () = redis::cmd("SET").arg("bench:hello").arg("world").query_async(&mut setup).await?;
+    let deadline = Instant::now() + d;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        tasks.spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let r: redis::RedisResult<String> =
+                    redis::cmd("GET").arg("bench:hello").query_async(&mut conn).await;
+                if r.is_ok() {
+                    lat.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+                }
+            }
+            lat
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(Ok(l)) = tasks.join_next().await {
+        all.extend(l);
+    }
+    all.sort_unstable();
+    Ok((all.len() as u64, all))
+}
