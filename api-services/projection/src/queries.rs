@@ -111,7 +111,7 @@ pub async fn home(
     if !celebs.is_empty() {
         let mut seen = HashSet::new();
         ids.retain(|(m, _)| seen.insert(m.clone()));
-        ids.sort_by(|a, b| b.1.cmp(&a.1));
+        ids.sort_by_key(|(_, score)| std::cmp::Reverse(*score));
         ids.truncate(limit + 1);
     }
     Ok(page(hydrate_posts(view, ids).await?, limit))
