@@ -80,10 +80,23 @@ fn unavailable(e: redis::RedisError) -> ProjectionError {
 impl RedisTarget {
     /// Connect lazily with short timeouts: a dead Redis must fail a read fast so the read API fails over.
     pub fn connect(name: &str, url: &str) -> Result<Self, ProjectionError> {
+        Self::connect_with_timeout(name, url, Duration::from_secs(2))
+    }
+
+    /// For writers (projector, rebuild): a large batch script may run for seconds on a busy server.
+    pub fn connect_for_writing(name: &str, url: &str) -> Result<Self, ProjectionError> {
+        Self::connect_with_timeout(name, url, Duration::from_secs(60))
+    }
+
+    fn connect_with_timeout(
+        name: &str,
+        url: &str,
+        response_timeout: Duration,
+    ) -> Result<Self, ProjectionError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(500)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(response_timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;

@@ -225,4 +225,7 @@ pub struct ReadApiArgs {
     /// A target further behind the most advanced one than this many positions is not read.
     #[arg(long, env = "SOCIALNET_MAX_LAG", default_value_t = 1000)]
     pub max_lag: i64,
+    /// The target to read first (default: the first of --targets); the operator sets it from its ConfigMap.
+    #[arg(long, env = "SOCIALNET_ACTIVE_TARGET")]
+    pub active: Option<String>,
 }

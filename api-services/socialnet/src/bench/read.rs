@@ -87,17 +87,17 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
     let tag = std::process::id();
 
     // Rebuild throughput.
-    let target = RedisTarget::connect(&format!("bench{tag}"), &args.redis_url)?;
+    let target = RedisTarget::connect_for_writing(&format!("bench{tag}"), &args.redis_url)?;
     let cmds_before = redis_commands(&args.redis_url).await?;
     let t = Instant::now();
     let (generation, applied) =
-        projection::rebuild_generation(&pg, &target, config.clone(), 5000, Duration::ZERO, &mut |_| {})
+        projection::rebuild_generation(&pg, &target, config.clone(), 2000, Duration::ZERO, &mut |_| {})
             .await?;
     let rebuild_secs = t.elapsed().as_secs_f64();
     let rebuild_cmds = redis_commands(&args.redis_url).await?.saturating_sub(cmds_before);
 
     // Live projector throughput (not "fresh": it reads followers and recent posts from Redis).
-    let live = RedisTarget::connect(&format!("live{tag}"), &args.redis_url)?;
+    let live = RedisTarget::connect_for_writing(&format!("live{tag}"), &args.redis_url)?;
     live.set_current(1).await?;
     let until: (i64, i64) =
         sqlx::query_as("SELECT tx_id, position FROM events ORDER BY tx_id, position OFFSET $1 LIMIT 1")

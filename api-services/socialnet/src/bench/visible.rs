@@ -89,7 +89,7 @@ pub async fn run(args: VisibleBenchArgs) -> anyhow::Result<ExitCode> {
     let ingest =
         tokio::spawn(ingester.run(Arc::new(JetStreamSource(queue.clone())) as Arc<dyn CommandSource>));
     let target: Arc<dyn ProjectionTarget> =
-        Arc::new(RedisTarget::connect(&format!("vis{tag}"), &args.redis_url)?);
+        Arc::new(RedisTarget::connect_for_writing(&format!("vis{tag}"), &args.redis_url)?);
     let projector = Projector::new(store.clone(), vec![target.clone()], ProjectorConfig::default());
     let (tx, rx) = tokio::sync::watch::channel(0u64);
     let listener_task = pg.spawn_commit_listener(tx);

@@ -17,12 +17,24 @@ fn split(spec: &str) -> anyhow::Result<(&str, &str)> {
 }
 
 impl TargetArgs {
-    /// The Redis targets, in the order given.
+    /// The Redis targets, in the order given, connected for reading (short timeouts, fast failover).
     pub fn redis(&self) -> anyhow::Result<Vec<Arc<dyn ProjectionTarget>>> {
+        self.redis_with(RedisTarget::connect)
+    }
+
+    /// The Redis targets connected for writing (long timeouts: a big batch may take a while).
+    pub fn redis_for_writing(&self) -> anyhow::Result<Vec<Arc<dyn ProjectionTarget>>> {
+        self.redis_with(RedisTarget::connect_for_writing)
+    }
+
+    fn redis_with(
+        &self,
+        connect: fn(&str, &str) -> Result<RedisTarget, projection::ProjectionError>,
+    ) -> anyhow::Result<Vec<Arc<dyn ProjectionTarget>>> {
         let mut out: Vec<Arc<dyn ProjectionTarget>> = Vec::new();
         for spec in &self.targets {
             let (name, url) = split(spec)?;
-            out.push(Arc::new(RedisTarget::connect(name, url).with_context(|| format!("target {name}"))?));
+            out.push(Arc::new(connect(name, url).with_context(|| format!("target {name}"))?));
         }
         Ok(out)
     }
@@ -43,7 +55,7 @@ impl TargetArgs {
     }
 
     pub fn named(&self, name: &str) -> anyhow::Result<Arc<dyn ProjectionTarget>> {
-        let all = self.redis()?;
+        let all = self.redis_for_writing()?;
         let names: Vec<String> = all.iter().map(|t| t.name().to_owned()).collect();
         all.into_iter()
             .find(|t| t.name() == name)
@@ -56,7 +68,7 @@ pub async fn run(args: ProjectorArgs) -> anyhow::Result<ExitCode> {
         ProjectorCommand::Run { listen, database_url, targets, batch } => {
             let pg = PgEventStore::connect(&database_url).await.context("event store")?;
             let store: Arc<dyn EventStore> = Arc::new(pg.clone());
-            let mut all = targets.redis()?;
+            let mut all = targets.redis_for_writing()?;
             all.extend(targets.mongo().await?);
             let config = ProjectorConfig { batch, planner: targets.planner(), ..ProjectorConfig::default() };
             let projector = Projector::new(store.clone(), all, config);

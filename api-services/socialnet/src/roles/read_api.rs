@@ -16,6 +16,11 @@ pub async fn run(args: ReadApiArgs) -> anyhow::Result<ExitCode> {
         args.targets.redis()?,
         TargetSetConfig { max_lag_positions: args.max_lag, ..TargetSetConfig::default() },
     );
+    if let Some(active) = args.active.as_deref().filter(|a| !a.is_empty())
+        && !targets.set_active(active)
+    {
+        tracing::warn!(active, "the requested active target is not among --targets; keeping the first");
+    }
     targets.refresh().await;
     targets.spawn_refresher();
     let t = targets.clone();

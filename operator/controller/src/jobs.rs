@@ -1,0 +1,79 @@
+//! The rebuild Job: `socialnet projector rebuild --target T` with the projector's environment, owned by
+//! the cluster, named after the target and the request token so one request makes one Job.
+
+use crate::build::{Component, deployment, labels, object_name};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
+use socialnet_crd::SocialCluster;
+
+/// A Kubernetes-safe name for the rebuild of `target` answering `token`.
+pub fn job_name(sc: &SocialCluster, target: &str, token: &str) -> String {
+    // FNV-1a of the token keeps names short and valid whatever the token holds.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in token.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let base = format!("{}-rebuild-{target}", sc.name_any());
+    let base: String = base.chars().take(52).collect();
+    format!("{base}-{h:08x}")
+}
+
+pub fn rebuild_job(sc: &SocialCluster, target: &str, token: &str) -> Job {
+    let projector = deployment(sc, Component::Projector);
+    let mut pod = projector.spec.template;
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.restart_policy = Some("Never".into());
+        for c in &mut spec.containers {
+            c.name = "rebuild".into();
+            c.args = Some(vec!["projector".into(), "rebuild".into(), "--target".into(), target.to_owned()]);
+            c.readiness_probe = None;
+            c.liveness_probe = None;
+            c.ports = None;
+        }
+    }
+    let mut l = labels(sc, None);
+    l.insert("socialnet.io/rebuild-target".into(), target.to_owned());
+    pod.metadata = Some(ObjectMeta { labels: Some(l.clone()), ..ObjectMeta::default() });
+    let owner = deployment(sc, Component::Projector).metadata.owner_references;
+    Job {
+        metadata: ObjectMeta {
+            name: Some(job_name(sc, target, token)),
+            namespace: sc.namespace(),
+            labels: Some(l),
+            annotations: Some([("socialnet.io/rebuild-token".to_owned(), token.to_owned())].into()),
+            owner_references: owner,
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(2),
+            ttl_seconds_after_finished: Some(86_400),
+            template: PodTemplateSpec { metadata: pod.metadata, spec: pod.spec },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// `Running`, `Succeeded` or `Failed` from a Job's status.
+pub fn job_phase(job: &Job) -> &'static str {
+    let s = job.status.as_ref();
+    let backoff_limit = job.spec.as_ref().and_then(|s| s.backoff_limit).unwrap_or(6);
+    let exhausted = s.and_then(|s| s.failed).unwrap_or(0) > backoff_limit;
+    let failed_condition = s
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Failed" && c.status == "True"));
+    if s.and_then(|s| s.succeeded).unwrap_or(0) > 0 {
+        "Succeeded"
+    } else if exhausted || failed_condition {
+        "Failed"
+    } else {
+        "Running"
+    }
+}
+
+pub fn projector_name(sc: &SocialCluster) -> String {
+    object_name(sc, Component::Projector)
+}

@@ -1,0 +1,199 @@
+//! Pure tests of the pipeline's first steps: the committed CRD is current, the examples are valid (schema
+//! rules checked locally with the CRD's own CEL), invalid specs are refused with clear reasons, and
+//! build turns the full example into exactly the objects in `tests/fixtures/full-desired.yaml`.
+#![allow(clippy::unwrap_used)]
+
+use socialnet_crd::{SocialCluster, SocialClusterSpec};
+use socialnet_operator::build::{self, Component};
+use std::path::PathBuf;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn example(name: &str) -> SocialCluster {
+    let text = std::fs::read_to_string(root().join("examples").join(name)).unwrap();
+    let mut sc: SocialCluster = serde_yaml::from_str(&text).unwrap();
+    sc.metadata.namespace = Some("apps".into());
+    sc.metadata.uid = Some("0b5f4a5e-1111-4c2b-9d7e-5a0c2f1e3d4c".into());
+    sc
+}
+
+fn spec_json(sc: &SocialCluster) -> serde_json::Value {
+    serde_json::to_value(&sc.spec).unwrap()
+}
+
+#[test]
+fn the_committed_crd_is_generated_from_the_types() {
+    let committed = std::fs::read_to_string(root().join("crds/socialcluster.yaml")).unwrap();
+    assert!(
+        committed == socialnet_operator::crd_yaml(),
+        "crds/socialcluster.yaml is stale: run `cargo run -p socialnet-operator -- crd > crds/socialcluster.yaml`"
+    );
+    for word in ["x-kubernetes-validations", "subresources", "status: {}", "shortNames", "Primary", "Rebuild"]
+    {
+        assert!(committed.contains(word), "the CRD lacks {word}");
+    }
+}
+
+#[test]
+fn the_examples_are_valid() {
+    for name in ["minimal.yaml", "full.yaml"] {
+        let sc = example(name);
+        socialnet_operator::validate::validate(&sc).unwrap();
+        SocialClusterSpec::validate_cel(&spec_json(&sc), None).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    }
+}
+
+/// Each bad spec is refused both by the CRD's CEL rules (what `kubectl apply` meets) and by the
+/// operator's own validation (what it reports in status where CEL does not run).
+#[test]
+fn invalid_specs_are_refused_with_a_clear_reason() {
+    type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Mutation, &str)> = vec![
+        (
+            "replicas out of range",
+            Box::new(|s| s["ingester"] = serde_json::json!({"replicas": 150})),
+            "replicas",
+        ),
+        ("negative replicas", Box::new(|s| s["readApi"] = serde_json::json!({"replicas": -1})), "replicas"),
+        (
+            "unknown rebuild target",
+            Box::new(|s| s["rebuild"] = serde_json::json!({"target": "nope", "token": "t"})),
+            "rebuild.target",
+        ),
+        (
+            "unknown switchover target",
+            Box::new(|s| s["switchover"] = serde_json::json!({"target": "nope"})),
+            "switchover.target",
+        ),
+        (
+            "min above max",
+            Box::new(|s| {
+                s["writeApi"] = serde_json::json!({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}})
+            }),
+            "minReplicas",
+        ),
+        (
+            "duplicate targets",
+            Box::new(|s| {
+                let t = s["projections"]["targets"][0].clone();
+                s["projections"]["targets"].as_array_mut().unwrap().push(t);
+            }),
+            "twice",
+        ),
+        (
+            "bad target name",
+            Box::new(|s| s["projections"]["targets"][0]["name"] = "Primary!".into()),
+            "target name",
+        ),
+        (
+            "threshold out of range",
+            Box::new(|s| s["projections"]["failover"]["failureThreshold"] = 0.into()),
+            "failureThreshold",
+        ),
+    ];
+    let base = spec_json(&example("full.yaml"));
+    for (case, mutate, word) in cases {
+        let mut spec = base.clone();
+        mutate(&mut spec);
+        let cel = SocialClusterSpec::validate_cel(&spec, None);
+        let cel_text = format!("{cel:?}");
+        assert!(cel.is_err(), "{case}: CEL accepted it");
+        let mut sc = example("full.yaml");
+        sc.spec = serde_json::from_value(spec).unwrap();
+        let ours = socialnet_operator::validate::validate(&sc);
+        let why = ours.expect_err(case);
+        assert!(
+            why.contains(word) || why.to_lowercase().contains(&word.to_lowercase()),
+            "{case}: operator reason {why:?} does not mention {word} (CEL said {cel_text})"
+        );
+    }
+}
+
+#[test]
+fn build_matches_the_fixture() {
+    let sc = example("full.yaml");
+    let desired = build::desired(&sc, "primary");
+    let text = serde_yaml::to_string(&desired).unwrap();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/full-desired.yaml");
+    if std::env::var("UPDATE_FIXTURES").is_ok() {
+        std::fs::write(&path, &text).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap();
+    assert!(text == expected, "build output changed; review and run with UPDATE_FIXTURES=1 to accept");
+}
+
+#[test]
+fn build_follows_the_spec() {
+    let sc = example("full.yaml");
+    let d = build::desired(&sc, "standby");
+    assert_eq!(d.deployments.len(), 5);
+    assert_eq!(d.services.len(), 5);
+    for dep in &d.deployments {
+        let owner = &dep.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+            ("SocialCluster", "social", Some(true))
+        );
+        let c = &dep.spec.template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(c.image.as_deref(), Some("socialnet:dev"));
+        assert_eq!(
+            c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(),
+            Some("/readyz")
+        );
+        assert_eq!(
+            c.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(),
+            Some("/healthz")
+        );
+    }
+    let write =
+        d.deployments.iter().find(|x| x.metadata.name.as_deref() == Some("social-write-api")).unwrap();
+    assert_eq!(write.spec.replicas, None, "with an HPA the operator must not own replicas");
+    let gateway =
+        d.deployments.iter().find(|x| x.metadata.name.as_deref() == Some("social-gateway")).unwrap();
+    assert_eq!(gateway.spec.replicas, Some(2));
+    assert_eq!(d.hpas.len(), 1);
+    assert_eq!(d.hpas[0].spec.max_replicas, 6);
+    let pdbs: Vec<&str> = d.pdbs.iter().map(|p| p.metadata.name.as_deref().unwrap()).collect();
+    assert_eq!(pdbs, vec!["social-gateway", "social-write-api", "social-ingester", "social-read-api"]);
+    let cm = d.config_map.unwrap();
+    assert_eq!(cm.data.as_ref().unwrap()["active"], "standby");
+    assert_eq!(cm.data.as_ref().unwrap()["targets"], "primary,standby");
+
+    let projector = build::deployment(&sc, Component::Projector);
+    let c = &projector.spec.template.spec.as_ref().unwrap().containers[0];
+    assert_eq!(c.args.as_ref().unwrap(), &vec!["projector".to_owned(), "run".to_owned()]);
+    let env = c.env.as_ref().unwrap();
+    let targets = env.iter().find(|e| e.name == "SOCIALNET_TARGETS").unwrap();
+    assert_eq!(
+        targets.value.as_deref(),
+        Some("primary=$(SOCIALNET_REDIS_PRIMARY),standby=$(SOCIALNET_REDIS_STANDBY)")
+    );
+    let db = env.iter().find(|e| e.name == "SOCIALNET_DATABASE_URL").unwrap();
+    let sel = db.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+    assert_eq!((sel.name.as_str(), sel.key.as_str()), ("socialnet-stores", "postgres-url"));
+    assert!(env.iter().any(|e| e.name == "SOCIALNET_MONGO_TARGETS"));
+    assert!(
+        !env.iter().any(|e| e.value.as_deref().is_some_and(|v| v.contains("postgres://"))),
+        "no secret in plain env"
+    );
+
+    let minimal = example("minimal.yaml");
+    let d = build::desired(&minimal, "primary");
+    assert!(d.hpas.is_empty() && d.pdbs.is_empty(), "single replicas need no HPA or PDB");
+}
+
+#[test]
+fn the_rebuild_job_runs_the_rebuild_for_its_target() {
+    let sc = example("full.yaml");
+    let job = socialnet_operator::jobs::rebuild_job(&sc, "standby", "t-1");
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(pod.containers[0].args.as_ref().unwrap().join(" "), "projector rebuild --target standby");
+    let again = socialnet_operator::jobs::rebuild_job(&sc, "standby", "t-1");
+    assert_eq!(job.metadata.name, again.metadata.name, "one request, one job name");
+    let other = socialnet_operator::jobs::rebuild_job(&sc, "standby", "t-2");
+    assert_ne!(job.metadata.name, other.metadata.name);
+    assert!(job.metadata.name.as_ref().unwrap().len() <= 63);
+}

@@ -1,0 +1,126 @@
+//! The failover decision as a pure function: never two primaries, only a healthy and most caught-up
+//! standby, the threshold and the delay respected, paused respected, switchovers take the same path.
+#![allow(clippy::unwrap_used)]
+
+use chrono::{Duration, Utc};
+use socialnet_crd::{FailoverPolicy, ProjectionHealth};
+use socialnet_operator::failover::{Decision, Sample, decide, observe};
+
+fn sample(name: &str, healthy: bool, lag: Option<i64>) -> Sample {
+    Sample { name: name.into(), healthy, lag_events: lag, generation: Some(1) }
+}
+
+fn policy() -> FailoverPolicy {
+    FailoverPolicy::default() // threshold 3, delay 2 s, max lag 10 000
+}
+
+/// Observe the same samples `n` times, one second apart, starting `start` seconds ago.
+fn observed(samples: &[Sample], n: usize, start: i64) -> Vec<ProjectionHealth> {
+    let mut h = Vec::new();
+    for i in 0..n {
+        h = observe(&h, samples, Utc::now() - Duration::seconds(start - i as i64));
+    }
+    h
+}
+
+#[test]
+fn a_healthy_primary_stays() {
+    let h = observed(&[sample("p", true, Some(0)), sample("s", true, Some(0))], 5, 5);
+    assert_eq!(decide(&policy(), false, "p", &h, None, Utc::now()), Decision::Stay);
+}
+
+#[test]
+fn the_threshold_and_the_delay_are_respected() {
+    let samples = [sample("p", false, None), sample("s", true, Some(3))];
+    let h = observed(&samples, 2, 10);
+    assert!(
+        matches!(decide(&policy(), false, "p", &h, None, Utc::now()), Decision::Wait(w) if w.contains("2 of 3"))
+    );
+    // Three failures, but the first only a second ago: the 2 s delay is not over.
+    let h = observe(
+        &observe(&observe(&[], &samples, Utc::now() - Duration::milliseconds(1000)), &samples, Utc::now()),
+        &samples,
+        Utc::now(),
+    );
+    assert!(
+        matches!(decide(&policy(), false, "p", &h, None, Utc::now()), Decision::Wait(w) if w.contains("delay"))
+    );
+    let h = observed(&samples, 3, 10);
+    assert_eq!(
+        decide(&policy(), false, "p", &h, None, Utc::now()),
+        Decision::Promote { to: "s".into(), reason: "PrimaryFailed" }
+    );
+}
+
+#[test]
+fn only_a_healthy_most_caught_up_standby_is_promoted() {
+    let samples = [
+        sample("p", false, None),
+        sample("far", true, Some(5000)),
+        sample("near", true, Some(12)),
+        sample("sick", false, Some(0)),
+        sample("too-far", true, Some(50_000)),
+    ];
+    let h = observed(&samples, 4, 10);
+    assert_eq!(
+        decide(&policy(), false, "p", &h, None, Utc::now()),
+        Decision::Promote { to: "near".into(), reason: "PrimaryFailed" }
+    );
+    let h = observed(
+        &[sample("p", false, None), sample("sick", false, Some(0)), sample("too-far", true, Some(50_000))],
+        4,
+        10,
+    );
+    assert!(matches!(decide(&policy(), false, "p", &h, None, Utc::now()), Decision::NoCandidate(_)));
+}
+
+#[test]
+fn never_two_primaries_and_never_the_failed_one() {
+    // Whatever the health, a decision names at most one target, and never the current primary.
+    let names = ["p", "a", "b"];
+    for mask in 0..8u8 {
+        let samples: Vec<Sample> =
+            names.iter().enumerate().map(|(i, n)| sample(n, mask & (1 << i) != 0, Some(i as i64))).collect();
+        let h = observed(&samples, 5, 10);
+        match decide(&policy(), false, "p", &h, None, Utc::now()) {
+            Decision::Promote { to, .. } => {
+                assert_ne!(to, "p");
+                assert!(h.iter().any(|x| x.name == to && x.healthy));
+                assert!(mask & 1 == 0, "promoted away from a healthy primary");
+            }
+            Decision::Stay => assert!(mask & 1 != 0),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn paused_and_disabled_policies_do_nothing() {
+    let h = observed(&[sample("p", false, None), sample("s", true, Some(0))], 5, 10);
+    assert!(matches!(decide(&policy(), true, "p", &h, None, Utc::now()), Decision::Wait(w) if w == "paused"));
+    let off = FailoverPolicy { enabled: false, ..policy() };
+    assert_eq!(decide(&off, false, "p", &h, None, Utc::now()), Decision::Stay);
+}
+
+#[test]
+fn a_switchover_takes_the_same_path_to_a_healthy_target_only() {
+    let h =
+        observed(&[sample("p", true, Some(0)), sample("s", true, Some(0)), sample("x", false, None)], 2, 5);
+    assert_eq!(
+        decide(&policy(), false, "p", &h, Some("s"), Utc::now()),
+        Decision::Promote { to: "s".into(), reason: "Switchover" }
+    );
+    assert!(matches!(decide(&policy(), false, "p", &h, Some("x"), Utc::now()), Decision::Wait(_)));
+    assert_eq!(decide(&policy(), false, "p", &h, Some("p"), Utc::now()), Decision::Stay, "already there");
+    assert!(matches!(decide(&policy(), true, "p", &h, Some("s"), Utc::now()), Decision::Wait(_)), "paused");
+}
+
+#[test]
+fn observing_counts_failures_and_resets_on_recovery() {
+    let h = observed(&[sample("p", false, None)], 3, 3);
+    assert_eq!(h[0].consecutive_failures, 3);
+    assert!(h[0].failing_since.is_some());
+    let h = observe(&h, &[sample("p", true, Some(0))], Utc::now());
+    assert_eq!(h[0].consecutive_failures, 0);
+    assert!(h[0].failing_since.is_none());
+}
