@@ -241,7 +241,9 @@ async fn reconcile_inner(sc: &SocialCluster, ctx: &Ctx) -> Result<Action, Error>
     for c in COMPONENTS {
         let name = build::object_name(sc, c);
         let d = observed.items.iter().find(|d| d.name_any() == name);
-        let want = d.and_then(|d| d.spec.replicas).unwrap_or(0);
+        // With an HPA the spec has no replicas: the Deployment's own count is what is wanted.
+        let want =
+            d.and_then(|d| d.spec.replicas.or(d.status.as_ref().and_then(|s| s.replicas))).unwrap_or(0);
         let ready = d.and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0);
         ready_all += ready;
         want_all += want;
