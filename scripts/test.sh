@@ -17,6 +17,8 @@ if [ -z "${SKIP_CHECKS:-}" ]; then
   log "cargo clippy --all-targets -- -D warnings"
   cargo clippy --workspace --all-targets --quiet -- -D warnings
 fi
+log "building every binary (the binary-level tests run them)"
+cargo build --workspace --bins --quiet
 log "tests"
 if [ -z "${NO_NEXTEST:-}" ]; then
   cargo nextest run --workspace --no-fail-fast --failure-output final --test-threads "${TEST_THREADS:-4}" "$@"

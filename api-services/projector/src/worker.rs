@@ -65,6 +65,10 @@ impl Projector {
             None => {
                 // A target that never had (or lost) its data starts over at a fresh generation.
                 let g = target.allocate_generation().await?;
+                // An empty checkpoint first, so readers see a live (if empty) target, not a missing one.
+                if target.state(g).await?.is_none() {
+                    target.apply(g, &[], None, projection::TargetState::default()).await?;
+                }
                 target.set_current(g).await?;
                 tracing::warn!(
                     target = target.name(),

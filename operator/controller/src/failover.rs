@@ -10,6 +10,8 @@ use socialnet_crd::{FailoverPolicy, ProjectionHealth};
 pub struct Sample {
     pub name: String,
     pub healthy: bool,
+    /// The target answers (it may still be unusable: empty, or far behind).
+    pub reachable: bool,
     pub lag_events: Option<i64>,
     pub generation: Option<i64>,
 }
@@ -120,12 +122,8 @@ pub fn decide(
     }
 }
 
-/// A target that came back reachable but empty (no generation) after having been failed over needs a
-/// rebuild.
-pub fn needs_rebuild(h: &ProjectionHealth, sample: &Sample, was_failed_over_from: bool) -> bool {
-    was_failed_over_from
-        && !h.healthy
-        && sample.generation.is_none()
-        && h.consecutive_failures > 0
-        && sample.lag_events.is_none()
+/// A target that was failed over from and now answers again but is not usable (it came back empty, or
+/// far behind) needs a rebuild.
+pub fn needs_rebuild(sample: &Sample, was_failed_over_from: bool) -> bool {
+    was_failed_over_from && sample.reachable && !sample.healthy
 }

@@ -94,6 +94,7 @@ pub fn samples(views: &[Vec<serde_json::Value>], targets: &[String]) -> Vec<Samp
             Sample {
                 name: name.clone(),
                 healthy: !seen.is_empty() && healthy_votes * 2 > seen.len(),
+                reachable: seen.iter().filter(|t| t["reachable"] == true).count() * 2 > seen.len(),
                 lag_events: seen.iter().filter_map(|t| t["lag_positions"].as_i64()).min(),
                 generation: seen.iter().filter_map(|t| t["generation"].as_i64()).max(),
             }

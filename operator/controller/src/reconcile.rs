@@ -151,7 +151,21 @@ async fn patch_status(
     status: &SocialClusterStatus,
 ) -> Result<(), Error> {
     let api: Api<SocialCluster> = Api::namespaced(ctx.client.clone(), ns);
-    let patch = serde_json::json!({"status": status});
+    // A merge patch only removes a field given as null: null every field the new status no longer has.
+    let mut new = serde_json::to_value(status).unwrap_or_default();
+    if let (Some(old), Some(map)) =
+        (sc.status.as_ref().and_then(|o| serde_json::to_value(o).ok()), new.as_object_mut())
+    {
+        for key in old.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
+            map.entry(key).or_insert(serde_json::Value::Null);
+        }
+    }
+    for key in ["targetPrimary", "targetPrimaryTimestamp", "message"] {
+        if let Some(map) = new.as_object_mut() {
+            map.entry(key).or_insert(serde_json::Value::Null);
+        }
+    }
+    let patch = serde_json::json!({"status": new});
     api.patch_status(&sc.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     Ok(())
 }
@@ -315,17 +329,16 @@ async fn reconcile_inner(sc: &SocialCluster, ctx: &Ctx) -> Result<Action, Error>
             // A target that was failed over and came back without data gets rebuilt automatically.
             if let Some(last) = status.last_failover.clone() {
                 let sample = samples.iter().find(|s| s.name == last.from);
-                let h = status.projections.iter().find(|h| h.name == last.from).cloned();
                 let busy =
                     status.rebuild.as_ref().is_some_and(|r| r.phase == "Running" || r.phase == "Pending");
                 let done_for = status
                     .rebuild
                     .as_ref()
                     .is_some_and(|r| r.automatic && r.target == last.from && r.token == last.at);
-                if let (Some(sample), Some(h)) = (sample, h)
+                if let Some(sample) = sample
                     && !busy
                     && !done_for
-                    && failover::needs_rebuild(&h, sample, true)
+                    && failover::needs_rebuild(sample, true)
                 {
                     start_rebuild(ctx, sc, &ns, &mut status, &last.from, &last.at, true).await?;
                 }

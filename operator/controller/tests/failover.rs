@@ -7,7 +7,7 @@ use socialnet_crd::{FailoverPolicy, ProjectionHealth};
 use socialnet_operator::failover::{Decision, Sample, decide, observe};
 
 fn sample(name: &str, healthy: bool, lag: Option<i64>) -> Sample {
-    Sample { name: name.into(), healthy, lag_events: lag, generation: Some(1) }
+    Sample { name: name.into(), healthy, reachable: true, lag_events: lag, generation: Some(1) }
 }
 
 fn policy() -> FailoverPolicy {
@@ -123,4 +123,16 @@ fn observing_counts_failures_and_resets_on_recovery() {
     let h = observe(&h, &[sample("p", true, Some(0))], Utc::now());
     assert_eq!(h[0].consecutive_failures, 0);
     assert!(h[0].failing_since.is_none());
+}
+
+#[test]
+fn a_failed_over_target_is_rebuilt_once_it_answers_again_unusable() {
+    use socialnet_operator::failover::needs_rebuild;
+    let dead = Sample { reachable: false, ..sample("p", false, None) };
+    let back_empty = Sample { reachable: true, generation: None, ..sample("p", false, None) };
+    let fine = sample("p", true, Some(0));
+    assert!(!needs_rebuild(&dead, true), "still down: nothing to rebuild into");
+    assert!(needs_rebuild(&back_empty, true));
+    assert!(!needs_rebuild(&fine, true));
+    assert!(!needs_rebuild(&back_empty, false), "only a target that was failed over from");
 }
