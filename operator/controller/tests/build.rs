@@ -30,8 +30,12 @@ fn the_committed_crd_is_generated_from_the_types() {
         committed == socialnet_operator::crd_yaml(),
         "crds/socialcluster.yaml is stale: run `cargo run -p socialnet-operator -- crd > crds/socialcluster.yaml`"
     );
-    let chart = std::fs::read_to_string(root().join("charts/socialnet-operator/crds/socialcluster.yaml")).unwrap();
-    assert!(chart == committed, "the chart's CRD copy is stale: cp crds/socialcluster.yaml charts/socialnet-operator/crds/");
+    let chart =
+        std::fs::read_to_string(root().join("charts/socialnet-operator/crds/socialcluster.yaml")).unwrap();
+    assert!(
+        chart == committed,
+        "the chart's CRD copy is stale: cp crds/socialcluster.yaml charts/socialnet-operator/crds/"
+    );
     for word in ["x-kubernetes-validations", "subresources", "status: {}", "shortNames", "Primary", "Rebuild"]
     {
         assert!(committed.contains(word), "the CRD lacks {word}");
