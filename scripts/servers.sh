@@ -23,15 +23,12 @@ command -v cargo-nextest >/dev/null 2>&1 || cargo nextest --version >/dev/null 2
 # --- servers ---------------------------------------------------------------------------------------------
 RUN_DIR="$(mktemp -d /tmp/socialnet-test.XXXXXX)"
 chmod 755 "$RUN_DIR"
-pids=()
-pg_dirs=()
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
 cleanup() {
   set +e
-  for d in "${pg_dirs[@]}"; do as_pg "$PG_BIN/pg_ctl" -D "$d/data" -m immediate -w stop >/dev/null 2>&1; done
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-  for f in "$RUN_DIR"/redis-*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
+  for d in "$RUN_DIR"/pg-*/data; do [ -d "$d" ] && as_pg "$PG_BIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1; done
+  for f in "$RUN_DIR"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
   sleep 0.2
   rm -rf "$RUN_DIR"
 }
@@ -46,14 +43,14 @@ start_pg() { # name -> prints port
   as_pg "$PG_BIN/initdb" -A trust -U postgres --no-sync -D "$dir/data" >/dev/null
   as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
     -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=400" start >/dev/null
-  pg_dirs+=("$dir")
   echo "$port"
 }
 start_nats() { # name -> prints port
   local dir="$RUN_DIR/$1" port; port=$(free_port)
   mkdir -p "$dir"
   nats-server -a 127.0.0.1 -p "$port" -js -sd "$dir/js" >"$dir/log" 2>&1 &
-  pids+=($!)
+  # This runs in a $(…) subshell: remember the pid in a file, not in a variable the caller never sees.
+  echo $! > "$RUN_DIR/$1.pid"
   wait_port "$port" >&2
   echo "$port"
 }

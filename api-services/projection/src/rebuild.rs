@@ -47,6 +47,19 @@ pub async fn apply_range(
     result
 }
 
+/// Most operations applied by one script (one Redis round trip, one checkpoint).
+const MAX_OPS: usize = 20_000;
+
+fn state_after(state: Option<TargetState>, events: &[RecordedEvent]) -> TargetState {
+    let last = events.last().map(|e| (e.cursor(), e.recorded_at.timestamp_millis()));
+    let prev = state.unwrap_or_default();
+    TargetState {
+        cursor: last.map(|l| l.0).unwrap_or(prev.cursor),
+        events: prev.events + events.len() as u64,
+        last_event_ms: last.map(|l| l.1).unwrap_or(prev.last_event_ms),
+    }
+}
+
 fn clip(mut events: Vec<RecordedEvent>, until: Option<GlobalCursor>) -> Vec<RecordedEvent> {
     if let Some(u) = until {
         events.retain(|e| e.cursor() <= u);
@@ -65,31 +78,39 @@ async fn apply_range_inner(
 ) -> Result<u64, ProjectionError> {
     let view = target.view(generation);
     let mut state = target.state(generation).await?;
-    let mut cursor = state.map(|s| s.cursor).unwrap_or_default();
+    let cursor = state.map(|s| s.cursor).unwrap_or_default();
     let mut applied = 0u64;
     let mut events = clip(store.read_all(cursor, batch).await?, until);
     let mut ops = Vec::new();
     while !events.is_empty() {
         ops.clear();
-        for e in &events {
+        // Plan event by event; once the operations pass MAX_OPS, apply what is planned so far (with its
+        // checkpoint) so one script never keeps Redis busy for long. An event is never split.
+        let mut start = 0;
+        for (i, e) in events.iter().enumerate() {
             planner.plan(e, view.as_ref(), &mut ops).await?;
+            if ops.len() >= MAX_OPS && i + 1 < events.len() {
+                let next = state_after(state, &events[start..=i]);
+                target.apply(generation, &ops, state, next).await?;
+                applied += (i + 1 - start) as u64;
+                on_batch((i + 1 - start) as u64);
+                state = Some(next);
+                ops.clear();
+                start = i + 1;
+            }
         }
-        let last = events.last().map(|e| (e.cursor(), e.recorded_at.timestamp_millis())).unwrap_or_default();
-        let next = TargetState {
-            cursor: last.0,
-            events: state.map(|s| s.events).unwrap_or(0) + events.len() as u64,
-            last_event_ms: last.1,
-        };
+        let chunk = &events[start..];
+        let next = state_after(state, chunk);
         // Read the next batch while this one is applied.
         let (applied_now, following) =
             tokio::join!(target.apply(generation, &ops, state, next), store.read_all(next.cursor, batch));
         applied_now?;
-        applied += events.len() as u64;
+        applied += chunk.len() as u64;
         metrics::counter!("socialnet_projector_events_total", "target" => target.name().to_owned())
             .increment(events.len() as u64);
-        on_batch(events.len() as u64);
+        on_batch(chunk.len() as u64);
         state = Some(next);
-        cursor = next.cursor;
+        let cursor = next.cursor;
         if until.is_some_and(|u| cursor >= u) {
             break;
         }

@@ -37,6 +37,8 @@ pub struct ReadBenchArgs {
     pub live_events: usize,
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub fanout_threshold: usize,
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
 }
@@ -83,7 +85,8 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     let gen_secs = started.elapsed().as_secs_f64();
-    let config = PlannerConfig::default();
+    // Authors with more than 1,000 followers are merged at read time (hybrid fan-out).
+    let config = PlannerConfig { fanout_threshold: args.fanout_threshold };
     let tag = std::process::id();
 
     // Rebuild throughput.
