@@ -103,10 +103,14 @@ pub async fn home(
 ) -> Result<Page, ProjectionError> {
     let mut ids = view.zrevrange_by_score(&Keys::home(user), below, limit + 1).await?;
     let celebs = view.zinter_members(&Keys::following(user), Keys::CELEBS).await?;
-    for c in &celebs {
-        if let Ok(c) = UserId::parse(c.as_str()) {
-            ids.extend(view.zrevrange_by_score(&Keys::user_timeline(&c), below, limit + 1).await?);
-        }
+    let keys: Vec<String> = celebs
+        .iter()
+        .filter_map(|c| UserId::parse(c.as_str()).ok())
+        .map(|c| Keys::user_timeline(&c))
+        .collect();
+    // Every followed celebrity's recent posts in one round trip.
+    for posts in view.zrevrange_many(&keys, below, limit + 1).await? {
+        ids.extend(posts);
     }
     if !celebs.is_empty() {
         let mut seen = HashSet::new();

@@ -40,7 +40,25 @@ pub async fn apply_range(
     until: Option<GlobalCursor>,
     on_batch: &mut (dyn FnMut(u64) + Send),
 ) -> Result<u64, ProjectionError> {
-    let result = apply_range_inner(store, target, generation, planner, batch, until, on_batch).await;
+    let result = apply_range_inner(store, target, generation, planner, batch, until, on_batch, true).await;
+    if result.is_err() {
+        planner.reset(false);
+    }
+    result
+}
+
+/// The replay phase of a rebuild: like [`apply_range`] into a generation nobody else uses yet, so batches
+/// skip the checkpoint compare-and-set and go out as plain pipelines (a crash leaves only an unused
+/// generation behind; the next rebuild starts a new one).
+async fn replay_private(
+    store: &dyn EventStore,
+    target: &dyn ProjectionTarget,
+    generation: u64,
+    planner: &mut Planner,
+    batch: usize,
+    on_batch: &mut (dyn FnMut(u64) + Send),
+) -> Result<u64, ProjectionError> {
+    let result = apply_range_inner(store, target, generation, planner, batch, None, on_batch, false).await;
     if result.is_err() {
         planner.reset(false);
     }
@@ -67,6 +85,7 @@ fn clip(mut events: Vec<RecordedEvent>, until: Option<GlobalCursor>) -> Vec<Reco
     events
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn apply_range_inner(
     store: &dyn EventStore,
     target: &dyn ProjectionTarget,
@@ -75,6 +94,7 @@ async fn apply_range_inner(
     batch: usize,
     until: Option<GlobalCursor>,
     on_batch: &mut (dyn FnMut(u64) + Send),
+    checked: bool,
 ) -> Result<u64, ProjectionError> {
     let view = target.view(generation);
     let mut state = target.state(generation).await?;
@@ -91,7 +111,11 @@ async fn apply_range_inner(
             planner.plan(e, view.as_ref(), &mut ops).await?;
             if ops.len() >= MAX_OPS && i + 1 < events.len() {
                 let next = state_after(state, &events[start..=i]);
-                target.apply(generation, &ops, state, next).await?;
+                if checked {
+                    target.apply(generation, &ops, state, next).await?;
+                } else {
+                    target.apply_unchecked(generation, &ops, next).await?;
+                }
                 applied += (i + 1 - start) as u64;
                 on_batch((i + 1 - start) as u64);
                 state = Some(next);
@@ -102,8 +126,14 @@ async fn apply_range_inner(
         let chunk = &events[start..];
         let next = state_after(state, chunk);
         // Read the next batch while this one is applied.
-        let (applied_now, following) =
-            tokio::join!(target.apply(generation, &ops, state, next), store.read_all(next.cursor, batch));
+        let apply = async {
+            if checked {
+                target.apply(generation, &ops, state, next).await
+            } else {
+                target.apply_unchecked(generation, &ops, next).await
+            }
+        };
+        let (applied_now, following) = tokio::join!(apply, store.read_all(next.cursor, batch));
         applied_now?;
         applied += chunk.len() as u64;
         metrics::counter!("socialnet_projector_events_total", "target" => target.name().to_owned())
@@ -135,7 +165,7 @@ pub async fn rebuild_generation(
     let generation = target.allocate_generation().await?;
     let started = Instant::now();
     let mut planner = Planner::new(config, true);
-    let mut applied = apply_range(store, target, generation, &mut planner, batch, None, on_batch).await?;
+    let mut applied = replay_private(store, target, generation, &mut planner, batch, on_batch).await?;
     target.set_current(generation).await?;
     // Events that arrived between the last batch and the flip (the live projector now follows this generation too).
     applied += apply_range(store, target, generation, &mut planner, batch, None, on_batch).await.unwrap_or(0);

@@ -263,6 +263,32 @@ impl KvRead for RedisView {
         pipe.query_async(&mut self.conn.clone()).await.map_err(unavailable)
     }
 
+    async fn zrevrange_many(
+        &self,
+        keys: &[String],
+        below: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Vec<(String, i64)>>, ProjectionError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let max = below.map(|b| format!("({b}")).unwrap_or_else(|| "+inf".into());
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.cmd("ZREVRANGEBYSCORE")
+                .arg(self.k(k))
+                .arg(&max)
+                .arg("-inf")
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit);
+        }
+        let raw: Vec<Vec<(String, f64)>> =
+            pipe.query_async(&mut self.conn.clone()).await.map_err(unavailable)?;
+        Ok(raw.into_iter().map(scored).collect())
+    }
+
     async fn hget_many(&self, keys: &[String], field: &str) -> Result<Vec<Option<String>>, ProjectionError> {
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -344,6 +370,56 @@ impl ProjectionTarget for RedisTarget {
             Err(e) if e.to_string().contains("CONFLICT") => Err(ProjectionError::Conflict(e.to_string())),
             Err(e) => Err(unavailable(e)),
         }
+    }
+
+    async fn apply_unchecked(
+        &self,
+        generation: u64,
+        ops: &[Op],
+        next: TargetState,
+    ) -> Result<(), ProjectionError> {
+        let prefix = self.prefix(generation);
+        let k = |key: &str| format!("{prefix}{key}");
+        let mut pipe = redis::pipe();
+        for op in ops {
+            match op {
+                Op::HSet { key, fields } => {
+                    let c = pipe.cmd("HSET").arg(k(key));
+                    for (f, v) in fields {
+                        c.arg(f).arg(v);
+                    }
+                    c.ignore();
+                }
+                Op::HDel { key, fields } => {
+                    pipe.cmd("HDEL").arg(k(key)).arg(fields).ignore();
+                }
+                Op::HIncr { key, field, by } => {
+                    pipe.cmd("HINCRBY").arg(k(key)).arg(field).arg(*by).ignore();
+                }
+                Op::Del { key } => {
+                    pipe.cmd("DEL").arg(k(key)).ignore();
+                }
+                Op::ZAdd { key, score, member } => {
+                    pipe.cmd("ZADD").arg(k(key)).arg(*score).arg(member).ignore();
+                }
+                Op::ZRem { key, members } => {
+                    pipe.cmd("ZREM").arg(k(key)).arg(members).ignore();
+                }
+                Op::ZKeepTop { key, keep } => {
+                    pipe.cmd("ZREMRANGEBYRANK")
+                        .arg(k(key))
+                        .arg(0)
+                        .arg(-1 - i64::try_from(*keep).unwrap_or(0))
+                        .ignore();
+                }
+                Op::SAdd { key, member } => {
+                    pipe.cmd("SADD").arg(k(key)).arg(member).ignore();
+                }
+            }
+        }
+        pipe.cmd("SET").arg(self.checkpoint_key(generation)).arg(state_string(Some(next))).ignore();
+        let _: () = pipe.query_async(&mut self.conn.clone()).await.map_err(unavailable)?;
+        Ok(())
     }
 
     async fn set_current(&self, generation: u64) -> Result<(), ProjectionError> {

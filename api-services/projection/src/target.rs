@@ -52,6 +52,19 @@ pub trait KvRead: Send + Sync {
     /// Members of sorted set `a` that are also in sorted set `b`.
     async fn zinter_members(&self, a: &str, b: &str) -> Result<Vec<String>, ProjectionError>;
     async fn zcard_many(&self, keys: &[String]) -> Result<Vec<usize>, ProjectionError>;
+    /// `zrevrange_by_score` on several keys at once (one round trip where the target can).
+    async fn zrevrange_many(
+        &self,
+        keys: &[String],
+        below: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Vec<(String, i64)>>, ProjectionError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.zrevrange_by_score(k, below, limit).await?);
+        }
+        Ok(out)
+    }
     async fn hget_many(&self, keys: &[String], field: &str) -> Result<Vec<Option<String>>, ProjectionError>;
 }
 
@@ -74,6 +87,19 @@ pub trait ProjectionTarget: Send + Sync {
         expected: Option<TargetState>,
         next: TargetState,
     ) -> Result<(), ProjectionError>;
+    /// Apply without the checkpoint compare-and-set, in as few round trips as the target can: only for a
+    /// generation no one else writes or reads yet (the replay phase of a rebuild). The checkpoint is
+    /// still written last.
+    async fn apply_unchecked(
+        &self,
+        generation: u64,
+        ops: &[Op],
+        next: TargetState,
+    ) -> Result<(), ProjectionError> {
+        let current = self.state(generation).await?;
+        self.apply(generation, ops, current, next).await
+    }
+
     /// Make `generation` the one reads use (atomic).
     async fn set_current(&self, generation: u64) -> Result<(), ProjectionError>;
     /// Remove every key of a generation.
