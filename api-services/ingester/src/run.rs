@@ -189,6 +189,7 @@ impl Ingester {
 
         match result {
             Ok(outcomes) => {
+                let processed_in = started.elapsed();
                 for (d, o) in deliveries.iter().zip(&outcomes) {
                     if let Processed::Rejected { reason } = o {
                         tracing::debug!(msg_id = ?d.msg_id, reason, "command rejected");
@@ -197,6 +198,12 @@ impl Ingester {
                 }
                 metrics::histogram!("socialnet_ingester_batch_seconds")
                     .record(started.elapsed().as_secs_f64());
+                tracing::debug!(
+                    size = deliveries.len(),
+                    process_ms = processed_in.as_secs_f64() * 1000.0,
+                    total_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "batch committed"
+                );
             }
             Err(e) if e.is_unavailable() => {
                 self.mark_primary(true);
