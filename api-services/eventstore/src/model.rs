@@ -119,6 +119,24 @@ pub struct CommandOutcome {
     pub positions: Vec<i64>,
 }
 
+impl CommandOutcome {
+    /// The outcome of a command the store has recorded, from its stored columns and event positions.
+    pub(crate) fn recorded(
+        status: &str,
+        rejection_code: Option<String>,
+        reason: Option<String>,
+        positions: Vec<i64>,
+    ) -> Self {
+        Self {
+            status: if status == "rejected" { CommandStatus::Rejected } else { CommandStatus::Committed },
+            reason,
+            rejection_code,
+            position: positions.last().copied(),
+            positions,
+        }
+    }
+}
+
 pub(crate) fn decode_event(
     event_type: &str,
     schema_version: i64,

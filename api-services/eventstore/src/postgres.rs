@@ -3,9 +3,7 @@
 //! records its inserting transaction id, and a reader only returns rows whose transaction is older than
 //! the oldest one still running (`pg_snapshot_xmin`), in `(tx_id, position)` order.
 
-use crate::model::{
-    AppendStatus, CommandCommit, CommandOutcome, CommandStatus, GlobalCursor, RecordedEvent, decode_event,
-};
+use crate::model::{AppendStatus, CommandCommit, CommandOutcome, GlobalCursor, RecordedEvent, decode_event};
 use crate::{EventStore, StoreError};
 use async_trait::async_trait;
 use domain::{CommandId, EVENT_SCHEMA_VERSION, StreamId};
@@ -275,13 +273,12 @@ impl EventStore for PgEventStore {
                 .bind(id.0)
                 .fetch_all(&self.pool)
                 .await?;
-        Ok(Some(CommandOutcome {
-            status: if status == "rejected" { CommandStatus::Rejected } else { CommandStatus::Committed },
-            reason: row.try_get("reason")?,
-            rejection_code: row.try_get("rejection_code")?,
-            position: positions.last().copied(),
+        Ok(Some(CommandOutcome::recorded(
+            &status,
+            row.try_get("rejection_code")?,
+            row.try_get("reason")?,
             positions,
-        }))
+        )))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

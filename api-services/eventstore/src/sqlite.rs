@@ -1,9 +1,7 @@
 //! The dev-mode event store on SQLite: same contract as PostgreSQL, embedded in one file. SQLite runs one
 //! write transaction at a time, so position order is commit order and global reads are trivially gap-safe.
 
-use crate::model::{
-    AppendStatus, CommandCommit, CommandOutcome, CommandStatus, GlobalCursor, RecordedEvent, decode_event,
-};
+use crate::model::{AppendStatus, CommandCommit, CommandOutcome, GlobalCursor, RecordedEvent, decode_event};
 use crate::{EventStore, StoreError};
 use async_trait::async_trait;
 use chrono::Utc;
@@ -203,13 +201,12 @@ impl EventStore for SqliteEventStore {
                 .bind(id.to_string())
                 .fetch_all(&self.pool)
                 .await?;
-        Ok(Some(CommandOutcome {
-            status: if status == "rejected" { CommandStatus::Rejected } else { CommandStatus::Committed },
-            reason: row.try_get("reason")?,
-            rejection_code: row.try_get("rejection_code")?,
-            position: positions.last().copied(),
+        Ok(Some(CommandOutcome::recorded(
+            &status,
+            row.try_get("rejection_code")?,
+            row.try_get("reason")?,
             positions,
-        }))
+        )))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

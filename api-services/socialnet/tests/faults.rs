@@ -50,13 +50,7 @@ async fn post_many(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ingester_killed_mid_batch_loses_and_doubles_nothing() {
-    let wiring = Wiring {
-        database_url: testkit::fresh_database(&testkit::env_url("SOCIALNET_TEST_PG_URL")).await,
-        backup_database_url: None,
-        nats_url: testkit::env_url("SOCIALNET_TEST_NATS_URL"),
-        nats_secondary_url: None,
-        queue_prefix: testkit::queue_prefix(),
-    };
+    let wiring = Wiring::fresh().await;
     let (api_port, ing_port) = (free_port(), free_port());
     let _api = wiring.write_api(api_port);
     let mut ingester = wiring.ingester(ing_port, &["--batch-size", "64"]);
@@ -87,13 +81,10 @@ async fn ingester_killed_mid_batch_loses_and_doubles_nothing() {
 async fn primary_store_down_writes_park_in_backup_then_drain_in_order() {
     let primary = PgServer::start();
     let wiring = Wiring {
-        database_url: testkit::fresh_database(&primary.admin_url()).await,
         backup_database_url: Some(
             testkit::fresh_database(&testkit::env_url("SOCIALNET_TEST_PG_BACKUP_URL")).await,
         ),
-        nats_url: testkit::env_url("SOCIALNET_TEST_NATS_URL"),
-        nats_secondary_url: None,
-        queue_prefix: testkit::queue_prefix(),
+        ..Wiring::shared(testkit::fresh_database(&primary.admin_url()).await)
     };
     let (api_port, ing_port) = (free_port(), free_port());
     let _api = wiring.write_api(api_port);
@@ -158,11 +149,9 @@ async fn primary_queue_down_writes_go_to_the_secondary_and_are_ingested() {
     let mut nats_primary = NatsServer::start();
     let nats_secondary = NatsServer::start();
     let wiring = Wiring {
-        database_url: testkit::fresh_database(&testkit::env_url("SOCIALNET_TEST_PG_URL")).await,
-        backup_database_url: None,
         nats_url: nats_primary.url(),
         nats_secondary_url: Some(nats_secondary.url()),
-        queue_prefix: testkit::queue_prefix(),
+        ..Wiring::fresh().await
     };
     let (api_port, ing_port) = (free_port(), free_port());
     let _api = wiring.write_api(api_port);

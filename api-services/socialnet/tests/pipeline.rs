@@ -85,13 +85,7 @@ async fn the_same_command_published_twice_delivered_twice_or_sent_twice_is_one_e
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_idempotency_key_sent_twice_over_http_is_one_event() {
-    let wiring = Wiring {
-        database_url: testkit::fresh_database(&testkit::env_url("SOCIALNET_TEST_PG_URL")).await,
-        backup_database_url: None,
-        nats_url: testkit::env_url("SOCIALNET_TEST_NATS_URL"),
-        nats_secondary_url: None,
-        queue_prefix: testkit::queue_prefix(),
-    };
+    let wiring = Wiring::fresh().await;
     let (api_port, ing_port) = (free_port(), free_port());
     let _api = wiring.write_api(api_port);
     let _ing = wiring.ingester(ing_port, &[]);
@@ -116,13 +110,7 @@ async fn an_idempotency_key_sent_twice_over_http_is_one_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_poison_command_is_dead_lettered_with_its_reason_and_commits_after_requeue() {
-    let wiring = Wiring {
-        database_url: testkit::fresh_database(&testkit::env_url("SOCIALNET_TEST_PG_URL")).await,
-        backup_database_url: None,
-        nats_url: testkit::env_url("SOCIALNET_TEST_NATS_URL"),
-        nats_secondary_url: None,
-        queue_prefix: testkit::queue_prefix(),
-    };
+    let wiring = Wiring::fresh().await;
     let (api_port, ing_port) = (free_port(), free_port());
     let _api = wiring.write_api(api_port);
     let _ing = wiring.ingester(ing_port, &["--max-deliver", "3", "--backoff-ms", "100"]);

@@ -136,3 +136,48 @@ fn a_failed_over_target_is_rebuilt_once_it_answers_again_unusable() {
     assert!(!needs_rebuild(&fine, true));
     assert!(!needs_rebuild(&back_empty, false), "only a target that was failed over from");
 }
+
+#[test]
+fn the_status_summary_shows_what_an_operator_needs() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/full.yaml")).unwrap();
+    let mut sc: socialnet_crd::SocialCluster = serde_yaml::from_str(&text).unwrap();
+    sc.metadata.namespace = Some("apps".into());
+    let mut status = socialnet_crd::SocialClusterStatus {
+        phase: Some("Available".into()),
+        current_primary: Some("standby".into()),
+        ready: Some("9/9".into()),
+        ..Default::default()
+    };
+    status
+        .components
+        .insert("read-api".into(), socialnet_crd::ComponentStatus { ready_replicas: 2, replicas: 2 });
+    status.projections =
+        observe(&[], &[sample("primary", false, None), sample("standby", true, Some(4))], Utc::now());
+    status.last_failover = Some(socialnet_crd::FailoverRecord {
+        from: "primary".into(),
+        to: "standby".into(),
+        reason: "PrimaryFailed".into(),
+        at: "2026-11-27T00:00:00Z".into(),
+        duration_ms: Some(2200),
+    });
+    sc.status = Some(status);
+    let events = vec![(
+        "Normal".to_owned(),
+        "FailoverCompleted".to_owned(),
+        "2 read API pods now read standby".to_owned(),
+    )];
+    let out = socialnet_operator::summary::render(&sc, &events);
+    for needle in [
+        "SocialCluster apps/social: Available",
+        "read-api   2/2",
+        "primary standby",
+        "FAILING",
+        "lag 4",
+        "last failover: primary -> standby (PrimaryFailed)",
+        "2200 ms",
+        "FailoverCompleted",
+    ] {
+        assert!(out.contains(needle), "summary lacks {needle:?}:\n{out}");
+    }
+}

@@ -251,15 +251,20 @@ pub struct Stack {
 }
 
 impl Wiring {
-    pub fn fresh(targets_db: &str) -> Self {
-        let _ = targets_db;
+    /// The test's own database on the shared servers, the shared primary NATS with a fresh stream prefix.
+    pub fn shared(database_url: String) -> Self {
         Wiring {
-            database_url: String::new(),
+            database_url,
             backup_database_url: None,
             nats_url: testkit::env_url("SOCIALNET_TEST_NATS_URL"),
             nats_secondary_url: None,
             queue_prefix: testkit::queue_prefix(),
         }
+    }
+
+    /// [`Wiring::shared`] with a fresh database on the shared primary PostgreSQL.
+    pub async fn fresh() -> Self {
+        Self::shared(testkit::fresh_database(&testkit::env_url("SOCIALNET_TEST_PG_URL")).await)
     }
 
     pub fn projector(&self, port: u16, targets: &str) -> ChildGuard {
@@ -293,8 +298,7 @@ impl Wiring {
 impl Stack {
     /// `targets` is `name=url,name=url`.
     pub async fn start(targets: &str) -> Stack {
-        let mut wiring = Wiring::fresh("");
-        wiring.database_url = testkit::fresh_database(&testkit::env_url("SOCIALNET_TEST_PG_URL")).await;
+        let wiring = Wiring::fresh().await;
         let ports = [free(), free(), free(), free()];
         let children = vec![
             wiring.write_api(ports[0]),
