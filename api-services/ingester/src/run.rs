@@ -25,7 +25,7 @@ pub struct IngesterConfig {
 impl Default for IngesterConfig {
     fn default() -> Self {
         Self {
-            batch_size: 256,
+            batch_size: 1024,
             fetch_wait: Duration::from_secs(1),
             max_deliver: 5,
             backoff_base: Duration::from_millis(500),

@@ -67,7 +67,7 @@ pub struct IngesterArgs {
     #[command(flatten)]
     pub queue: QueueArgs,
     /// Commands per batch.
-    #[arg(long, env = "SOCIALNET_BATCH_SIZE", default_value_t = 256)]
+    #[arg(long, env = "SOCIALNET_BATCH_SIZE", default_value_t = 1024)]
     pub batch_size: usize,
     /// Deliveries before a failing command goes to the dead-letter queue.
     #[arg(long, env = "SOCIALNET_MAX_DELIVER", default_value_t = 5)]
