@@ -40,11 +40,7 @@ pub async fn apply_range(
     until: Option<GlobalCursor>,
     on_batch: &mut (dyn FnMut(u64) + Send),
 ) -> Result<u64, ProjectionError> {
-    let result = apply_range_inner(store, target, generation, planner, batch, until, on_batch, true).await;
-    if result.is_err() {
-        planner.reset(false);
-    }
-    result
+    feed(store, target, generation, planner, batch, until, on_batch, true).await
 }
 
 /// The replay phase of a rebuild: like [`apply_range`] into a generation nobody else uses yet, so batches
@@ -58,7 +54,23 @@ async fn replay_private(
     batch: usize,
     on_batch: &mut (dyn FnMut(u64) + Send),
 ) -> Result<u64, ProjectionError> {
-    let result = apply_range_inner(store, target, generation, planner, batch, None, on_batch, false).await;
+    feed(store, target, generation, planner, batch, None, on_batch, false).await
+}
+
+/// The one loop behind both: runs [`apply_range_inner`] and drops the planner's cache on any error, since
+/// the cache may then hold changes the target never received.
+#[allow(clippy::too_many_arguments)]
+async fn feed(
+    store: &dyn EventStore,
+    target: &dyn ProjectionTarget,
+    generation: u64,
+    planner: &mut Planner,
+    batch: usize,
+    until: Option<GlobalCursor>,
+    on_batch: &mut (dyn FnMut(u64) + Send),
+    checked: bool,
+) -> Result<u64, ProjectionError> {
+    let result = apply_range_inner(store, target, generation, planner, batch, until, on_batch, checked).await;
     if result.is_err() {
         planner.reset(false);
     }

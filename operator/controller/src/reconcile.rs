@@ -40,6 +40,9 @@ pub struct Ctx {
     pub http: health::Http,
     /// Per cluster: the spec generation last applied and when.
     applied: Mutex<HashMap<String, (i64, Instant)>>,
+    /// Per cluster: the admin token for the read APIs and when it was signed (reused for a minute, so the
+    /// half-second health loop does not read the Secret every time; a rotated secret is picked up within it).
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
     /// How often health is checked while a cluster has standbys.
     pub health_every: Duration,
 }
@@ -51,6 +54,7 @@ impl Ctx {
             recorder,
             http: health::http(),
             applied: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
             health_every: Duration::from_millis(500),
         }
     }
@@ -122,6 +126,17 @@ async fn apply_all(ctx: &Ctx, sc: &SocialCluster, ns: &str, desired: &Desired) -
 }
 
 async fn admin_token(ctx: &Ctx, sc: &SocialCluster, ns: &str) -> Result<String, Error> {
+    let key = format!("{ns}/{}", sc.name_any());
+    let cached = ctx.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+    if let Some((token, _)) = cached.filter(|(_, at)| at.elapsed() < Duration::from_secs(60)) {
+        return Ok(token);
+    }
+    let token = sign_admin_token(ctx, sc, ns).await?;
+    ctx.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (token.clone(), Instant::now()));
+    Ok(token)
+}
+
+async fn sign_admin_token(ctx: &Ctx, sc: &SocialCluster, ns: &str) -> Result<String, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let r = &sc.spec.auth.jwt_secret;
     let secret = secrets.get(&r.name).await?;
