@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
@@ -60,15 +61,39 @@ pub async fn track_requests(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+        .map_or(Cow::Borrowed("unmatched"), |p| Cow::Owned(p.as_str().to_owned()));
+    let method = static_method(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    metrics::histogram!("socialnet_http_request_seconds", "route" => route.clone(), "method" => method.clone(), "status" => status.clone())
+    // One histogram per request: its `_count` is the request counter, so no separate counter is kept.
+    let status = response.status().as_u16();
+    metrics::histogram!("socialnet_http_request_seconds", "route" => route, "method" => method, "status" => status_label(status))
         .record(started.elapsed().as_secs_f64());
-    metrics::counter!("socialnet_http_requests_total", "route" => route, "method" => method, "status" => status)
-        .increment(1);
     response
+}
+
+/// Methods as static labels: no allocation per request for the common ones.
+fn static_method(m: &axum::http::Method) -> Cow<'static, str> {
+    use axum::http::Method;
+    Cow::Borrowed(match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => return Cow::Owned(m.as_str().to_owned()),
+    })
+}
+
+fn status_label(code: u16) -> Cow<'static, str> {
+    match code {
+        200 => Cow::Borrowed("200"),
+        201 => Cow::Borrowed("201"),
+        202 => Cow::Borrowed("202"),
+        204 => Cow::Borrowed("204"),
+        304 => Cow::Borrowed("304"),
+        other => Cow::Owned(other.to_string()),
+    }
 }

@@ -7,7 +7,8 @@
 mod drain;
 mod processor;
 mod run;
+mod split;
 
 pub use drain::{DrainError, drain_backup};
-pub use processor::{Processed, Processor};
+pub use processor::{Ahead, Plan, Processed, Processor};
 pub use run::{Ingester, IngesterConfig};

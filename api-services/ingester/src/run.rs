@@ -2,7 +2,7 @@
 //! store when the primary is down; retry with backoff; dead-letter what keeps failing.
 
 use crate::drain::{DrainError, drain_backup};
-use crate::processor::{Processed, Processor};
+use crate::processor::{Ahead, Plan, Processed, Processor};
 use domain::CommandEnvelope;
 use eventstore::{BackupStore, StoreError};
 use queue::{CommandSource, Delivery};
@@ -76,16 +76,45 @@ impl Ingester {
         })
     }
 
-    /// Consume one source until the task is aborted.
+    /// Consume one source until the task is aborted. On the fast path (primary up, nothing parked) batches
+    /// are pipelined: batch N+1 is fetched and decided while batch N is appended and acked, and appended
+    /// only after N committed as planned; otherwise it is decided again on what is stored.
     pub async fn run(self: Arc<Self>, source: Arc<dyn CommandSource>) {
         let mut last_error_log = Instant::now() - Duration::from_secs(60);
+        let mut in_flight: Option<InFlight> = None;
         loop {
             match source.fetch(self.config.batch_size, self.config.fetch_wait).await {
                 Ok(batch) if batch.is_empty() => {
+                    settle(&mut in_flight).await;
                     self.maybe_drain().await;
                 }
-                Ok(batch) => self.handle(batch).await,
+                Ok(batch) => {
+                    let started = Instant::now();
+                    let (envelopes, deliveries) = self.decode(batch).await;
+                    if envelopes.is_empty() {
+                        continue;
+                    }
+                    if self.parked.load(Ordering::SeqCst) || self.primary_resting() {
+                        // Off the fast path: one batch at a time, behind whatever is parked.
+                        settle(&mut in_flight).await;
+                        self.handle(envelopes, deliveries, started).await;
+                        continue;
+                    }
+                    let ahead = in_flight.as_ref().map(|f| f.ahead.clone());
+                    let planned = self.processor.plan(&envelopes, ahead.as_ref()).await;
+                    let previous_as_planned = settle(&mut in_flight).await;
+                    match planned {
+                        Ok(plan) if previous_as_planned => {
+                            let ahead = plan.ahead();
+                            let task =
+                                tokio::spawn(self.clone().commit(envelopes, deliveries, plan, started));
+                            in_flight = Some(InFlight { task, ahead });
+                        }
+                        _ => self.handle(envelopes, deliveries, started).await,
+                    }
+                }
                 Err(e) => {
+                    settle(&mut in_flight).await;
                     if last_error_log.elapsed() > Duration::from_secs(10) {
                         tracing::warn!(queue = source.name(), error = %e, "fetch failed; retrying");
                         last_error_log = Instant::now();
@@ -94,6 +123,24 @@ impl Ingester {
                 }
             }
         }
+    }
+
+    /// Append a planned batch and settle its messages; true when it committed exactly as planned.
+    async fn commit(
+        self: Arc<Self>,
+        envelopes: Vec<CommandEnvelope>,
+        deliveries: Vec<Delivery>,
+        plan: Plan,
+        started: Instant,
+    ) -> bool {
+        let (result, as_planned) = match self.processor.commit(&envelopes, plan).await {
+            Ok(out) => (Ok(out), true),
+            // Another writer moved a stream: decide again on fresh state.
+            Err(StoreError::Conflict(_)) => (self.processor.process(&envelopes).await, false),
+            Err(e) => (Err(e), false),
+        };
+        self.settle_batch(&envelopes, &deliveries, result, started).await;
+        as_planned
     }
 
     /// Run every source concurrently (primary and secondary queue) plus a periodic drain check.
@@ -163,8 +210,8 @@ impl Ingester {
         }
     }
 
-    async fn handle(&self, batch: Vec<Delivery>) {
-        let started = Instant::now();
+    /// Decode a batch; what cannot be decoded is dead-lettered at once (no retry can fix it).
+    async fn decode(&self, batch: Vec<Delivery>) -> (Vec<CommandEnvelope>, Vec<Delivery>) {
         let mut envelopes = Vec::with_capacity(batch.len());
         let mut deliveries = Vec::with_capacity(batch.len());
         for d in batch {
@@ -173,20 +220,30 @@ impl Ingester {
                     envelopes.push(env);
                     deliveries.push(d);
                 }
-                // No retry can make an undecodable message decode: dead-letter it at once.
                 Err(reason) => self.give_up(&d, &reason).await,
             }
         }
-        if envelopes.is_empty() {
-            return;
-        }
+        (envelopes, deliveries)
+    }
 
+    /// One batch on its own: drain what is parked first, then decide and append.
+    async fn handle(&self, envelopes: Vec<CommandEnvelope>, deliveries: Vec<Delivery>, started: Instant) {
         let result = if self.maybe_drain().await {
             self.processor.process(&envelopes).await
         } else {
             Err(StoreError::Unavailable("primary store down or parked commands not yet drained".into()))
         };
+        self.settle_batch(&envelopes, &deliveries, result, started).await;
+    }
 
+    /// Ack, park, retry or dead-letter a batch's messages after processing.
+    async fn settle_batch(
+        &self,
+        envelopes: &[CommandEnvelope],
+        deliveries: &[Delivery],
+        result: Result<Vec<Processed>, StoreError>,
+        started: Instant,
+    ) {
         match result {
             Ok(outcomes) => {
                 let processed_in = started.elapsed();
@@ -207,12 +264,12 @@ impl Ingester {
             }
             Err(e) if e.is_unavailable() => {
                 self.mark_primary(true);
-                self.park_or_retry(&envelopes, &deliveries, &e).await;
+                self.park_or_retry(envelopes, deliveries, &e).await;
             }
             Err(e) => {
                 // Something in the batch is refused: find which by processing one by one.
                 tracing::warn!(error = %e, "batch refused; isolating the failing commands");
-                let results = self.processor.process_each(&envelopes).await;
+                let results = self.processor.process_each(envelopes).await;
                 for (d, r) in deliveries.iter().zip(results) {
                     match r {
                         Ok(_) => ack(d).await,
@@ -274,6 +331,20 @@ impl Ingester {
         if let Err(e) = d.dead_letter(reason).await {
             tracing::error!(error = %e, "could not dead-letter; the message will be redelivered");
         }
+    }
+}
+
+/// The batch being appended while the next one is decided.
+struct InFlight {
+    task: tokio::task::JoinHandle<bool>,
+    ahead: Ahead,
+}
+
+/// Wait for the batch in flight, if any; true when there was none or it committed exactly as planned.
+async fn settle(in_flight: &mut Option<InFlight>) -> bool {
+    match in_flight.take() {
+        None => true,
+        Some(f) => f.task.await.unwrap_or(false),
     }
 }
 

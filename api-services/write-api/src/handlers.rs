@@ -4,7 +4,8 @@ use crate::AppState;
 use crate::dto::{Accepted, CommandStatusBody, CreatePost, CreateUser, TextBody, UpdateUser};
 use crate::outcome::Lookup;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::{
@@ -12,6 +13,24 @@ use domain::{
     UserId,
 };
 use http_kit::{ApiError, Authenticated, JsonBody, PathParams};
+
+/// The two request headers a command uses (`Idempotency-Key`, `traceparent`), copied out of the request
+/// instead of cloning its whole header map as the `HeaderMap` extractor does.
+pub struct CommandHeaders(HeaderMap);
+
+impl<S: Send + Sync> FromRequestParts<S> for CommandHeaders {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let mut headers = HeaderMap::new();
+        for name in ["idempotency-key", "traceparent"] {
+            if let Some(v) = parts.headers.get(name) {
+                headers.insert(name, v.clone());
+            }
+        }
+        Ok(Self(headers))
+    }
+}
 
 fn invalid(e: InvalidValue) -> ApiError {
     ApiError::bad_request(e.to_string())
@@ -107,7 +126,7 @@ async fn submit(
 pub async fn create_user(
     State(state): State<AppState>,
     auth: Authenticated,
-    headers: HeaderMap,
+    CommandHeaders(headers): CommandHeaders,
     JsonBody(req): JsonBody<CreateUser>,
 ) -> Result<Response, ApiError> {
     let actor = actor(&auth)?;
@@ -126,7 +145,7 @@ pub async fn create_user(
 pub async fn update_user(
     State(state): State<AppState>,
     auth: Authenticated,
-    headers: HeaderMap,
+    CommandHeaders(headers): CommandHeaders,
     PathParams(user_id): PathParams<String>,
     JsonBody(req): JsonBody<UpdateUser>,
 ) -> Result<Response, ApiError> {
@@ -164,7 +183,7 @@ async fn follow_change(
 pub async fn follow(
     State(state): State<AppState>,
     auth: Authenticated,
-    headers: HeaderMap,
+    CommandHeaders(headers): CommandHeaders,
     PathParams((user_id, target_id)): PathParams<(String, String)>,
 ) -> Result<Response, ApiError> {
     follow_change(state, auth, headers, user_id, target_id, true).await
@@ -175,7 +194,7 @@ pub async fn follow(
 pub async fn unfollow(
     State(state): State<AppState>,
     auth: Authenticated,
-    headers: HeaderMap,
+    CommandHeaders(headers): CommandHeaders,
     PathParams((user_id, target_id)): PathParams<(String, String)>,
 ) -> Result<Response, ApiError> {
     follow_change(state, auth, headers, user_id, target_id, false).await
@@ -186,7 +205,7 @@ pub async fn unfollow(
 pub async fn create_post(
     State(state): State<AppState>,
     auth: Authenticated,
-    headers: HeaderMap,
+    CommandHeaders(headers): CommandHeaders,
     JsonBody(req): JsonBody<CreatePost>,
 ) -> Result<Response, ApiError> {
     let actor = actor(&auth)?;
@@ -204,7 +223,7 @@ pub async fn create_post(
 pub async fn edit_post(
     State(state): State<AppState>,
     auth: Authenticated,
-    headers: HeaderMap,
+    CommandHeaders(headers): CommandHeaders,
     PathParams(post_id): PathParams<String>,
     JsonBody(req): JsonBody<TextBody>,
 ) -> Result<Response, ApiError> {
@@ -220,7 +239,7 @@ pub async fn edit_post(
 pub async fn delete_post(
     State(state): State<AppState>,
     auth: Authenticated,
-    headers: HeaderMap,
+    CommandHeaders(headers): CommandHeaders,
     PathParams(post_id): PathParams<String>,
 ) -> Result<Response, ApiError> {
     let actor = actor(&auth)?;
@@ -250,7 +269,7 @@ async fn like_change(
 pub async fn like(
     State(state): State<AppState>,
     auth: Authenticated,
-    headers: HeaderMap,
+    CommandHeaders(headers): CommandHeaders,
     PathParams((post_id, user_id)): PathParams<(String, String)>,
 ) -> Result<Response, ApiError> {
     like_change(state, auth, headers, post_id, user_id, true).await
@@ -261,7 +280,7 @@ pub async fn like(
 pub async fn unlike(
     State(state): State<AppState>,
     auth: Authenticated,
-    headers: HeaderMap,
+    CommandHeaders(headers): CommandHeaders,
     PathParams((post_id, user_id)): PathParams<(String, String)>,
 ) -> Result<Response, ApiError> {
     like_change(state, auth, headers, post_id, user_id, false).await
@@ -272,7 +291,7 @@ pub async fn unlike(
 pub async fn add_comment(
     State(state): State<AppState>,
     auth: Authenticated,
-    headers: HeaderMap,
+    CommandHeaders(headers): CommandHeaders,
     PathParams(post_id): PathParams<String>,
     JsonBody(req): JsonBody<TextBody>,
 ) -> Result<Response, ApiError> {

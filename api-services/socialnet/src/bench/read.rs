@@ -125,7 +125,6 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
     live.drop_generation(1).await?;
 
     // HTTP: hello-world, bare Redis, read API home timeline.
-    let client = http_load::client();
     let hello = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let hello_addr = hello.local_addr()?;
     let hello_srv = tokio::spawn(async move {
@@ -135,7 +134,7 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
     let make_hello: MakeRequest = Arc::new(move |_, _| {
         hyper::Request::get(format!("http://{hello_addr}/")).body(Full::new(Bytes::new())).unwrap_or_default()
     });
-    let hello_r = http_load::run(&client, args.clients, d, hyper::StatusCode::OK, false, make_hello).await;
+    let hello_r = http_load::run(args.clients, d, hyper::StatusCode::OK, false, make_hello).await;
     hello_srv.abort();
 
     let redis_r = bare_redis(&args.redis_url, args.clients, d).await?;
@@ -174,7 +173,7 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
             .body(Full::new(Bytes::new()))
             .unwrap_or_default()
     });
-    let home_r = http_load::run(&client, args.clients, d, hyper::StatusCode::OK, true, make_home).await;
+    let home_r = http_load::run(args.clients, d, hyper::StatusCode::OK, true, make_home).await;
     srv.abort();
     let full_pages = home_r
         .bodies

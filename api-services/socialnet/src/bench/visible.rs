@@ -84,8 +84,12 @@ pub async fn run(args: VisibleBenchArgs) -> anyhow::Result<ExitCode> {
     queue.ensure_streams().await?;
 
     // The system, in process.
-    let ingester =
-        Ingester::new(IngesterConfig::default(), Arc::new(Processor::new(store.clone())), None).await;
+    let ingester = Ingester::new(
+        IngesterConfig::default(),
+        Arc::new(Processor::new(store.clone()).with_append_parallelism(2)),
+        None,
+    )
+    .await;
     let ingest =
         tokio::spawn(ingester.run(Arc::new(JetStreamSource(queue.clone())) as Arc<dyn CommandSource>));
     let target: Arc<dyn ProjectionTarget> =

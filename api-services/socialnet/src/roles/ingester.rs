@@ -49,7 +49,8 @@ pub async fn run(args: IngesterArgs) -> anyhow::Result<ExitCode> {
         ..IngesterConfig::default()
     };
     let store: Arc<dyn EventStore> = Arc::new(primary);
-    let ingester = Ingester::new(config, Arc::new(Processor::new(store.clone())), backup.clone()).await;
+    let processor = Processor::new(store.clone()).with_append_parallelism(args.append_parallelism);
+    let ingester = Ingester::new(config, Arc::new(processor), backup.clone()).await;
     let sources: Vec<Arc<dyn CommandSource>> = args
         .queue
         .connect_all()
