@@ -24,4 +24,4 @@ pub use ops::Op;
 pub use planner::{HOME_CAP, Planner, PlannerConfig};
 pub use rebuild::{Progress, apply_range, rebuild_generation, replay_into_memory};
 pub use redis_target::RedisTarget;
-pub use target::{KvRead, ProjectionError, ProjectionTarget, TargetState};
+pub use target::{HomeItem, KvRead, ProjectionError, ProjectionTarget, TargetState};

@@ -7,7 +7,7 @@ use crate::target::{KvRead, ProjectionError};
 use domain::{PostId, UserId};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Page {
@@ -101,24 +101,9 @@ pub async fn home(
     below: Option<i64>,
     limit: usize,
 ) -> Result<Page, ProjectionError> {
-    let mut ids = view.zrevrange_by_score(&Keys::home(user), below, limit + 1).await?;
-    let celebs = view.zinter_members(&Keys::following(user), Keys::CELEBS).await?;
-    let keys: Vec<String> = celebs
-        .iter()
-        .filter_map(|c| UserId::parse(c.as_str()).ok())
-        .map(|c| Keys::user_timeline(&c))
-        .collect();
-    // Every followed celebrity's recent posts in one round trip.
-    for posts in view.zrevrange_many(&keys, below, limit + 1).await? {
-        ids.extend(posts);
-    }
-    if !celebs.is_empty() {
-        let mut seen = HashSet::new();
-        ids.retain(|(m, _)| seen.insert(m.clone()));
-        ids.sort_by_key(|(_, score)| std::cmp::Reverse(*score));
-        ids.truncate(limit + 1);
-    }
-    Ok(page(hydrate_posts(view, ids).await?, limit))
+    let items = view.home_page(user, below, limit + 1).await?;
+    let posts = items.into_iter().filter_map(|i| i.post.as_ref().and_then(post_json).map(|v| (v, i.score)));
+    Ok(page(posts.collect(), limit))
 }
 
 async fn people(

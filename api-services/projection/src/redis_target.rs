@@ -5,7 +5,7 @@
 
 use crate::dump::{Dump, Value};
 use crate::ops::Op;
-use crate::target::{KvRead, ProjectionError, ProjectionTarget, TargetState};
+use crate::target::{HomeItem, KvRead, ProjectionError, ProjectionTarget, TargetState};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -65,6 +65,7 @@ pub struct RedisTarget {
     name: String,
     conn: ConnectionManager,
     apply: Arc<redis::Script>,
+    home_page: Arc<redis::Script>,
 }
 
 impl std::fmt::Debug for RedisTarget {
@@ -100,7 +101,12 @@ impl RedisTarget {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
-        Ok(Self { name: name.to_owned(), conn, apply: Arc::new(redis::Script::new(APPLY)) })
+        Ok(Self {
+            name: name.to_owned(),
+            conn,
+            apply: Arc::new(redis::Script::new(APPLY)),
+            home_page: Arc::new(redis::Script::new(HOME_PAGE)),
+        })
     }
 
     fn current_key(&self) -> String {
@@ -175,10 +181,44 @@ fn state_string(state: Option<TargetState>) -> String {
     state.map(|s| serde_json::to_string(&s).unwrap_or_default()).unwrap_or_default()
 }
 
+/// A home page in one round trip: the home range, the followed celebrities, their recent posts (merged,
+/// newest first) and every post's hash, all inside Redis. Key names are built in the script from the
+/// user id, so this needs a standalone Redis (not Redis Cluster), as every socialnet target is.
+/// ARGV: generation prefix, user id, max score (`+inf` or `(N`), count.
+const HOME_PAGE: &str = r#"
+local p, user, max, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local ids, raw, num = {}, {}, {}
+local function add(list)
+  for i = 1, #list, 2 do
+    local id = list[i]
+    if raw[id] == nil then
+      ids[#ids + 1] = id
+      raw[id] = list[i + 1]
+      num[id] = tonumber(list[i + 1])
+    end
+  end
+end
+add(redis.call('ZREVRANGEBYSCORE', p .. 'home:' .. user, max, '-inf', 'WITHSCORES', 'LIMIT', 0, n))
+local celebs = redis.call('ZINTER', 2, p .. 'following:' .. user, p .. 'celebs')
+if #celebs > 0 then
+  for _, c in ipairs(celebs) do
+    add(redis.call('ZREVRANGEBYSCORE', p .. 'utl:' .. c, max, '-inf', 'WITHSCORES', 'LIMIT', 0, n))
+  end
+  table.sort(ids, function(a, b) return num[a] > num[b] end)
+end
+local out = {}
+for i = 1, math.min(#ids, n) do
+  local id = ids[i]
+  out[i] = {id, raw[id], redis.call('HGETALL', p .. 'post:' .. id)}
+end
+return out
+"#;
+
 /// Reads on one generation.
 struct RedisView {
     conn: ConnectionManager,
     prefix: String,
+    home_page: Arc<redis::Script>,
 }
 
 impl RedisView {
@@ -289,6 +329,37 @@ impl KvRead for RedisView {
         Ok(raw.into_iter().map(scored).collect())
     }
 
+    async fn home_page(
+        &self,
+        user: &domain::UserId,
+        below: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<HomeItem>, ProjectionError> {
+        let max = below.map(|b| format!("({b}")).unwrap_or_else(|| "+inf".into());
+        let raw: Vec<(String, String, Vec<String>)> = self
+            .home_page
+            .prepare_invoke()
+            .arg(&self.prefix)
+            .arg(user.as_str())
+            .arg(max)
+            .arg(limit)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        raw.into_iter()
+            .map(|(id, score, fields)| {
+                let score = score
+                    .parse::<f64>()
+                    .map_err(|_| ProjectionError::Corrupt(format!("home score {score:?} of post {id}")))?;
+                let post = (!fields.is_empty()).then(|| {
+                    let mut it = fields.into_iter();
+                    std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect::<HashMap<_, _>>()
+                });
+                Ok(HomeItem { id, score: score as i64, post })
+            })
+            .collect()
+    }
+
     async fn hget_many(&self, keys: &[String], field: &str) -> Result<Vec<Option<String>>, ProjectionError> {
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -308,7 +379,11 @@ impl ProjectionTarget for RedisTarget {
     }
 
     fn view(&self, generation: u64) -> Arc<dyn KvRead> {
-        Arc::new(RedisView { conn: self.conn.clone(), prefix: self.prefix(generation) })
+        Arc::new(RedisView {
+            conn: self.conn.clone(),
+            prefix: self.prefix(generation),
+            home_page: self.home_page.clone(),
+        })
     }
 
     async fn current_generation(&self) -> Result<Option<u64>, ProjectionError> {

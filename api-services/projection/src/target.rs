@@ -66,6 +66,45 @@ pub trait KvRead: Send + Sync {
         Ok(out)
     }
     async fn hget_many(&self, keys: &[String], field: &str) -> Result<Vec<Option<String>>, ProjectionError>;
+
+    /// A home page's raw material: `(post id, score, post hash)` newest first, at most `limit`, from the
+    /// user's fanned-out home merged with the timelines of the celebrities the user follows (strictly
+    /// below `below`). Targets may answer it in one round trip; this default composes the primitives.
+    async fn home_page(
+        &self,
+        user: &domain::UserId,
+        below: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<HomeItem>, ProjectionError> {
+        use crate::keys::Keys;
+        let mut ids = self.zrevrange_by_score(&Keys::home(user), below, limit).await?;
+        let celebs = self.zinter_members(&Keys::following(user), Keys::CELEBS).await?;
+        let keys: Vec<String> = celebs
+            .iter()
+            .filter_map(|c| domain::UserId::parse(c.as_str()).ok())
+            .map(|c| Keys::user_timeline(&c))
+            .collect();
+        for posts in self.zrevrange_many(&keys, below, limit).await? {
+            ids.extend(posts);
+        }
+        if !celebs.is_empty() {
+            let mut seen = std::collections::HashSet::new();
+            ids.retain(|(m, _)| seen.insert(m.clone()));
+            ids.sort_by_key(|(_, score)| std::cmp::Reverse(*score));
+            ids.truncate(limit);
+        }
+        let keys: Vec<String> = ids.iter().map(|(id, _)| format!("post:{id}")).collect();
+        let hashes = self.hgetall_many(&keys).await?;
+        Ok(ids.into_iter().zip(hashes).map(|((id, score), post)| HomeItem { id, score, post }).collect())
+    }
+}
+
+/// One entry of [`KvRead::home_page`]; `post` is `None` when the post vanished meanwhile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HomeItem {
+    pub id: String,
+    pub score: i64,
+    pub post: Option<HashMap<String, String>>,
 }
 
 #[async_trait]
