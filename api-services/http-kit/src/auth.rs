@@ -1,6 +1,7 @@
-//! JWT verification. Every service checks the bearer token itself (no internal header is trusted): the
-//! algorithm is pinned (HS256 here; `alg: none` and any other algorithm are refused), the signature, expiry
-//! (with a small clock-skew leeway) and, when configured, issuer and audience.
+//! JWT verification. Every service (and the gateway, first) checks the bearer token itself (no internal
+//! header is trusted): the algorithm is pinned per key (HS256 for the shared secret, RS256 for each RSA key
+//! of a JWKS, chosen by `kid`; `alg: none`, any other algorithm and HS/RS confusion are refused), then the
+//! signature, expiry (with a small clock-skew leeway) and, when configured, issuer and audience.
 
 use crate::problem::ApiError;
 use axum::extract::{FromRef, FromRequestParts};
@@ -53,8 +54,12 @@ impl std::fmt::Debug for AuthConfig {
 
 #[derive(Clone)]
 pub struct JwtVerifier {
-    key: DecodingKey,
+    /// The HS256 secret; `None` when none is configured (then HS256 tokens are refused).
+    key: Option<DecodingKey>,
     validation: Validation,
+    /// RS256 keys by `kid`.
+    rsa: std::collections::HashMap<String, DecodingKey>,
+    rs_validation: Validation,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -63,23 +68,87 @@ impl std::fmt::Debug for JwtVerifier {
     }
 }
 
+fn validation(alg: Algorithm, config: &AuthConfig) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.leeway = config.leeway_secs;
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    match &config.audience {
+        Some(aud) => validation.set_audience(&[aud]),
+        None => validation.validate_aud = false,
+    }
+    if let Some(iss) = &config.issuer {
+        validation.set_issuer(&[iss]);
+    }
+    validation
+}
+
 impl JwtVerifier {
+    /// HS256 only (an empty secret accepts no token).
     pub fn new(config: &AuthConfig) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = config.leeway_secs;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        match &config.audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
+        let key = (!config.hs256_secret.is_empty()).then(|| DecodingKey::from_secret(&config.hs256_secret));
+        Self {
+            key,
+            validation: validation(Algorithm::HS256, config),
+            rsa: Default::default(),
+            rs_validation: validation(Algorithm::RS256, config),
         }
-        if let Some(iss) = &config.issuer {
-            validation.set_issuer(&[iss]);
+    }
+
+    /// Also accept RS256 tokens signed by the RSA keys of a JWKS document (each key needs a `kid`; a key
+    /// whose `alg` is set must say RS256). A document that is not a JWKS is an error, not an empty set.
+    pub fn with_jwks(mut self, jwks_json: &str) -> Result<Self, String> {
+        let set: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_str(jwks_json).map_err(|e| format!("not a JWKS document: {e}"))?;
+        let mut rsa = std::collections::HashMap::new();
+        for jwk in &set.keys {
+            let Some(kid) = jwk.common.key_id.clone() else {
+                return Err("every JWKS key needs a kid".into());
+            };
+            if let Some(alg) = jwk.common.key_algorithm
+                && alg != jsonwebtoken::jwk::KeyAlgorithm::RS256
+            {
+                return Err(format!("key {kid}: only RS256 keys are accepted, not {alg:?}"));
+            }
+            if !matches!(jwk.algorithm, jsonwebtoken::jwk::AlgorithmParameters::RSA(_)) {
+                return Err(format!("key {kid}: not an RSA key"));
+            }
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {kid}: {e}"))?;
+            rsa.insert(kid, key);
         }
-        Self { key: DecodingKey::from_secret(&config.hs256_secret), validation }
+        self.rsa = rsa;
+        Ok(self)
+    }
+
+    /// How many RS256 keys are loaded.
+    pub fn rsa_keys(&self) -> usize {
+        self.rsa.len()
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
-        let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            ApiError::unauthorized(match e.kind() {
+                K::InvalidAlgorithmName => "the token's algorithm is not accepted",
+                _ => "the token is malformed",
+            })
+        })?;
+        // The key decides the algorithm, never the token: an HS256 token is checked only against the
+        // secret, an RS256 token only against the RSA key its kid names.
+        let (key, validation) = match header.alg {
+            Algorithm::HS256 => match &self.key {
+                Some(k) => (k, &self.validation),
+                None => return Err(ApiError::unauthorized("the token's algorithm is not accepted")),
+            },
+            Algorithm::RS256 => {
+                let kid = header.kid.as_deref().unwrap_or_default();
+                match self.rsa.get(kid) {
+                    Some(k) => (k, &self.rs_validation),
+                    None => return Err(ApiError::unauthorized("the token's key (kid) is not known")),
+                }
+            }
+            _ => return Err(ApiError::unauthorized("the token's algorithm is not accepted")),
+        };
+        let data = decode::<Claims>(token, key, validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             let why = match e.kind() {
                 K::ExpiredSignature => "the token has expired",

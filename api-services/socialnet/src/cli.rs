@@ -27,12 +27,30 @@ pub enum Role {
     Projector(ProjectorArgs),
     /// The read API: every read route, from the active projection target with failover.
     ReadApi(ReadApiArgs),
+    /// The API gateway in front of the write and read APIs (routes, auth, limits, CORS, breakers).
+    Gateway(GatewayArgs),
     /// Operator tools: the dead-letter queue and the backup store.
     Admin(AdminArgs),
     /// Print a signed token for a user.
     Token(TokenArgs),
     /// Benchmarks against real servers (not tests): `socialnet bench write`.
     Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Address to serve on.
+    #[arg(long, env = "SOCIALNET_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// The gateway config file (YAML); watched and reloaded when it changes.
+    #[arg(long, env = "SOCIALNET_GATEWAY_CONFIG")]
+    pub config: PathBuf,
+    /// Redis for rate limits shared by every gateway replica; unset: limits are per replica.
+    #[arg(long, env = "SOCIALNET_GATEWAY_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// How often the config file is checked for changes, milliseconds.
+    #[arg(long, env = "SOCIALNET_GATEWAY_RELOAD_MS", default_value_t = 1000)]
+    pub reload_ms: u64,
 }
 
 #[derive(Debug, Args)]

@@ -82,6 +82,9 @@ pub struct AuthArgs {
     /// Allowed clock skew in seconds.
     #[arg(long, env = "SOCIALNET_JWT_LEEWAY_SECS", default_value_t = 30)]
     pub jwt_leeway_secs: u64,
+    /// A JWKS file whose RSA keys (by `kid`) verify RS256 tokens, besides the HS256 secret.
+    #[arg(long, env = "SOCIALNET_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
 }
 
 impl AuthArgs {
@@ -90,12 +93,24 @@ impl AuthArgs {
             Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
             None => secret_from_env()?,
         };
-        Ok(Arc::new(JwtVerifier::new(&AuthConfig {
-            hs256_secret: trim_secret(secret),
+        let verifier = JwtVerifier::new(&self.config(trim_secret(secret)));
+        Ok(Arc::new(match &self.jwks_file {
+            None => verifier,
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                verifier.with_jwks(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+        }))
+    }
+
+    pub fn config(&self, hs256_secret: Vec<u8>) -> AuthConfig {
+        AuthConfig {
+            hs256_secret,
             issuer: self.jwt_issuer.clone(),
             audience: self.jwt_audience.clone(),
             leeway_secs: self.jwt_leeway_secs,
-        })))
+        }
     }
 }
 

@@ -12,6 +12,18 @@ pub async fn serve(listen: SocketAddr, app: Router, what: &str) -> anyhow::Resul
     Ok(())
 }
 
+/// Like [`serve`], with the peer address available to handlers (the gateway limits per client IP).
+pub async fn serve_with_peer(listen: SocketAddr, app: Router, what: &str) -> anyhow::Result<()> {
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    tracing::info!(%listen, "{what} listening");
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving")?;
+    Ok(())
+}
+
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

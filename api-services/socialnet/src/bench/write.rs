@@ -272,8 +272,8 @@ async fn wait_committed(
     limit: Duration,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (mut have, mut counted_at, mut counted_pos) = (count(pg, command_type).await?, Instant::now(), 0);
-    counted_pos = counted_pos.max(max_position(pg).await?);
+    let mut counted_pos = max_position(pg).await?;
+    let (mut have, mut counted_at) = (count(pg, command_type).await?, Instant::now());
     while have < target {
         anyhow::ensure!(started.elapsed() < limit, "commands not all committed within {limit:?}");
         let pos = max_position(pg).await?;

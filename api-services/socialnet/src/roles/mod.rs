@@ -2,6 +2,7 @@
 
 mod admin;
 mod dev;
+mod gateway;
 pub use dev::dev_app;
 mod ingester;
 mod projector;
@@ -20,6 +21,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Role::Projector(args) => projector::run(args).await,
         Role::ReadApi(args) => read_api::run(args).await,
         Role::Migrate(args) => admin::migrate(args).await,
+        Role::Gateway(args) => gateway::run(args).await,
         Role::Admin(args) => admin::run(args).await,
         Role::Token(args) => token::run(args),
         Role::Bench(args) => crate::bench::run(args).await,

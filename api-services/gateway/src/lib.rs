@@ -1,0 +1,113 @@
+//! The API gateway: the one public entry point in front of the write and read APIs. A request is matched
+//! to a route of the declarative config, answered at once when it is a CORS preflight, authenticated (JWT,
+//! HS256 or RS256 from a JWKS), rate limited per user and per client IP (locally or in Redis, shared by
+//! replicas), checked against the upstream's circuit breaker, and forwarded with a request id and a W3C
+//! `traceparent`; safe requests are retried within a budget. The config file is watched and swapped in
+//! whole when it changes and is valid. Each step is in its own module; `proxy` strings them together.
+
+pub mod breaker;
+pub mod config;
+mod cors;
+pub mod limit;
+mod proxy;
+mod reload;
+
+pub use config::GatewayConfig;
+pub use reload::{Runtime, watch_config};
+
+use axum::Router;
+use axum::routing::get;
+use breaker::Breaker;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use limit::Limiter;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+pub type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
+
+/// Everything the gateway keeps between requests. Breakers and the limiter outlive config reloads.
+pub struct Gateway {
+    runtime: RwLock<Arc<Runtime>>,
+    limiter: Limiter,
+    breakers: Mutex<HashMap<String, Arc<Breaker>>>,
+    client: UpstreamClient,
+    retry_tokens: Mutex<f64>,
+    openapi: Bytes,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("limiter", &self.limiter).finish()
+    }
+}
+
+impl Gateway {
+    /// `openapi`: the public API document served at `/openapi.json`.
+    pub fn new(runtime: Runtime, limiter: Limiter, openapi: Bytes) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Arc::new(Self {
+            runtime: RwLock::new(Arc::new(runtime)),
+            limiter,
+            breakers: Mutex::new(HashMap::new()),
+            client,
+            retry_tokens: Mutex::new(10.0),
+            openapi,
+        })
+    }
+
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Swap in a new configuration (requests in flight finish on the old one).
+    pub fn replace(&self, runtime: Runtime) {
+        *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(runtime);
+    }
+
+    fn breaker(&self, upstream: &str) -> Arc<Breaker> {
+        let mut map = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(upstream.to_owned()).or_default().clone()
+    }
+
+    /// Every request earns a fraction of a retry; a retry spends one. Bounds retries to that fraction of
+    /// traffic, so retries cannot multiply the load on a struggling upstream.
+    fn earn_retry(&self, budget: f64) {
+        let mut t = self.retry_tokens.lock().unwrap_or_else(|p| p.into_inner());
+        *t = (*t + budget).min(100.0);
+    }
+
+    fn spend_retry(&self) -> bool {
+        let mut t = self.retry_tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if *t >= 1.0 {
+            *t -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The gateway's router: its own `/healthz`, `/readyz`, `/metrics` and `/openapi.json`; everything else
+/// goes through the proxy pipeline.
+pub fn app(gateway: Arc<Gateway>) -> Router {
+    let ready: http_kit::Readiness = Arc::new(|| Box::pin(async { Ok(()) }));
+    let doc = gateway.openapi.clone();
+    Router::new()
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], doc) }
+            }),
+        )
+        .merge(http_kit::ops_routes(ready))
+        .fallback(proxy::handle)
+        .with_state(gateway)
+}

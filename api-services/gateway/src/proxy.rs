@@ -1,0 +1,314 @@
+//! The request pipeline: preflight → route → authenticate → rate limit → body limit → breaker → forward
+//! (with retries where safe) → decorate the answer (CORS, request id, `RateLimit-*`), with metrics and an
+//! access log line per request.
+
+use crate::breaker::Admit;
+use crate::config::{Rate, Route, Upstream};
+use crate::limit::Verdict;
+use crate::{Gateway, cors};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use http_kit::ApiError;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    let started = Instant::now();
+    let rt = gw.runtime();
+    let config = &rt.config;
+    let request_id = header_str(req.headers(), "x-request-id")
+        .filter(|v| v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let origin = header_str(req.headers(), "origin").map(str::to_owned);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+
+    let (mut response, route_label, upstream_label, user) = if method == Method::OPTIONS
+        && origin.is_some()
+        && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        (
+            cors::preflight(&config.cors, origin.as_deref().unwrap_or_default()),
+            "preflight".to_owned(),
+            "-".to_owned(),
+            None,
+        )
+    } else {
+        match config.route(method.as_str(), &path) {
+            None => (
+                ApiError::not_found(format!("no route for {method} {path}")).into_response(),
+                "unmatched".into(),
+                "-".into(),
+                None,
+            ),
+            Some(route) => {
+                let route = route.clone();
+                let upstream = config.upstreams.get(&route.upstream).cloned();
+                let (r, user) = match upstream {
+                    Some(up) => pipeline(&gw, &rt, &route, &up, req, &request_id).await,
+                    None => (ApiError::internal("route names a missing upstream").into_response(), None),
+                };
+                (r, route.prefix.clone(), route.upstream.clone(), user)
+            }
+        }
+    };
+    if method != Method::OPTIONS || response.status() != StatusCode::NO_CONTENT {
+        cors::decorate(&config.cors, origin.as_deref(), response.headers_mut());
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    metrics::histogram!("socialnet_gateway_request_seconds", "route" => route_label.clone(), "upstream" => upstream_label.clone(), "status" => status.to_string())
+        .record(elapsed.as_secs_f64());
+    tracing::info!(
+        target: "access",
+        request_id,
+        method = %method,
+        path,
+        route = route_label,
+        upstream = upstream_label,
+        status,
+        user = user.as_deref().unwrap_or("-"),
+        ms = elapsed.as_secs_f64() * 1e3,
+        "request"
+    );
+    response
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The client IP: from the trusted proxy header when one is configured (first address), else the peer.
+fn client_ip(gw_header: Option<&str>, req: &Request) -> Option<IpAddr> {
+    if let Some(name) = gw_header {
+        return header_str(req.headers(), name)
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+    }
+    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+}
+
+async fn pipeline(
+    gw: &Gateway,
+    rt: &crate::Runtime,
+    route: &Route,
+    upstream: &Upstream,
+    req: Request,
+    request_id: &str,
+) -> (Response, Option<String>) {
+    let config = &rt.config;
+    // Authenticate first: an unauthenticated request costs no limiter or upstream work.
+    let user = if route.auth {
+        let token = header_str(req.headers(), "authorization")
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        let Some(token) = token else {
+            return (ApiError::unauthorized("missing Authorization: Bearer <token>").into_response(), None);
+        };
+        match rt.verifier.verify(token.trim()) {
+            Ok(claims) => Some(claims.sub),
+            Err(e) => return (e.into_response(), None),
+        }
+    } else {
+        None
+    };
+
+    // Rate limits of the route's class: per user and per client IP; the tighter one is reported.
+    let mut reported: Option<Verdict> = None;
+    if let Some(class) = &route.class
+        && let Some(limits) = config.limits.get(class)
+    {
+        let ip = client_ip(config.trusted_proxy_header.as_deref(), &req);
+        let checks: [(Option<&Rate>, Option<String>, &'static str); 2] = [
+            (limits.per_user.as_ref(), user.as_ref().map(|u| format!("{class}:u:{u}")), "user"),
+            (limits.per_ip.as_ref(), ip.map(|ip| format!("{class}:ip:{ip}")), "ip"),
+        ];
+        for (rate, key, scope) in checks {
+            let (Some(rate), Some(key)) = (rate, key) else { continue };
+            let v = gw.limiter.check(&key, rate).await;
+            if !v.allowed {
+                metrics::counter!("socialnet_gateway_rate_limited_total", "class" => class.clone(), "scope" => scope).increment(1);
+                let secs = v.retry_after_ms.div_ceil(1000).max(1);
+                let mut r = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many requests",
+                    format!("the {scope} limit of {class} requests is reached; retry in {secs} s"),
+                )
+                .into_response();
+                ratelimit_headers(r.headers_mut(), &v);
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                return (r, user);
+            }
+            if reported.is_none_or(|old| v.remaining < old.remaining) {
+                reported = Some(v);
+            }
+        }
+    }
+
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, config.body_limit_bytes).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return (
+                ApiError::payload_too_large(format!("the body exceeds {} bytes", config.body_limit_bytes))
+                    .into_response(),
+                user,
+            );
+        }
+    };
+
+    let mut response = forward(gw, route, upstream, &parts, body, request_id, config.retry_budget).await;
+    if let Some(v) = reported {
+        ratelimit_headers(response.headers_mut(), &v);
+    }
+    (response, user)
+}
+
+fn ratelimit_headers(h: &mut HeaderMap, v: &Verdict) {
+    h.insert("ratelimit-limit", HeaderValue::from(v.limit));
+    h.insert("ratelimit-remaining", HeaderValue::from(v.remaining));
+    h.insert("ratelimit-reset", HeaderValue::from(v.reset_ms.div_ceil(1000)));
+}
+
+/// Reads, and writes that carry an Idempotency-Key (the write API turns the key into the command id, so a
+/// repeat is the same command), may be sent twice. Nothing else is ever retried.
+fn retry_safe(parts: &axum::http::request::Parts) -> bool {
+    matches!(parts.method, Method::GET | Method::HEAD) || parts.headers.contains_key("idempotency-key")
+}
+
+/// The `traceparent` to send upstream: the caller's trace id with a new span id (the gateway's hop), or a
+/// new trace when the caller sent none or a malformed one.
+fn child_traceparent(incoming: Option<&str>) -> String {
+    let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    if let Some(tp) = incoming {
+        let f: Vec<&str> = tp.split('-').collect();
+        if f.len() == 4
+            && f[1].len() == 32
+            && f[1].bytes().all(|b| b.is_ascii_hexdigit())
+            && f[1] != "0".repeat(32)
+        {
+            return format!("00-{}-{span}-{}", f[1], f[3]);
+        }
+    }
+    format!("00-{}-{span}-01", uuid::Uuid::new_v4().simple())
+}
+
+async fn forward(
+    gw: &Gateway,
+    route: &Route,
+    upstream: &Upstream,
+    parts: &axum::http::request::Parts,
+    body: Bytes,
+    request_id: &str,
+    budget: f64,
+) -> Response {
+    let breaker = gw.breaker(&route.upstream);
+    let settings = upstream.breaker;
+    gw.earn_retry(budget);
+    let traceparent = child_traceparent(header_str(&parts.headers, "traceparent"));
+    let uri = format!(
+        "{}{}",
+        upstream.url.trim_end_matches('/'),
+        parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+    );
+    let attempts = if retry_safe(parts) { 1 + upstream.retries } else { 1 };
+    let mut last: Option<Response> = None;
+    for attempt in 0..attempts {
+        if attempt > 0 && !gw.spend_retry() {
+            break;
+        }
+        if let Admit::No { retry_after } = breaker.admit(&settings, Instant::now()) {
+            metrics::gauge!("socialnet_gateway_breaker_state", "upstream" => route.upstream.clone())
+                .set(breaker.state_code());
+            let e = ApiError::unavailable(
+                format!("upstream {} is failing; its circuit is open", route.upstream),
+                retry_after.as_secs().max(1),
+            );
+            return e.into_response();
+        }
+        let mut builder = hyper::Request::builder().method(parts.method.clone()).uri(&uri);
+        if let Some(h) = builder.headers_mut() {
+            for (k, v) in &parts.headers {
+                if !HOP_BY_HOP.contains(&k.as_str()) && k != header::HOST {
+                    h.append(k, v.clone());
+                }
+            }
+            if let Ok(v) = HeaderValue::from_str(request_id) {
+                h.insert("x-request-id", v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&traceparent) {
+                h.insert("traceparent", v);
+            }
+        }
+        let Ok(out) = builder.body(Full::new(body.clone())) else {
+            return ApiError::bad_request("the request cannot be forwarded").into_response();
+        };
+        let timeout = Duration::from_millis(upstream.timeout_ms);
+        let result = tokio::time::timeout(timeout, gw.client.request(out)).await;
+        let (response, ok) = match result {
+            Ok(Ok(resp)) => {
+                let ok = !resp.status().is_server_error();
+                let (mut p, b) = resp.into_parts();
+                for name in HOP_BY_HOP {
+                    p.headers.remove(name);
+                }
+                (Response::from_parts(p, Body::new(b)), ok)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = route.upstream, error = %e, "upstream request failed");
+                (
+                    ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "Bad gateway",
+                        format!("upstream {} did not answer", route.upstream),
+                    )
+                    .into_response(),
+                    false,
+                )
+            }
+            Err(_) => (
+                ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "Gateway timeout",
+                    format!("upstream {} took longer than {} ms", route.upstream, upstream.timeout_ms),
+                )
+                .into_response(),
+                false,
+            ),
+        };
+        breaker.record(&settings, ok, Instant::now());
+        metrics::gauge!("socialnet_gateway_breaker_state", "upstream" => route.upstream.clone())
+            .set(breaker.state_code());
+        if ok {
+            return response;
+        }
+        if attempt + 1 < attempts {
+            metrics::counter!("socialnet_gateway_retries_total", "upstream" => route.upstream.clone())
+                .increment(1);
+        }
+        last = Some(response);
+    }
+    last.unwrap_or_else(|| {
+        ApiError::new(StatusCode::BAD_GATEWAY, "Bad gateway", "no attempt was made").into_response()
+    })
+}
