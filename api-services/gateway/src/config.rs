@@ -295,6 +295,13 @@ cors: { allowed_origins: ["https://app.example"] }
     }
 
     #[test]
+    fn the_shipped_example_parses() {
+        let c = GatewayConfig::parse(include_str!("../../../examples/gateway.yaml")).unwrap();
+        assert_eq!(c.route("GET", "/v1/users/alice/home").unwrap().upstream, "read");
+        assert_eq!(c.route("POST", "/v1/posts").unwrap().upstream, "write");
+    }
+
+    #[test]
     fn a_bad_file_is_refused_with_every_reason() {
         let bad = GOOD
             .replace("upstream: write, class: write", "upstream: nowhere, class: bulk")
