@@ -60,10 +60,9 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
                 None,
             ),
             Some(route) => {
-                let route = route.clone();
-                let upstream = config.upstreams.get(&route.upstream).cloned();
-                let (r, user) = match upstream {
-                    Some(up) => pipeline(&gw, &rt, &route, &up, req, &request_id).await,
+                // Borrowed from this request's snapshot of the config: a reload swaps the Arc, not it.
+                let (r, user) = match config.upstreams.get(&route.upstream) {
+                    Some(up) => pipeline(&gw, &rt, route, up, req, &request_id).await,
                     None => (ApiError::internal("route names a missing upstream").into_response(), None),
                 };
                 (r, route.prefix.clone(), route.upstream.clone(), user)
@@ -120,12 +119,7 @@ async fn pipeline(
     let config = &rt.config;
     // Authenticate first: an unauthenticated request costs no limiter or upstream work.
     let user = if route.auth {
-        let token = header_str(req.headers(), "authorization")
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-        let Some(token) = token else {
-            return (ApiError::unauthorized("missing Authorization: Bearer <token>").into_response(), None);
-        };
-        match rt.verifier.verify(token.trim()) {
+        match http_kit::bearer_token(req.headers()).and_then(|t| rt.verifier.verify(t)) {
             Ok(claims) => Some(claims.sub),
             Err(e) => return (e.into_response(), None),
         }

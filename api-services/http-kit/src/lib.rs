@@ -7,7 +7,7 @@ mod json;
 mod ops;
 mod problem;
 
-pub use auth::{AuthConfig, Authenticated, Claims, JwtVerifier, mint_token};
+pub use auth::{AuthConfig, Authenticated, Claims, JwtVerifier, bearer_token, mint_token};
 pub use json::{JsonBody, PathParams};
 pub use ops::{Readiness, install_metrics_recorder, ops_routes, track_requests};
 pub use problem::ApiError;
