@@ -94,10 +94,9 @@ impl Gateway {
     }
 }
 
-/// The gateway's router: its own `/healthz`, `/readyz`, `/metrics` and `/openapi.json`; everything else
-/// goes through the proxy pipeline.
-pub fn app(gateway: Arc<Gateway>) -> Router {
-    let ready: http_kit::Readiness = Arc::new(|| Box::pin(async { Ok(()) }));
+/// The gateway's router: its own `/healthz`, `/readyz` (answered by `ready`), `/metrics` and
+/// `/openapi.json`; everything else goes through the proxy pipeline.
+pub fn app(gateway: Arc<Gateway>, ready: http_kit::Readiness) -> Router {
     let doc = gateway.openapi.clone();
     Router::new()
         .route(

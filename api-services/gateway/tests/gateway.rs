@@ -147,7 +147,8 @@ limits:
 async fn gateway(path: &Path, limiter: Limiter) -> (SocketAddr, Arc<Gateway>) {
     let gw =
         Gateway::new(Runtime::load(path).unwrap(), limiter, Bytes::from_static(b"{\"openapi\":\"3.1.0\"}"));
-    (serve(gateway::app(gw.clone())).await, gw)
+    let ready: http_kit::Readiness = Arc::new(|| Box::pin(async { Ok(()) }));
+    (serve(gateway::app(gw.clone(), ready)).await, gw)
 }
 
 /// The real write API, verifying tokens with the same secret and JWKS as the gateway.

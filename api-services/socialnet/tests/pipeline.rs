@@ -226,6 +226,24 @@ async fn dev_mode_runs_from_an_empty_directory_and_keeps_its_data() {
     );
     assert_eq!(http.wait_decided(&tok, &post_cmd, Duration::from_secs(10)).await["status"], "committed");
 
+    // The gateway is in front: it answers CORS preflights itself, and tags answers with a request id and
+    // the caller's remaining rate limit.
+    let (code, h, _) = http
+        .call_full(
+            "OPTIONS",
+            "/v1/posts",
+            None,
+            None,
+            &[("origin", "http://localhost:3000"), ("access-control-request-method", "POST")],
+        )
+        .await;
+    assert_eq!(code, 204);
+    assert_eq!(h["access-control-allow-origin"], "http://localhost:3000");
+    let (code, h, _) =
+        http.call_full("GET", &format!("/v1/commands/{post_cmd}"), Some(&tok), None, &[]).await;
+    assert_eq!(code, 200);
+    assert!(h.contains_key("x-request-id") && h.contains_key("ratelimit-remaining"), "{h:?}");
+
     dev.kill();
     let _dev = start();
     http.wait_ready(Duration::from_secs(20)).await;

@@ -1,5 +1,7 @@
-//! `socialnet dev`: the write API and the ingester in one process, on a SQLite event store and the
-//! in-process queue, with a token secret generated in the data directory on first start.
+//! `socialnet dev`: the whole system in one process: the gateway on `--listen`, in front of the write and
+//! read APIs (served on a loopback port of their own), the ingester, the projector and an in-memory
+//! projection, on a SQLite event store and the in-process queue, with a token secret generated in the data
+//! directory on first start.
 
 use crate::cli::DevArgs;
 use crate::config::{dev_secret_path, trim_secret};
@@ -65,14 +67,26 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         commands: Arc::new(write_api::StoreCommandLog { primary: store.clone(), backup: None }),
         verifier: verifier.clone(),
     };
-    let read_state = read_api::AppState { targets, store: store.clone(), verifier };
+    let read_state = read_api::AppState { targets, store: store.clone(), verifier: verifier.clone() };
     let ready_store = store.clone();
     let ready: Readiness = Arc::new(move || {
         let s = ready_store.clone();
         Box::pin(async move { s.ping().await.map_err(|e| e.to_string()) })
     });
-    let app = dev_app(write_state, read_state, ready)
+    let app = dev_app(write_state, read_state, ready.clone())
         .merge(axum::Router::new().nest("/admin/projector", projector::admin_routes(store.clone(), status)));
+
+    // The services on a loopback port of their own; the gateway, as in a cluster, on `--listen`.
+    let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the services' port")?;
+    let inner_addr = inner.local_addr()?;
+    tokio::spawn(async move { axum::serve(inner, app).await });
+    let config =
+        gateway::GatewayConfig::parse(&dev_gateway_config(inner_addr)).map_err(anyhow::Error::msg)?;
+    let gw = gateway::Gateway::new(
+        gateway::Runtime::with_verifier(config, JwtVerifier::clone(&verifier)),
+        gateway::limit::Limiter::local(),
+        super::gateway::openapi_doc(),
+    );
 
     let dir = args.data_dir.display();
     eprintln!(
@@ -82,8 +96,29 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         dev_secret_path(&args.data_dir).display()
     );
     eprintln!("  get a token:  socialnet token --sub alice --data-dir {dir}");
-    crate::serve::serve(args.listen, app, "dev mode").await?;
+    crate::serve::serve_with_peer(args.listen, gateway::app(gw, ready), "dev mode").await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Dev mode's gateway: every route of the contract to the in-process services, tokens checked with the
+/// dev secret, limits generous enough for a person trying the API (and for the tests), any origin.
+fn dev_gateway_config(services: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+upstreams:
+  services: {{ url: "http://{services}", timeout_ms: 10000 }}
+routes:
+  - {{ prefix: /v1/, methods: [GET, HEAD], upstream: services, class: read }}
+  - {{ prefix: /v1/, upstream: services, class: write }}
+  - {{ prefix: /admin/, upstream: services, auth: false }}
+limits:
+  read: {{ per_user: {{ requests: 2000, burst: 4000 }} }}
+  write: {{ per_user: {{ requests: 500, burst: 1000 }} }}
+cors: {{ allowed_origins: ["*"] }}
+body_limit_bytes: {body}
+"#,
+        body = write_api::BODY_LIMIT
+    )
 }
 
 /// Every route of the HTTP contract in one router: the write routes, the read routes, one set of

@@ -94,6 +94,19 @@ impl Http {
         body: Option<serde_json::Value>,
         headers: &[(&str, &str)],
     ) -> (u16, serde_json::Value) {
+        let (status, _, body) = self.call_full(method, path, token, body, headers).await;
+        (status, body)
+    }
+
+    /// [`Http::call`], also giving the response headers.
+    pub async fn call_full(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, hyper::HeaderMap, serde_json::Value) {
         let mut b = hyper::Request::builder().method(method).uri(format!("{}{path}", self.base));
         if let Some(t) = token {
             b = b.header("authorization", format!("Bearer {t}"));
@@ -111,10 +124,11 @@ impl Http {
         match self.client.request(b.body(body).unwrap()).await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
+                let headers = resp.headers().clone();
                 let bytes = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+                (status, headers, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
             }
-            Err(_) => (0, serde_json::Value::Null),
+            Err(_) => (0, hyper::HeaderMap::new(), serde_json::Value::Null),
         }
     }
 
