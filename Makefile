@@ -1,5 +1,5 @@
 # The two commands of the README: `make dev` runs the whole system in one process; `make test` runs every test.
-.PHONY: dev test bench-write bench-read bench-visible fmt
+.PHONY: dev test bench-write bench-read bench-visible bench-gateway fmt
 
 dev:
 	cargo run --release -p socialnet -- dev
@@ -16,6 +16,9 @@ bench-read:
 
 bench-visible:
 	./scripts/bench.sh visible
+
+bench-gateway:
+	./scripts/bench.sh gateway
 
 fmt:
 	cargo fmt --all

@@ -16,5 +16,6 @@ case "$which" in
   read) "$bin" bench read --database-url "$db_url" --redis-url "$SOCIALNET_TEST_REDIS_URL" "$@" ;;
   visible) "$bin" bench visible --database-url "$db_url" --nats-url "$SOCIALNET_TEST_NATS_URL" \
              --redis-url "$SOCIALNET_TEST_REDIS_URL" "$@" ;;
-  *) echo "unknown benchmark $which (known: write, read, visible)" >&2; exit 2 ;;
+  gateway) "$bin" bench gateway --redis-url "$SOCIALNET_TEST_REDIS_URL" "$@" ;;
+  *) echo "unknown benchmark $which (known: write, read, visible, gateway)" >&2; exit 2 ;;
 esac

@@ -17,7 +17,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    config::init_tracing();
+    let _logs = config::init_tracing();
     match roles::run(cli).await {
         Ok(code) => code,
         Err(e) => {

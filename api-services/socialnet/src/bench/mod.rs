@@ -2,6 +2,7 @@
 //! Each compares socialnet with the raw limit of the server underneath, measured in the same run.
 
 mod dataset;
+mod gateway;
 mod http_load;
 mod read;
 mod visible;
@@ -23,6 +24,8 @@ pub enum Bench {
     /// The read side: rebuild and projector throughput on a 1M-event history, then the read API's home
     /// timeline against bare axum and bare Redis.
     Read(read::ReadBenchArgs),
+    /// The read API directly and through the gateway, at the same concurrency, in one run.
+    Gateway(gateway::GatewayBenchArgs),
     /// Write-to-visible latency at a steady write rate, the whole system in one process on real servers.
     Visible(visible::VisibleBenchArgs),
 }
@@ -32,6 +35,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Bench::Write(a) => write::run(a).await,
         Bench::Read(a) => read::run(a).await,
         Bench::Visible(a) => visible::run(a).await,
+        Bench::Gateway(a) => gateway::run(a).await,
     }
 }
 

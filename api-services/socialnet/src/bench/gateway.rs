@@ -1,0 +1,215 @@
+//! `socialnet bench gateway`: the read API directly, then the same requests through the gateway (token
+//! check, per-user limit, breaker, proxy), at the same concurrency in the same run. Needs no servers: the
+//! read API reads an in-memory projection fed from an in-memory SQLite event store, so the upstream is as
+//! cheap as it gets and the gateway's share of the cost is as visible as it can be. Everything shares this
+//! machine's cores, so the ratio counts the gateway's CPU, not only its latency.
+
+use super::http_load::{self, LoadResult, MakeRequest};
+use super::percentile;
+use anyhow::Context;
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use clap::Args;
+use domain::{Command, CommandEnvelope, CommandId, DisplayName, Handle, UserId};
+use eventstore::{EventStore, SqliteEventStore};
+use http_body_util::Full;
+use http_kit::{AuthConfig, JwtVerifier, Readiness};
+use ingester::Processor;
+use projection::{MemoryTarget, ProjectionTarget};
+use projector::{Projector, ProjectorConfig};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct GatewayBenchArgs {
+    /// Concurrent HTTP clients (each its own user), the same for both measurements.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Share the gateway's rate limits through this Redis instead of keeping them in process.
+    #[arg(long)]
+    pub redis_url: Option<String>,
+}
+
+const SECRET: &[u8] = b"bench-secret-bench-secret";
+
+async fn serve(app: axum::Router) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+    });
+    Ok(addr)
+}
+
+fn report(name: &str, r: &LoadResult) -> (f64, f64) {
+    let rate = r.ok as f64 / r.elapsed.as_secs_f64();
+    let ms = |p| f64::from(percentile(&r.latencies_us, p)) / 1000.0;
+    println!(
+        "  {name:<28}: {rate:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms  failed {}",
+        ms(0.5),
+        ms(0.99),
+        r.failed
+    );
+    (rate, ms(0.99))
+}
+
+/// The raw limit of one extra HTTP hop on this machine: forward every request as is, with the same pooled
+/// hyper client the gateway uses, and nothing else.
+fn bare_proxy(upstream: SocketAddr) -> axum::Router {
+    use http_body_util::BodyExt;
+    let client = http_load::client();
+    axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let client = client.clone();
+        async move {
+            let (mut parts, body) = req.into_parts();
+            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let pq = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+            parts.uri = format!("http://{upstream}{pq}").parse().unwrap_or_default();
+            match client.request(hyper::Request::from_parts(parts, Full::new(body))).await {
+                Ok(resp) => resp.map(axum::body::Body::new),
+                Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
+            }
+        }
+    })
+}
+
+pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<ExitCode> {
+    // The upstream: the real read API on an in-memory projection of `clients` registered users.
+    let store: Arc<dyn EventStore> = Arc::new(SqliteEventStore::in_memory().await?);
+    let users: Vec<UserId> =
+        (0..args.clients).map(|i| UserId::parse(format!("gwb{i}"))).collect::<Result<_, _>>()?;
+    let register: Vec<CommandEnvelope> = users
+        .iter()
+        .map(|u| {
+            Ok(CommandEnvelope::new(
+                CommandId::new_v7(),
+                u.clone(),
+                Command::RegisterUser {
+                    handle: Handle::parse(format!("h_{u}"))?,
+                    display_name: DisplayName::parse("Bench")?,
+                    bio: Default::default(),
+                },
+            ))
+        })
+        .collect::<Result<_, domain::InvalidValue>>()?;
+    Processor::new(store.clone()).process(&register).await.context("registering the bench users")?;
+    let memory: Arc<dyn ProjectionTarget> = Arc::new(MemoryTarget::new("memory"));
+    let projector = Projector::new(store.clone(), vec![memory.clone()], ProjectorConfig::default());
+    let (_commits, rx) = tokio::sync::watch::channel(0u64);
+    tokio::spawn(projector.run(rx));
+    let targets = read_api::TargetSet::new(vec![memory], Default::default());
+    targets.spawn_refresher();
+    let verifier = JwtVerifier::new(&AuthConfig { hs256_secret: SECRET.to_vec(), ..Default::default() });
+    let state = read_api::AppState { targets, store, verifier: Arc::new(verifier.clone()) };
+    let ready: Readiness = Arc::new(|| Box::pin(async { Ok(()) }));
+    let direct = serve(read_api::app(state, ready.clone())).await?;
+
+    // The gateway in front of it: token check, a per-user limit far above the load, breaker, proxy.
+    let config = gateway::GatewayConfig::parse(&format!(
+        r#"
+upstreams:
+  read: {{ url: "http://{direct}", timeout_ms: 5000 }}
+routes:
+  - {{ prefix: /v1/, upstream: read, class: read }}
+limits:
+  read: {{ per_user: {{ requests: 1000000 }} }}
+"#
+    ))
+    .map_err(anyhow::Error::msg)?;
+    let limiter = match &args.redis_url {
+        Some(url) => gateway::limit::Limiter::redis(url).await.context("rate-limit Redis")?,
+        None => gateway::limit::Limiter::local(),
+    };
+    let gw = gateway::Gateway::new(gateway::Runtime::with_verifier(config, verifier), limiter, Bytes::new());
+    let through = serve(gateway::app(gw, ready)).await?;
+
+    let bare = serve(bare_proxy(direct)).await?;
+
+    let tokens: Arc<Vec<(UserId, String)>> = Arc::new(
+        users
+            .iter()
+            .map(|u| {
+                Ok((
+                    u.clone(),
+                    http_kit::mint_token(SECRET, u.as_str(), Duration::from_secs(3600), &[], None, None)?,
+                ))
+            })
+            .collect::<Result<_, anyhow::Error>>()?,
+    );
+    let profile = |addr: SocketAddr| -> MakeRequest {
+        let tokens = tokens.clone();
+        Arc::new(move |c, _| {
+            let (u, t) = &tokens[c];
+            hyper::Request::get(format!("http://{addr}/v1/users/{u}"))
+                .header("authorization", format!("Bearer {t}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap_or_default()
+        })
+    };
+    // Wait until the projection has every user (a profile not projected yet is a 404).
+    let mut projected = false;
+    for _ in 0..100 {
+        let probe = http_load::run(
+            args.clients,
+            Duration::from_millis(20),
+            hyper::StatusCode::OK,
+            false,
+            profile(direct),
+        )
+        .await;
+        if probe.failed == 0 && probe.ok > 0 {
+            projected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::ensure!(projected, "the bench users never appeared in the projection");
+
+    let d = Duration::from_secs(args.seconds);
+    eprintln!("read API directly, {} clients for {} s…", args.clients, args.seconds);
+    let direct_r = http_load::run(args.clients, d, hyper::StatusCode::OK, false, profile(direct)).await;
+    eprintln!("the same through a bare proxy (the extra hop alone)…");
+    let bare_r = http_load::run(args.clients, d, hyper::StatusCode::OK, false, profile(bare)).await;
+    eprintln!("the same through the gateway…");
+    let through_r = http_load::run(args.clients, d, hyper::StatusCode::OK, false, profile(through)).await;
+
+    println!(
+        "gateway benchmark (GET /v1/users/{{id}}, {} clients, {} s each, one machine)",
+        args.clients, args.seconds
+    );
+    let (direct_rate, direct_p99) = report("read API directly", &direct_r);
+    let (bare_rate, bare_p99) = report("through a bare proxy", &bare_r);
+    let (through_rate, through_p99) = report("through the gateway", &through_r);
+    println!(
+        "  bare proxy: {:.2} of direct, p99 +{:.2} ms; the gateway: {:.2} of the bare proxy, p99 +{:.2} ms",
+        bare_rate / direct_rate,
+        bare_p99 - direct_p99,
+        through_rate / bare_rate,
+        through_p99 - bare_p99
+    );
+    println!(
+        "  ratio {:.2} of the direct rate (target >= 0.70); p99 overhead {:.2} ms (target < 1 ms)",
+        through_rate / direct_rate,
+        through_p99 - direct_p99
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "gateway", "direct_rps": direct_rate.round(), "gateway_rps": through_rate.round(),
+            "ratio": through_rate / direct_rate, "direct_p99_ms": direct_p99, "gateway_p99_ms": through_p99,
+            "p99_overhead_ms": through_p99 - direct_p99, "bare_proxy_rps": bare_rate.round(),
+            "ratio_to_bare_proxy": through_rate / bare_rate,
+            "failed": direct_r.failed + through_r.failed + bare_r.failed,
+        })
+    );
+    Ok(if direct_r.failed + through_r.failed + bare_r.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
