@@ -89,7 +89,7 @@ async fn apply_all(ctx: &Ctx, sc: &SocialCluster, ns: &str, desired: &Desired) -
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(c.clone(), ns);
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(c.clone(), ns);
     let cms: Api<ConfigMap> = Api::namespaced(c.clone(), ns);
-    if let Some(cm) = &desired.config_map {
+    for cm in desired.config_map.iter().chain(&desired.gateway_config) {
         apply(&cms, cm).await?;
     }
     for d in &desired.deployments {

@@ -203,3 +203,34 @@ fn the_rebuild_job_runs_the_rebuild_for_its_target() {
     assert_ne!(job.metadata.name, other.metadata.name);
     assert!(job.metadata.name.as_ref().unwrap().len() <= 63);
 }
+
+/// The gateway's generated config is one the gateway itself accepts, and it points at the cluster's
+/// write and read Services with the cluster's token settings; the gateway Deployment mounts it.
+#[test]
+fn the_gateway_gets_a_config_it_accepts() {
+    let mut sc = example("full.yaml");
+    sc.spec.auth.issuer = Some("https://id.example/\"quoted\"".into());
+    sc.spec.auth.audience = Some("socialnet".into());
+    let cm = build::gateway_config_map(&sc);
+    let yaml = &cm.data.as_ref().unwrap()["gateway.yaml"];
+    let config = gateway::GatewayConfig::parse(yaml).unwrap();
+    let name = sc.metadata.name.clone().unwrap();
+    assert_eq!(config.upstreams["write"].url, format!("http://{name}-write-api:8080"));
+    assert_eq!(config.upstreams["read"].url, format!("http://{name}-read-api:8080"));
+    assert_eq!(config.route("GET", "/v1/users/alice").unwrap().upstream, "read");
+    assert_eq!(config.route("POST", "/v1/posts").unwrap().upstream, "write");
+    assert_eq!(config.auth.hs256_secret_env.as_deref(), Some("SOCIALNET_JWT_SECRET"));
+    assert_eq!(config.auth.issuer.as_deref(), Some("https://id.example/\"quoted\""));
+    assert_eq!(config.auth.audience.as_deref(), Some("socialnet"));
+
+    let d = build::deployment(&sc, Component::Gateway);
+    let pod = d.spec.template.spec.unwrap();
+    let volume = &pod.volumes.unwrap()[0];
+    assert_eq!(volume.config_map.as_ref().unwrap().name, build::gateway_config_name(&sc));
+    let container = &pod.containers[0];
+    let mount = &container.volume_mounts.as_ref().unwrap()[0];
+    let env = container.env.as_ref().unwrap();
+    let config_path =
+        env.iter().find(|e| e.name == "SOCIALNET_GATEWAY_CONFIG").unwrap().value.clone().unwrap();
+    assert_eq!(config_path, format!("{}/gateway.yaml", mount.mount_path));
+}
