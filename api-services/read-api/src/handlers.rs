@@ -92,6 +92,8 @@ fn with_etag(headers: &HeaderMap, body: &serde_json::Value, served_by: &str) -> 
     response
 }
 
+#[utoipa::path(get, path = "/v1/users/{user_id}", tag = "reads", params(("user_id" = String, Path)),
+    responses((status = 200, description = "The profile with its counts; weak ETag"), (status = 304, description = "Not modified"), (status = 404, description = "No such user (problem+json)"), (status = 400, description = "Bad path or paging parameter (problem+json)"), (status = 401, description = "Missing or bad token (problem+json)"), (status = 503, description = "No projection target can answer (problem+json)")))]
 pub async fn profile(
     State(st): State<AppState>,
     _auth: Authenticated,
@@ -111,6 +113,8 @@ pub async fn profile(
     Ok(with_etag(&headers, &body, &by))
 }
 
+#[utoipa::path(get, path = "/v1/posts/{post_id}", tag = "reads", params(("post_id" = String, Path)),
+    responses((status = 200, description = "The post with like and comment counts; weak ETag"), (status = 304, description = "Not modified"), (status = 404, description = "No such post (problem+json)"), (status = 400, description = "Bad path or paging parameter (problem+json)"), (status = 401, description = "Missing or bad token (problem+json)"), (status = 503, description = "No projection target can answer (problem+json)")))]
 pub async fn post(
     State(st): State<AppState>,
     _auth: Authenticated,
@@ -128,7 +132,9 @@ pub async fn post(
 }
 
 macro_rules! list_route {
-    ($name:ident, $query:path, $id:ident, $parse:ident) => {
+    ($name:ident, $query:path, $id:ident, $parse:ident, $path:literal, $param:literal, $what:literal) => {
+        #[utoipa::path(get, path = $path, tag = "reads", params(($param = String, Path), ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)"), ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page")),
+            responses((status = 200, description = $what), (status = 304, description = "Not modified"), (status = 400, description = "Bad path or paging parameter (problem+json)"), (status = 401, description = "Missing or bad token (problem+json)"), (status = 503, description = "No projection target can answer (problem+json)")))]
         pub async fn $name(
             State(st): State<AppState>,
             _auth: Authenticated,
@@ -151,12 +157,46 @@ macro_rules! list_route {
     };
 }
 
-list_route!(user_timeline, queries::user_timeline, user, user_id);
-list_route!(followers, queries::followers, user, user_id);
-list_route!(following, queries::following, user, user_id);
-list_route!(comments, queries::comments, post, post_id);
+list_route!(
+    user_timeline,
+    queries::user_timeline,
+    user,
+    user_id,
+    "/v1/users/{user_id}/timeline",
+    "user_id",
+    "The user's own posts, newest first: `{items, next_cursor}`"
+);
+list_route!(
+    followers,
+    queries::followers,
+    user,
+    user_id,
+    "/v1/users/{user_id}/followers",
+    "user_id",
+    "`{items: [{user_id, handle}], next_cursor}`"
+);
+list_route!(
+    following,
+    queries::following,
+    user,
+    user_id,
+    "/v1/users/{user_id}/following",
+    "user_id",
+    "`{items: [{user_id, handle}], next_cursor}`"
+);
+list_route!(
+    comments,
+    queries::comments,
+    post,
+    post_id,
+    "/v1/posts/{post_id}/comments",
+    "post_id",
+    "`{items: [{comment_id, author_id, body, created_at}], next_cursor}`"
+);
 
 /// Only the owner reads a home feed.
+#[utoipa::path(get, path = "/v1/users/{user_id}/home", tag = "reads", params(("user_id" = String, Path), ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)"), ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page")),
+    responses((status = 200, description = "Own and followed users' posts, newest first: `{items, next_cursor}`"), (status = 304, description = "Not modified"), (status = 403, description = "Not the owner (problem+json)"), (status = 400, description = "Bad path or paging parameter (problem+json)"), (status = 401, description = "Missing or bad token (problem+json)"), (status = 503, description = "No projection target can answer (problem+json)")))]
 pub async fn home(
     State(st): State<AppState>,
     auth: Authenticated,
@@ -189,6 +229,8 @@ fn require_admin(auth: &Authenticated) -> Result<(), ApiError> {
 }
 
 /// The audit trail of one stream, from the event store (admin only). Paged by stream version.
+#[utoipa::path(get, path = "/v1/streams/{stream_id}/events", tag = "reads", params(("stream_id" = String, Path), ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)"), ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page")),
+    responses((status = 200, description = "The stream's events in order: `{items, next_cursor}`"), (status = 403, description = "The token lacks the admin role (problem+json)"), (status = 400, description = "Bad path or paging parameter (problem+json)"), (status = 401, description = "Missing or bad token (problem+json)"), (status = 503, description = "No projection target can answer (problem+json)")))]
 pub async fn stream_events(
     State(st): State<AppState>,
     auth: Authenticated,

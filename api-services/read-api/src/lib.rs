@@ -6,6 +6,24 @@
 mod handlers;
 mod targets;
 
+/// The OpenAPI document of the read routes, generated from the handlers' annotations.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "socialnet read API", version = "1"),
+    paths(
+        handlers::profile,
+        handlers::user_timeline,
+        handlers::home,
+        handlers::followers,
+        handlers::following,
+        handlers::post,
+        handlers::comments,
+        handlers::stream_events,
+    ),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
 pub use targets::{TargetSet, TargetSetConfig};
 
 use axum::Router;

@@ -243,6 +243,14 @@ async fn dev_mode_runs_from_an_empty_directory_and_keeps_its_data() {
         http.call_full("GET", &format!("/v1/commands/{post_cmd}"), Some(&tok), None, &[]).await;
     assert_eq!(code, 200);
     assert!(h.contains_key("x-request-id") && h.contains_key("ratelimit-remaining"), "{h:?}");
+    // And it serves the whole public API's document: write and read routes, without a token.
+    let (code, doc) = http.call("GET", "/openapi.json", None, None, &[]).await;
+    assert_eq!(code, 200);
+    for path in
+        ["/v1/posts", "/v1/commands/{command_id}", "/v1/users/{user_id}/home", "/v1/posts/{post_id}/comments"]
+    {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing from /openapi.json");
+    }
 
     dev.kill();
     let _dev = start();

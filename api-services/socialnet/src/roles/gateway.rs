@@ -8,9 +8,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 use utoipa::OpenApi;
 
-/// The public API document the gateway serves (the write API's routes; see docs/architecture.md).
+/// The public API document the gateway (and dev mode) serves: the write and the read routes.
 pub fn openapi_doc() -> bytes::Bytes {
-    bytes::Bytes::from(serde_json::to_vec(&write_api::ApiDoc::openapi()).unwrap_or_default())
+    let mut doc = write_api::ApiDoc::openapi();
+    doc.merge(read_api::ApiDoc::openapi());
+    doc.info.title = "socialnet API".into();
+    doc.info.description = Some(
+        "Writes answer 202 once the command is durably queued; reads come from the active projection.".into(),
+    );
+    bytes::Bytes::from(serde_json::to_vec(&doc).unwrap_or_default())
 }
 
 pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
