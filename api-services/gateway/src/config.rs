@@ -100,7 +100,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     /// Environment variable holding the HS256 secret.
@@ -112,6 +112,11 @@ pub struct AuthSettings {
     /// JWKS file with the RS256 keys (re-read when it changes).
     #[serde(default)]
     pub jwks_file: Option<String>,
+    /// Or a JWKS URL (http or https), fetched at load and every `jwks_refresh_secs`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_secs: u64,
     #[serde(default)]
     pub issuer: Option<String>,
     #[serde(default)]
@@ -120,8 +125,27 @@ pub struct AuthSettings {
     pub leeway_secs: u64,
 }
 
+/// The same defaults whether `auth` is left out or given with some fields.
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            hs256_secret_env: None,
+            hs256_secret_file: None,
+            jwks_file: None,
+            jwks_url: None,
+            jwks_refresh_secs: default_jwks_refresh(),
+            issuer: None,
+            audience: None,
+            leeway_secs: default_leeway(),
+        }
+    }
+}
+
 fn default_leeway() -> u64 {
     30
+}
+fn default_jwks_refresh() -> u64 {
+    300
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -223,6 +247,21 @@ impl GatewayConfig {
                     "upstream {name}: breaker window_ms, open_ms and half_open_probes must be positive"
                 ));
             }
+        }
+        let a = &self.auth;
+        if a.jwks_file.is_some() && a.jwks_url.is_some() {
+            out.push("auth: give jwks_file or jwks_url, not both".into());
+        }
+        if let Some(url) = &a.jwks_url
+            && !matches!(
+                url.parse::<hyper::Uri>().ok().and_then(|u| u.scheme_str().map(str::to_owned)).as_deref(),
+                Some("http" | "https")
+            )
+        {
+            out.push(format!("auth: jwks_url {url:?} must be an http or https URL"));
+        }
+        if a.jwks_refresh_secs == 0 {
+            out.push("auth: jwks_refresh_secs must be positive".into());
         }
         if self.routes.is_empty() {
             out.push("at least one route is needed".into());

@@ -145,8 +145,11 @@ limits:
 "#;
 
 async fn gateway(path: &Path, limiter: Limiter) -> (SocketAddr, Arc<Gateway>) {
-    let gw =
-        Gateway::new(Runtime::load(path).unwrap(), limiter, Bytes::from_static(b"{\"openapi\":\"3.1.0\"}"));
+    let gw = Gateway::new(
+        Runtime::load(path).await.unwrap(),
+        limiter,
+        Bytes::from_static(b"{\"openapi\":\"3.1.0\"}"),
+    );
     let ready: http_kit::Readiness = Arc::new(|| Box::pin(async { Ok(()) }));
     (serve(gateway::app(gw.clone(), ready)).await, gw)
 }
@@ -515,4 +518,62 @@ async fn a_changed_config_applies_under_load_and_a_bad_one_is_refused() {
     assert_eq!(gw.runtime().config.limits["read"].per_user.unwrap().requests, 1);
     let parsed = GatewayConfig::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(parsed, gw.runtime().config);
+}
+
+#[tokio::test]
+async fn a_jwks_url_is_fetched_and_refreshed() {
+    let served =
+        Arc::new(std::sync::Mutex::new(std::fs::read_to_string(fixtures().join("jwks.json")).unwrap()));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let (s, f) = (served.clone(), fetches.clone());
+    let jwks = serve(Router::new().route(
+        "/jwks.json",
+        get(move || {
+            let (s, f) = (s.clone(), f.clone());
+            async move {
+                f.fetch_add(1, Ordering::SeqCst);
+                s.lock().unwrap().clone()
+            }
+        }),
+    ))
+    .await;
+    let flaky = Flaky::default();
+    let config = yaml(serve(flaky.router()).await, ROOMY).replace(
+        "jwks_file: jwks.json",
+        &format!("jwks_url: \"http://{jwks}/jwks.json\", jwks_refresh_secs: 1"),
+    );
+    let (_dir, path) = config_dir(&config);
+    let (gw_addr, gw) = gateway(&path, Limiter::local()).await;
+    let watcher = tokio::spawn(gateway::watch_config(gw.clone(), path.clone(), Duration::from_millis(50)));
+    let c = client();
+    let good = claims("alice", now() + 600, Some("socialnet"));
+    let rs_auth = format!("Bearer {}", rs(&good, "rs256-test.key.der", "test-1"));
+    let hs_auth = format!("Bearer {}", hs(&good, SECRET));
+    let get_ok = |auth: String| {
+        let c = c.clone();
+        async move {
+            send(&c, "GET", format!("http://{gw_addr}/v1/ok"), &[("authorization", &auth)], "").await.status
+        }
+    };
+    assert_eq!(get_ok(rs_auth.clone()).await, 200, "the key from the URL verifies");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "not fetched at every poll");
+
+    // The identity provider rotates its key away: after the refresh the old key no longer verifies.
+    *served.lock().unwrap() = r#"{"keys":[]}"#.into();
+    let refused = testkit::eventually(Duration::from_secs(5), || {
+        let a = rs_auth.clone();
+        let get_ok = &get_ok;
+        async move { get_ok(a).await == 401 }
+    })
+    .await;
+    assert!(refused, "the refreshed JWKS applies");
+    assert_eq!(get_ok(hs_auth).await, 200, "HS256 tokens are unaffected");
+
+    // An unreachable JWKS keeps the keys already loaded.
+    let keys = gw.runtime().verifier.rsa_keys();
+    *served.lock().unwrap() = "not json".into();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(gw.runtime().verifier.rsa_keys(), keys);
+    watcher.abort();
 }

@@ -20,7 +20,7 @@ pub fn openapi_doc() -> bytes::Bytes {
 }
 
 pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
-    let runtime = Runtime::load(&args.config).map_err(anyhow::Error::msg)?;
+    let runtime = Runtime::load(&args.config).await.map_err(anyhow::Error::msg)?;
     let limiter = match &args.redis_url {
         Some(url) => Limiter::redis(url).await.context("connecting to the rate-limit Redis")?,
         None => Limiter::local(),
