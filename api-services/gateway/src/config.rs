@@ -29,6 +29,22 @@ pub struct GatewayConfig {
     /// Retries may add at most this fraction of requests on top of the first attempts.
     #[serde(default = "default_retry_budget")]
     pub retry_budget: f64,
+    /// Export a span per request to this OpenTelemetry collector (OTLP/HTTP, JSON).
+    #[serde(default)]
+    pub otlp: Option<Otlp>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Otlp {
+    /// The collector's base URL, e.g. `http://otel-collector:4318` (spans go to `/v1/traces`).
+    pub endpoint: String,
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+fn default_service_name() -> String {
+    "socialnet-gateway".into()
 }
 
 fn default_body_limit() -> usize {
@@ -259,6 +275,18 @@ impl GatewayConfig {
             )
         {
             out.push(format!("auth: jwks_url {url:?} must be an http or https URL"));
+        }
+        if let Some(o) = &self.otlp
+            && !matches!(
+                o.endpoint
+                    .parse::<hyper::Uri>()
+                    .ok()
+                    .and_then(|u| u.scheme_str().map(str::to_owned))
+                    .as_deref(),
+                Some("http" | "https")
+            )
+        {
+            out.push(format!("otlp: endpoint {:?} must be an http or https URL", o.endpoint));
         }
         if a.jwks_refresh_secs == 0 {
             out.push("auth: jwks_refresh_secs must be positive".into());

@@ -9,6 +9,7 @@ pub mod breaker;
 pub mod config;
 mod cors;
 pub mod limit;
+pub mod otlp;
 mod proxy;
 mod reload;
 

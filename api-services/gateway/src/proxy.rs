@@ -5,6 +5,7 @@
 use crate::breaker::Admit;
 use crate::config::{Rate, Route, Upstream};
 use crate::limit::Verdict;
+use crate::otlp::{Hop, Span};
 use crate::{Gateway, cors};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -29,6 +30,12 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
+/// Who a request is, for logs and upstreams: its request id and its hop in the trace.
+struct Ids {
+    request_id: String,
+    hop: Hop,
+}
+
 pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let started = Instant::now();
     let rt = gw.runtime();
@@ -40,6 +47,8 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let origin = header_str(req.headers(), "origin").map(str::to_owned);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let ids = Ids { request_id, hop: Hop::continuing(header_str(req.headers(), "traceparent")) };
+    let wall_start = std::time::SystemTime::now();
 
     let (mut response, route_label, upstream_label, user) = if method == Method::OPTIONS
         && origin.is_some()
@@ -62,7 +71,7 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
             Some(route) => {
                 // Borrowed from this request's snapshot of the config: a reload swaps the Arc, not it.
                 let (r, user) = match config.upstreams.get(&route.upstream) {
-                    Some(up) => pipeline(&gw, &rt, route, up, req, &request_id).await,
+                    Some(up) => pipeline(&gw, &rt, route, up, req, &ids).await,
                     None => (ApiError::internal("route names a missing upstream").into_response(), None),
                 };
                 (r, route.prefix.clone(), route.upstream.clone(), user)
@@ -72,16 +81,29 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     if method != Method::OPTIONS || response.status() != StatusCode::NO_CONTENT {
         cors::decorate(&config.cors, origin.as_deref(), response.headers_mut());
     }
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    if let Ok(v) = HeaderValue::from_str(&ids.request_id) {
         response.headers_mut().insert("x-request-id", v);
     }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     metrics::histogram!("socialnet_gateway_request_seconds", "route" => route_label.clone(), "upstream" => upstream_label.clone(), "status" => status.to_string())
         .record(elapsed.as_secs_f64());
+    if let Some(exporter) = &rt.exporter {
+        exporter.record(Span {
+            name: format!("{method} {route_label}"),
+            start: wall_start,
+            end: wall_start + elapsed,
+            method: method.to_string(),
+            route: route_label.clone(),
+            upstream: upstream_label.clone(),
+            status,
+            hop: ids.hop.clone(),
+        });
+    }
     tracing::info!(
         target: "access",
-        request_id,
+        request_id = ids.request_id,
+        trace_id = ids.hop.trace_id,
         method = %method,
         path,
         route = route_label,
@@ -114,7 +136,7 @@ async fn pipeline(
     route: &Route,
     upstream: &Upstream,
     req: Request,
-    request_id: &str,
+    ids: &Ids,
 ) -> (Response, Option<String>) {
     let config = &rt.config;
     // Authenticate first: an unauthenticated request costs no limiter or upstream work.
@@ -171,7 +193,7 @@ async fn pipeline(
         }
     };
 
-    let mut response = forward(gw, route, upstream, &parts, body, request_id, config.retry_budget).await;
+    let mut response = forward(gw, route, upstream, &parts, body, ids, config.retry_budget).await;
     if let Some(v) = reported {
         ratelimit_headers(response.headers_mut(), &v);
     }
@@ -190,36 +212,18 @@ fn retry_safe(parts: &axum::http::request::Parts) -> bool {
     matches!(parts.method, Method::GET | Method::HEAD) || parts.headers.contains_key("idempotency-key")
 }
 
-/// The `traceparent` to send upstream: the caller's trace id with a new span id (the gateway's hop), or a
-/// new trace when the caller sent none or a malformed one.
-fn child_traceparent(incoming: Option<&str>) -> String {
-    let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
-    if let Some(tp) = incoming {
-        let f: Vec<&str> = tp.split('-').collect();
-        if f.len() == 4
-            && f[1].len() == 32
-            && f[1].bytes().all(|b| b.is_ascii_hexdigit())
-            && f[1] != "0".repeat(32)
-        {
-            return format!("00-{}-{span}-{}", f[1], f[3]);
-        }
-    }
-    format!("00-{}-{span}-01", uuid::Uuid::new_v4().simple())
-}
-
 async fn forward(
     gw: &Gateway,
     route: &Route,
     upstream: &Upstream,
     parts: &axum::http::request::Parts,
     body: Bytes,
-    request_id: &str,
+    ids: &Ids,
     budget: f64,
 ) -> Response {
     let breaker = gw.breaker(&route.upstream);
     let settings = upstream.breaker;
     gw.earn_retry(budget);
-    let traceparent = child_traceparent(header_str(&parts.headers, "traceparent"));
     let uri = format!(
         "{}{}",
         upstream.url.trim_end_matches('/'),
@@ -247,10 +251,10 @@ async fn forward(
                     h.append(k, v.clone());
                 }
             }
-            if let Ok(v) = HeaderValue::from_str(request_id) {
+            if let Ok(v) = HeaderValue::from_str(&ids.request_id) {
                 h.insert("x-request-id", v);
             }
-            if let Ok(v) = HeaderValue::from_str(&traceparent) {
+            if let Ok(v) = HeaderValue::from_str(&ids.hop.traceparent()) {
                 h.insert("traceparent", v);
             }
         }

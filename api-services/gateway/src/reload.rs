@@ -25,15 +25,24 @@ pub struct Source {
 pub struct Runtime {
     pub config: GatewayConfig,
     pub verifier: JwtVerifier,
+    /// Where spans go, when the config names an OTLP endpoint.
+    pub exporter: Option<crate::otlp::Exporter>,
     source: Source,
 }
 
-type JwksClient = hyper_util::client::legacy::Client<
+/// A client for the gateway's own outbound calls (JWKS, span export): http or https with the system's CA
+/// certificates.
+pub(crate) type HttpsClient<B> = hyper_util::client::legacy::Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    Empty<Bytes>,
+    B,
 >;
+type JwksClient = HttpsClient<Empty<Bytes>>;
 
-fn jwks_client() -> Result<JwksClient, String> {
+pub(crate) fn https_client<B>() -> Result<HttpsClient<B>, String>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
         .map_err(|e| format!("loading the system's CA certificates: {e}"))?
@@ -41,6 +50,10 @@ fn jwks_client() -> Result<JwksClient, String> {
         .enable_http1()
         .build();
     Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
+}
+
+fn jwks_client() -> Result<JwksClient, String> {
+    https_client()
 }
 
 async fn fetch_jwks(client: &JwksClient, url: &str) -> Result<String, String> {
@@ -114,12 +127,17 @@ impl Runtime {
         if let Some(jwks) = &source.jwks {
             verifier = verifier.with_jwks(jwks).map_err(|e| format!("auth: JWKS: {e}"))?;
         }
-        Ok(Self { config, verifier, source })
+        // A new exporter per loaded config; the previous one flushes and ends when its runtime is dropped.
+        let exporter =
+            config.otlp.as_ref().map(|o| crate::otlp::Exporter::spawn(&o.endpoint, &o.service_name));
+        Ok(Self { config, verifier, exporter, source })
     }
 
     /// With a verifier built elsewhere (dev mode shares its own secret).
     pub fn with_verifier(config: GatewayConfig, verifier: JwtVerifier) -> Self {
-        Self { config, verifier, source: Source::default() }
+        let exporter =
+            config.otlp.as_ref().map(|o| crate::otlp::Exporter::spawn(&o.endpoint, &o.service_name));
+        Self { config, verifier, exporter, source: Source::default() }
     }
 
     /// Read, parse, check and build from a file (fetching a JWKS URL if it names one).

@@ -577,3 +577,52 @@ async fn a_jwks_url_is_fetched_and_refreshed() {
     assert_eq!(gw.runtime().verifier.rsa_keys(), keys);
     watcher.abort();
 }
+
+#[tokio::test]
+async fn spans_go_to_the_configured_otlp_collector() {
+    let received = Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let r = received.clone();
+    let collector = serve(Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+            let r = r.clone();
+            async move {
+                r.lock().unwrap().push(body.0);
+                "{}"
+            }
+        }),
+    ))
+    .await;
+    let flaky = Flaky::default();
+    let config =
+        format!("{}otlp: {{ endpoint: \"http://{collector}\" }}\n", yaml(serve(flaky.router()).await, ROOMY));
+    let (_dir, path) = config_dir(&config);
+    let (gw, _) = gateway(&path, Limiter::local()).await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let tp = format!("00-{trace}-00f067aa0ba902b7-01");
+    let c = client();
+    let a = send(&c, "GET", format!("http://{gw}/public/echo"), &[("traceparent", &tp)], "").await;
+    let sent_upstream = a.body["traceparent"].as_str().unwrap().to_owned();
+    let exported = testkit::eventually(Duration::from_secs(5), || {
+        let r = received.clone();
+        async move { !r.lock().unwrap().is_empty() }
+    })
+    .await;
+    assert!(exported, "no span reached the collector");
+    let batch = received.lock().unwrap()[0].clone();
+    let rs = &batch["resourceSpans"][0];
+    assert_eq!(rs["resource"]["attributes"][0]["value"]["stringValue"], "socialnet-gateway");
+    let span = &rs["scopeSpans"][0]["spans"][0];
+    assert_eq!(span["traceId"], trace);
+    assert_eq!(span["parentSpanId"], "00f067aa0ba902b7", "the caller's span is the parent");
+    let span_id = span["spanId"].as_str().unwrap();
+    assert_eq!(
+        sent_upstream,
+        format!("00-{trace}-{span_id}-01"),
+        "the upstream's parent is the exported span"
+    );
+    assert_eq!(span["name"], "GET /public/");
+    let status =
+        span["attributes"].as_array().unwrap().iter().find(|a| a["key"] == "http.response.status_code");
+    assert_eq!(status.unwrap()["value"]["intValue"], "200");
+}
