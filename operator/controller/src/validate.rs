@@ -72,6 +72,32 @@ pub fn validate(sc: &SocialCluster) -> Result<(), String> {
     {
         problems.push(format!("spec.projections.primary {p:?} is not a projection target"));
     }
+    if let Some(g) = &s.gateway_policy {
+        for (name, v) in [
+            ("readsPerUser", g.reads_per_user),
+            ("writesPerUser", g.writes_per_user),
+            ("requestsPerIp", g.requests_per_ip),
+        ] {
+            if let Some(v) = v
+                && !(1..=1_000_000).contains(&v)
+            {
+                problems.push(format!("spec.gatewayPolicy.{name} must be between 1 and 1000000, got {v}"));
+            }
+        }
+        for o in &g.cors_allowed_origins {
+            let rest = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://"));
+            if o != "*" && !rest.is_some_and(|r| !r.is_empty() && !r.contains('/')) {
+                problems.push(format!(
+                    "spec.gatewayPolicy.corsAllowedOrigins: {o:?} must be '*' or scheme://host[:port] without a path"
+                ));
+            }
+        }
+        if let Some(e) = &g.otlp_endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            problems.push(format!("spec.gatewayPolicy.otlpEndpoint {e:?} must be an http or https URL"));
+        }
+    }
     let f = &s.projections.failover;
     if !(1..=20).contains(&f.failure_threshold) {
         problems.push("spec.projections.failover.failureThreshold must be between 1 and 20".to_owned());

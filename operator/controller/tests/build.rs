@@ -94,6 +94,19 @@ fn invalid_specs_are_refused_with_a_clear_reason() {
             "target name",
         ),
         (
+            "CORS origin with a path",
+            Box::new(|s| {
+                s["gatewayPolicy"]["corsAllowedOrigins"] = serde_json::json!(["https://app.example/x"])
+            }),
+            "corsAllowedOrigins",
+        ),
+        (
+            "OTLP endpoint not a URL",
+            Box::new(|s| s["gatewayPolicy"]["otlpEndpoint"] = "collector:4318".into()),
+            "otlpEndpoint",
+        ),
+        ("zero reads per user", Box::new(|s| s["gatewayPolicy"]["readsPerUser"] = 0.into()), "readsPerUser"),
+        (
             "threshold out of range",
             Box::new(|s| s["projections"]["failover"]["failureThreshold"] = 0.into()),
             "failureThreshold",
@@ -221,6 +234,13 @@ fn the_gateway_gets_a_config_it_accepts() {
     assert_eq!(config.route("POST", "/v1/posts").unwrap().upstream, "write");
     assert_eq!(config.auth.hs256_secret_env.as_deref(), Some("SOCIALNET_JWT_SECRET"));
     assert_eq!(config.auth.issuer.as_deref(), Some("https://id.example/\"quoted\""));
+    // The full example's gatewayPolicy: 100 reads and 20 writes per user per second, bursts of twice that.
+    let reads = config.limits["read"].per_user.unwrap();
+    assert_eq!((reads.requests, reads.burst()), (100, 200));
+    assert_eq!(config.limits["write"].per_user.unwrap().requests, 20);
+    assert_eq!(config.limits["write"].per_ip.unwrap().requests, 200, "the default per-IP rate");
+    assert!(config.cors.allows("https://app.example.com") && !config.cors.allows("https://evil.example"));
+    assert!(config.otlp.is_none());
     assert_eq!(config.auth.audience.as_deref(), Some("socialnet"));
 
     let d = build::deployment(&sc, Component::Gateway);

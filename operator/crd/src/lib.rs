@@ -46,6 +46,9 @@ pub struct SocialClusterSpec {
     /// The API gateway (the one entry point for clients).
     #[serde(default)]
     pub gateway: ComponentSpec,
+    /// What the gateway enforces and reports: rate limits, CORS, shared limits, span export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_policy: Option<GatewayPolicySpec>,
     /// The write API.
     #[serde(default)]
     pub write_api: ComponentSpec,
@@ -159,6 +162,41 @@ pub struct QueueSpec {
     /// NATS URL of the secondary JetStream server (used while the primary is down).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secondary: Option<SecretKeyRef>,
+}
+
+/// The gateway's policy. Every field is optional; the defaults suit a small public deployment.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayPolicySpec {
+    /// Reads per second per user (bursts of twice as many). Default 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000000").message("readsPerUser must be between 1 and 1000000"))]
+    pub reads_per_user: Option<i32>,
+    /// Writes per second per user (bursts of twice as many). Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000000").message("writesPerUser must be between 1 and 1000000"))]
+    pub writes_per_user: Option<i32>,
+    /// Requests per second per client IP, reads and writes each (bursts of twice as many). Default 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000000").message("requestsPerIp must be between 1 and 1000000"))]
+    pub requests_per_ip: Option<i32>,
+    /// The header a trusted proxy in front of the gateway sets to the client IP (e.g. `x-forwarded-for`).
+    /// Unset: the peer address is the client IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_proxy_header: Option<String>,
+    /// Origins allowed to call the API from a browser: exact origins (`https://app.example`) or `*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(o, o == '*' || o.matches('^https?://[^/]+$'))").message("corsAllowedOrigins are '*' or scheme://host[:port] without a path"))]
+    pub cors_allowed_origins: Vec<String>,
+    /// A Redis (URL in a Secret) where the gateway replicas share their rate limits. Unset: each replica
+    /// limits on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_redis: Option<SecretKeyRef>,
+    /// An OpenTelemetry collector (OTLP/HTTP base URL, e.g. `http://otel-collector:4318`) that receives a
+    /// span per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("otlpEndpoint must be an http or https URL"))]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Token verification settings.
