@@ -187,29 +187,29 @@ fn state_string(state: Option<TargetState>) -> String {
 /// ARGV: generation prefix, user id, max score (`+inf` or `(N`), count.
 const HOME_PAGE: &str = r#"
 local p, user, max, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local ids, raw, num = {}, {}, {}
-local function add(list)
-  for i = 1, #list, 2 do
-    local id = list[i]
-    if raw[id] == nil then
-      ids[#ids + 1] = id
-      raw[id] = list[i + 1]
-      num[id] = tonumber(list[i + 1])
+-- Each list is newest first: merge them (k-way, n steps) instead of sorting their union.
+local lists = {redis.call('ZREVRANGEBYSCORE', p .. 'home:' .. user, max, '-inf', 'WITHSCORES', 'LIMIT', 0, n)}
+for _, c in ipairs(redis.call('ZINTER', 2, p .. 'following:' .. user, p .. 'celebs')) do
+  lists[#lists + 1] = redis.call('ZREVRANGEBYSCORE', p .. 'utl:' .. c, max, '-inf', 'WITHSCORES', 'LIMIT', 0, n)
+end
+local at, seen, out = {}, {}, {}
+for k = 1, #lists do at[k] = 1 end
+while #out < n do
+  local best, best_score = nil, nil
+  for k = 1, #lists do
+    local l, i = lists[k], at[k]
+    while l[i] ~= nil and seen[l[i]] do i = i + 2 end
+    at[k] = i
+    if l[i] ~= nil then
+      local s = tonumber(l[i + 1])
+      if best == nil or s > best_score then best, best_score = k, s end
     end
   end
-end
-add(redis.call('ZREVRANGEBYSCORE', p .. 'home:' .. user, max, '-inf', 'WITHSCORES', 'LIMIT', 0, n))
-local celebs = redis.call('ZINTER', 2, p .. 'following:' .. user, p .. 'celebs')
-if #celebs > 0 then
-  for _, c in ipairs(celebs) do
-    add(redis.call('ZREVRANGEBYSCORE', p .. 'utl:' .. c, max, '-inf', 'WITHSCORES', 'LIMIT', 0, n))
-  end
-  table.sort(ids, function(a, b) return num[a] > num[b] end)
-end
-local out = {}
-for i = 1, math.min(#ids, n) do
-  local id = ids[i]
-  out[i] = {id, raw[id], redis.call('HGETALL', p .. 'post:' .. id)}
+  if best == nil then break end
+  local l, i = lists[best], at[best]
+  seen[l[i]] = true
+  at[best] = i + 2
+  out[#out + 1] = {l[i], l[i + 1], redis.call('HGETALL', p .. 'post:' .. l[i])}
 end
 return out
 "#;
