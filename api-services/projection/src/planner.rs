@@ -10,6 +10,14 @@ use domain::{Event, PostId, UserId};
 use eventstore::RecordedEvent;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+/// The field of a post hash holding the position of the post's last change. Readers that cache post
+/// documents compare it with the cached one: equal means unchanged, so a cache never serves stale data.
+pub const POST_VERSION: &str = "v";
+
+fn bump(post_id: &domain::PostId, pos: i64) -> Op {
+    Op::HSet { key: Keys::post(post_id), fields: vec![(POST_VERSION.into(), pos.to_string())] }
+}
+
 /// Home timelines keep about this many posts.
 pub const HOME_CAP: usize = 800;
 
@@ -231,6 +239,7 @@ impl Planner {
                     ("author_id".into(), author_id.to_string()),
                     ("body".into(), body.to_string()),
                     ("created_at".into(), at),
+                    (POST_VERSION.into(), pos.to_string()),
                 ];
                 if let Some(parent) = reply_to {
                     fields.push(("reply_to".into(), parent.to_string()));
@@ -263,7 +272,11 @@ impl Planner {
             Event::PostEdited { post_id, body, .. } => {
                 out.push(Op::HSet {
                     key: Keys::post(post_id),
-                    fields: vec![("body".into(), body.to_string()), ("edited_at".into(), at)],
+                    fields: vec![
+                        ("body".into(), body.to_string()),
+                        ("edited_at".into(), at),
+                        (POST_VERSION.into(), pos.to_string()),
+                    ],
                 });
             }
             Event::PostDeleted { post_id, author_id } => {
@@ -285,9 +298,11 @@ impl Planner {
             }
             Event::PostLiked { post_id, .. } => {
                 out.push(Op::HIncr { key: Keys::post(post_id), field: "like_count".into(), by: 1 });
+                out.push(bump(post_id, pos));
             }
             Event::PostUnliked { post_id, .. } => {
                 out.push(Op::HIncr { key: Keys::post(post_id), field: "like_count".into(), by: -1 });
+                out.push(bump(post_id, pos));
             }
             Event::CommentAdded { post_id, comment_id, author_id, body } => {
                 let comment = serde_json::json!({
@@ -295,6 +310,7 @@ impl Planner {
                 });
                 out.push(Op::ZAdd { key: Keys::comments(post_id), score: pos, member: comment.to_string() });
                 out.push(Op::HIncr { key: Keys::post(post_id), field: "comment_count".into(), by: 1 });
+                out.push(bump(post_id, pos));
             }
         }
         Ok(())

@@ -66,6 +66,36 @@ pub struct RedisTarget {
     conn: ConnectionManager,
     apply: Arc<redis::Script>,
     home_page: Arc<redis::Script>,
+    posts: Arc<PostCache>,
+}
+
+/// Post hashes by (generation prefix + post id), each with the version it was read at. A hit is used only
+/// when Redis reports the same version in the same request, so nothing stale is ever served; the cache
+/// only saves reading and shipping the hash. Bounded: emptied when it grows past its limit.
+#[derive(Debug, Default)]
+struct PostCache {
+    entries: std::sync::Mutex<HashMap<String, Versioned>>,
+}
+
+/// A post hash and the version (`v`) it had when read.
+type Versioned = (String, HashMap<String, String>);
+
+const POST_CACHE_LIMIT: usize = 100_000;
+
+impl PostCache {
+    fn get(&self, key: &str, version: &str) -> Option<HashMap<String, String>> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.get(key).filter(|(v, _)| v == version).map(|(_, h)| h.clone())
+    }
+
+    fn put(&self, key: String, post: &HashMap<String, String>) {
+        let Some(version) = post.get(crate::planner::POST_VERSION) else { return };
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= POST_CACHE_LIMIT {
+            entries.clear();
+        }
+        entries.insert(key, (version.clone(), post.clone()));
+    }
 }
 
 impl std::fmt::Debug for RedisTarget {
@@ -106,6 +136,7 @@ impl RedisTarget {
             conn,
             apply: Arc::new(redis::Script::new(APPLY)),
             home_page: Arc::new(redis::Script::new(HOME_PAGE)),
+            posts: Arc::default(),
         })
     }
 
@@ -181,8 +212,9 @@ fn state_string(state: Option<TargetState>) -> String {
     state.map(|s| serde_json::to_string(&s).unwrap_or_default()).unwrap_or_default()
 }
 
-/// A home page in one round trip: the home range, the followed celebrities, their recent posts (merged,
-/// newest first) and every post's hash, all inside Redis. Key names are built in the script from the
+/// A home page's ids in one round trip: the home range, the followed celebrities, their recent posts
+/// (merged, newest first) and each post's version (`v`, false when the post is gone), all inside Redis.
+/// The posts themselves come from the [`PostCache`] when their version matches, else from `HGETALL`. Key names are built in the script from the
 /// user id, so this needs a standalone Redis (not Redis Cluster), as every socialnet target is.
 /// ARGV: generation prefix, user id, max score (`+inf` or `(N`), count.
 const HOME_PAGE: &str = r#"
@@ -209,7 +241,7 @@ while #out < n do
   local l, i = lists[best], at[best]
   seen[l[i]] = true
   at[best] = i + 2
-  out[#out + 1] = {l[i], l[i + 1], redis.call('HGETALL', p .. 'post:' .. l[i])}
+  out[#out + 1] = {l[i], l[i + 1], redis.call('HGET', p .. 'post:' .. l[i], 'v')}
 end
 return out
 "#;
@@ -219,6 +251,7 @@ struct RedisView {
     conn: ConnectionManager,
     prefix: String,
     home_page: Arc<redis::Script>,
+    posts: Arc<PostCache>,
 }
 
 impl RedisView {
@@ -336,7 +369,7 @@ impl KvRead for RedisView {
         limit: usize,
     ) -> Result<Vec<HomeItem>, ProjectionError> {
         let max = below.map(|b| format!("({b}")).unwrap_or_else(|| "+inf".into());
-        let raw: Vec<(String, String, Vec<String>)> = self
+        let raw: Vec<(String, String, Option<String>)> = self
             .home_page
             .prepare_invoke()
             .arg(&self.prefix)
@@ -346,18 +379,31 @@ impl KvRead for RedisView {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        raw.into_iter()
-            .map(|(id, score, fields)| {
-                let score = score
-                    .parse::<f64>()
-                    .map_err(|_| ProjectionError::Corrupt(format!("home score {score:?} of post {id}")))?;
-                let post = (!fields.is_empty()).then(|| {
-                    let mut it = fields.into_iter();
-                    std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect::<HashMap<_, _>>()
-                });
-                Ok(HomeItem { id, score: score as i64, post })
-            })
-            .collect()
+        let cache_key = |id: &str| format!("{}{id}", self.prefix);
+        let mut items = Vec::with_capacity(raw.len());
+        let mut missing = Vec::new();
+        for (i, (id, score, version)) in raw.into_iter().enumerate() {
+            let score = score
+                .parse::<f64>()
+                .map_err(|_| ProjectionError::Corrupt(format!("home score {score:?} of post {id}")))?;
+            let post = version.as_deref().and_then(|v| self.posts.get(&cache_key(&id), v));
+            // Fetched when not cached at this version: also without a version (a deleted post reads as
+            // nothing, a hash from before versions were kept is used uncached).
+            if post.is_none() {
+                missing.push((i, format!("post:{id}")));
+            }
+            items.push(HomeItem { id, score: score as i64, post });
+        }
+        if !missing.is_empty() {
+            let keys: Vec<String> = missing.iter().map(|(_, k)| k.clone()).collect();
+            for ((i, _), post) in missing.into_iter().zip(self.hgetall_many(&keys).await?) {
+                if let Some(post) = &post {
+                    self.posts.put(cache_key(&items[i].id), post);
+                }
+                items[i].post = post;
+            }
+        }
+        Ok(items)
     }
 
     async fn hget_many(&self, keys: &[String], field: &str) -> Result<Vec<Option<String>>, ProjectionError> {
@@ -383,6 +429,7 @@ impl ProjectionTarget for RedisTarget {
             conn: self.conn.clone(),
             prefix: self.prefix(generation),
             home_page: self.home_page.clone(),
+            posts: self.posts.clone(),
         })
     }
 

@@ -272,3 +272,37 @@ async fn verify_style_diff_finds_tampering() {
     assert!(d.iter().any(|l| l.contains("user:bob: field followers_count is \"9999\"")));
     redis.drop_generation(1).await.unwrap();
 }
+
+/// The Redis home page caches post documents by version: a like, a comment or an edit after a page was
+/// read shows on the next read, and a deleted post disappears.
+#[tokio::test]
+async fn cached_home_posts_are_never_stale() {
+    let w = World::new().await;
+    for u in ["ann", "ben"] {
+        w.register(u).await;
+    }
+    w.follow("ann", "ben").await;
+    let kept = w.post("ben", "first").await;
+    let gone = w.post("ben", "second").await;
+    let name = format!("t{}", uuid::Uuid::new_v4().simple());
+    let redis = RedisTarget::connect(&name, &testkit::env_url("SOCIALNET_TEST_REDIS_URL")).unwrap();
+    project(&w, &redis, 100).await;
+    let view = redis.view(1);
+    let home = || async { queries::home(view.as_ref(), &uid("ann"), None, 10).await.unwrap().items };
+    let before = home().await;
+    assert_eq!(before.len(), 2);
+    assert_eq!(home().await, before, "a second read (from the cache) is the same");
+
+    w.run("ann", Command::LikePost { post_id: kept }).await;
+    w.run("ben", Command::EditPost { post_id: kept, body: PostBody::parse("first, edited").unwrap() }).await;
+    w.run("ben", Command::DeletePost { post_id: gone }).await;
+    let mut planner = Planner::new(config(), false);
+    apply_range(w.store.as_ref(), &redis, 1, &mut planner, 100, None, &mut |_| {}).await.unwrap();
+
+    let after = home().await;
+    assert_eq!(after.len(), 1, "the deleted post is gone: {after:?}");
+    assert_eq!(after[0]["post_id"], kept.to_string());
+    assert_eq!(after[0]["like_count"], 1);
+    assert_eq!(after[0]["body"], "first, edited");
+    redis.drop_generation(1).await.unwrap();
+}
