@@ -13,6 +13,26 @@ pub enum Value {
 
 pub type Dump = BTreeMap<String, Value>;
 
+/// One key's whole value as a rebuild loads it into a new generation (no ordering needed, so no maps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageValue {
+    Hash(Vec<(String, String)>),
+    /// Members with scores, in any order.
+    ZSet(Vec<(String, i64)>),
+    Set(Vec<String>),
+}
+
+impl ImageValue {
+    /// Fields or members: the size of the commands that write it.
+    pub fn weight(&self) -> usize {
+        match self {
+            ImageValue::Hash(h) => h.len(),
+            ImageValue::ZSet(z) => z.len(),
+            ImageValue::Set(s) => s.len(),
+        }
+    }
+}
+
 /// Every difference between `expected` (a replay) and `actual` (the live target), one line each.
 pub fn diff(expected: &Dump, actual: &Dump) -> Vec<String> {
     let mut out = Vec::new();

@@ -15,13 +15,14 @@ pub mod queries;
 mod rebuild;
 mod redis_target;
 mod target;
+mod zset;
 
-pub use dump::{Dump, Value, diff};
+pub use dump::{Dump, ImageValue, Value, diff};
 pub use keys::Keys;
 pub use memory::MemoryTarget;
 pub use mongo::MongoTarget;
 pub use ops::Op;
 pub use planner::{HOME_CAP, Planner, PlannerConfig};
-pub use rebuild::{Progress, apply_range, rebuild_generation, replay_into_memory};
+pub use rebuild::{Progress, Replay, apply_range, rebuild_generation, replay_into_memory};
 pub use redis_target::RedisTarget;
 pub use target::{HomeItem, KvRead, ProjectionError, ProjectionTarget, TargetState};

@@ -1,16 +1,59 @@
 //! The in-memory target: dev mode's read model and the replay that `verify` compares against. It applies
 //! the same [`Op`]s with Redis's semantics (an emptied hash, set or sorted set disappears).
 
-use crate::dump::{Dump, Value};
+use crate::dump::{Dump, ImageValue, Value};
 use crate::ops::Op;
 use crate::target::{KvRead, ProjectionError, ProjectionTarget, TargetState};
+use crate::zset::ScoredSet;
 use async_trait::async_trait;
-use std::collections::{BTreeMap, HashMap};
+use hashbrown::HashMap;
+use std::collections::HashMap as StdHashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
+
+/// A stored value: [`Value`] with an indexed sorted set.
+#[derive(Debug, Clone)]
+enum Stored {
+    Hash(BTreeMap<String, String>),
+    ZSet(ScoredSet),
+    Set(BTreeSet<String>),
+}
+
+impl Stored {
+    fn to_value(&self) -> Value {
+        match self {
+            Stored::Hash(h) => Value::Hash(h.clone()),
+            Stored::ZSet(z) => Value::ZSet(z.to_map()),
+            Stored::Set(s) => Value::Set(s.clone()),
+        }
+    }
+
+    fn into_image(self) -> ImageValue {
+        match self {
+            Stored::Hash(h) => ImageValue::Hash(h.into_iter().collect()),
+            Stored::ZSet(z) => ImageValue::ZSet(z.into_pairs()),
+            Stored::Set(s) => ImageValue::Set(s.into_iter().collect()),
+        }
+    }
+
+    fn from_image(v: &ImageValue) -> Self {
+        match v {
+            ImageValue::Hash(h) => Stored::Hash(h.iter().cloned().collect()),
+            ImageValue::ZSet(z) => {
+                let mut set = ScoredSet::default();
+                for (m, s) in z {
+                    set.insert(m, *s);
+                }
+                Stored::ZSet(set)
+            }
+            ImageValue::Set(s) => Stored::Set(s.iter().cloned().collect()),
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 struct Generation {
-    data: HashMap<String, Value>,
+    data: HashMap<String, Stored>,
     state: Option<TargetState>,
 }
 
@@ -38,19 +81,41 @@ impl MemoryTarget {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Apply operations to a generation without a checkpoint (the apply thread of a rebuild's replay).
+    pub(crate) fn apply_ops(&self, generation: u64, ops: &[Op]) {
+        let mut inner = self.write();
+        let g = inner.generations.entry(generation).or_default();
+        for op in ops {
+            apply_op(&mut g.data, op);
+        }
+    }
+
+    /// Remove a generation and return its keys and values (the image a rebuild loads into Redis), converted
+    /// one by one as they are taken, so the image never exists twice in memory.
+    pub fn take_image(&self, generation: u64) -> impl Iterator<Item = (String, ImageValue)> + Send + use<> {
+        let data = self.write().generations.remove(&generation).map(|g| g.data).unwrap_or_default();
+        data.into_iter().map(|(k, v)| (k, v.into_image()))
+    }
 }
 
-fn apply_op(data: &mut HashMap<String, Value>, op: &Op) {
+/// The value at `key`, created empty by `make` if absent; `None` when the key holds another type (Redis
+/// would answer WRONGTYPE; the planner never does this, so the operation is skipped).
+fn slot<'a>(data: &'a mut HashMap<String, Stored>, key: &str, make: fn() -> Stored) -> &'a mut Stored {
+    data.entry_ref(key).or_insert_with(make)
+}
+
+fn apply_op(data: &mut HashMap<String, Stored>, op: &Op) {
     match op {
         Op::HSet { key, fields } => {
-            if let Value::Hash(h) = data.entry(key.clone()).or_insert_with(|| Value::Hash(BTreeMap::new())) {
+            if let Stored::Hash(h) = slot(data, key, || Stored::Hash(BTreeMap::new())) {
                 for (f, v) in fields {
                     h.insert(f.clone(), v.clone());
                 }
             }
         }
         Op::HDel { key, fields } => {
-            if let Some(Value::Hash(h)) = data.get_mut(key) {
+            if let Some(Stored::Hash(h)) = data.get_mut(key) {
                 for f in fields {
                     h.remove(f);
                 }
@@ -60,7 +125,7 @@ fn apply_op(data: &mut HashMap<String, Value>, op: &Op) {
             }
         }
         Op::HIncr { key, field, by } => {
-            if let Value::Hash(h) = data.entry(key.clone()).or_insert_with(|| Value::Hash(BTreeMap::new())) {
+            if let Stored::Hash(h) = slot(data, key, || Stored::Hash(BTreeMap::new())) {
                 let current: i64 = h.get(field).and_then(|v| v.parse().ok()).unwrap_or(0);
                 h.insert(field.clone(), (current + by).to_string());
             }
@@ -69,12 +134,12 @@ fn apply_op(data: &mut HashMap<String, Value>, op: &Op) {
             data.remove(key);
         }
         Op::ZAdd { key, score, member } => {
-            if let Value::ZSet(z) = data.entry(key.clone()).or_insert_with(|| Value::ZSet(BTreeMap::new())) {
-                z.insert(member.clone(), *score);
+            if let Stored::ZSet(z) = slot(data, key, || Stored::ZSet(ScoredSet::default())) {
+                z.insert(member, *score);
             }
         }
         Op::ZRem { key, members } => {
-            if let Some(Value::ZSet(z)) = data.get_mut(key) {
+            if let Some(Stored::ZSet(z)) = data.get_mut(key) {
                 for m in members {
                     z.remove(m);
                 }
@@ -84,20 +149,12 @@ fn apply_op(data: &mut HashMap<String, Value>, op: &Op) {
             }
         }
         Op::ZKeepTop { key, keep } => {
-            if let Some(Value::ZSet(z)) = data.get_mut(key)
-                && z.len() > *keep
-            {
-                // Redis ranks by (score, member) ascending and removes the lowest ranks.
-                let mut ranked: Vec<(i64, String)> = z.iter().map(|(m, s)| (*s, m.clone())).collect();
-                ranked.sort();
-                let drop = ranked.len() - keep;
-                for (_, m) in ranked.into_iter().take(drop) {
-                    z.remove(&m);
-                }
+            if let Some(Stored::ZSet(z)) = data.get_mut(key) {
+                z.keep_top(*keep);
             }
         }
         Op::SAdd { key, member } => {
-            if let Value::Set(s) = data.entry(key.clone()).or_insert_with(|| Value::Set(Default::default())) {
+            if let Stored::Set(s) = slot(data, key, || Stored::Set(BTreeSet::new())) {
                 s.insert(member.clone());
             }
         }
@@ -111,16 +168,10 @@ struct MemoryView {
 }
 
 impl MemoryView {
-    fn with<R>(&self, key: &str, f: impl FnOnce(Option<&Value>) -> R) -> R {
+    fn with<R>(&self, key: &str, f: impl FnOnce(Option<&Stored>) -> R) -> R {
         let inner = self.target.read();
         f(inner.generations.get(&self.generation).and_then(|g| g.data.get(key)))
     }
-}
-
-fn sorted_desc(z: &BTreeMap<String, i64>) -> Vec<(String, i64)> {
-    let mut v: Vec<(String, i64)> = z.iter().map(|(m, s)| (m.clone(), *s)).collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
-    v
 }
 
 #[async_trait]
@@ -128,12 +179,12 @@ impl KvRead for MemoryView {
     async fn hgetall_many(
         &self,
         keys: &[String],
-    ) -> Result<Vec<Option<HashMap<String, String>>>, ProjectionError> {
+    ) -> Result<Vec<Option<StdHashMap<String, String>>>, ProjectionError> {
         Ok(keys
             .iter()
             .map(|k| {
                 self.with(k, |v| match v {
-                    Some(Value::Hash(h)) => Some(h.iter().map(|(a, b)| (a.clone(), b.clone())).collect()),
+                    Some(Stored::Hash(h)) => Some(h.iter().map(|(a, b)| (a.clone(), b.clone())).collect()),
                     _ => None,
                 })
             })
@@ -147,20 +198,14 @@ impl KvRead for MemoryView {
         limit: usize,
     ) -> Result<Vec<(String, i64)>, ProjectionError> {
         Ok(self.with(key, |v| match v {
-            Some(Value::ZSet(z)) => {
-                sorted_desc(z).into_iter().filter(|(_, s)| below.is_none_or(|b| *s < b)).take(limit).collect()
-            }
+            Some(Stored::ZSet(z)) => z.desc_below(below).take(limit).collect(),
             _ => Vec::new(),
         }))
     }
 
     async fn zrange_all(&self, key: &str) -> Result<Vec<(String, i64)>, ProjectionError> {
         Ok(self.with(key, |v| match v {
-            Some(Value::ZSet(z)) => {
-                let mut all = sorted_desc(z);
-                all.reverse();
-                all
-            }
+            Some(Stored::ZSet(z)) => z.asc().collect(),
             _ => Vec::new(),
         }))
     }
@@ -169,9 +214,7 @@ impl KvRead for MemoryView {
         let inner = self.target.read();
         let Some(g) = inner.generations.get(&self.generation) else { return Ok(Vec::new()) };
         match (g.data.get(a), g.data.get(b)) {
-            (Some(Value::ZSet(x)), Some(Value::ZSet(y))) => {
-                Ok(x.keys().filter(|m| y.contains_key(*m)).cloned().collect())
-            }
+            (Some(Stored::ZSet(x)), Some(Stored::ZSet(y))) => Ok(x.intersect(y)),
             _ => Ok(Vec::new()),
         }
     }
@@ -181,7 +224,7 @@ impl KvRead for MemoryView {
             .iter()
             .map(|k| {
                 self.with(k, |v| match v {
-                    Some(Value::ZSet(z)) => z.len(),
+                    Some(Stored::ZSet(z)) => z.len(),
                     _ => 0,
                 })
             })
@@ -193,7 +236,7 @@ impl KvRead for MemoryView {
             .iter()
             .map(|k| {
                 self.with(k, |v| match v {
-                    Some(Value::Hash(h)) => h.get(field).cloned(),
+                    Some(Stored::Hash(h)) => h.get(field).cloned(),
                     _ => None,
                 })
             })
@@ -246,6 +289,23 @@ impl ProjectionTarget for MemoryTarget {
         Ok(())
     }
 
+    fn bulk_loads(&self) -> bool {
+        true
+    }
+
+    async fn load_image(
+        &self,
+        generation: u64,
+        image: &[(String, ImageValue)],
+    ) -> Result<(), ProjectionError> {
+        let mut inner = self.write();
+        let g = inner.generations.entry(generation).or_default();
+        for (k, v) in image {
+            g.data.insert(k.clone(), Stored::from_image(v));
+        }
+        Ok(())
+    }
+
     async fn set_current(&self, generation: u64) -> Result<(), ProjectionError> {
         let mut inner = self.write();
         inner.generations.entry(generation).or_default();
@@ -262,7 +322,7 @@ impl ProjectionTarget for MemoryTarget {
         Ok(inner
             .generations
             .get(&generation)
-            .map(|g| g.data.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .map(|g| g.data.iter().map(|(k, v)| (k.clone(), v.to_value())).collect())
             .unwrap_or_default())
     }
 

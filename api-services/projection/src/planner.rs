@@ -60,6 +60,11 @@ impl Planner {
         }
     }
 
+    /// Whether this planner plans without reading its target (true until it is reset as not fresh).
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
+    }
+
     /// Forget everything cached (after a failed apply, or when the generation changes).
     pub fn reset(&mut self, fresh: bool) {
         *self = Self::new(self.config.clone(), fresh);

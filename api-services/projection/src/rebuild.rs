@@ -3,6 +3,7 @@
 //! checkpoint; the next batch is read from the event store while the current one is being applied.
 
 use crate::memory::MemoryTarget;
+use crate::ops::Op;
 use crate::planner::{Planner, PlannerConfig};
 use crate::target::{ProjectionError, ProjectionTarget, TargetState};
 use eventstore::{EventStore, GlobalCursor, RecordedEvent};
@@ -137,7 +138,8 @@ async fn apply_range_inner(
         }
         let chunk = &events[start..];
         let next = state_after(state, chunk);
-        // Read the next batch while this one is applied.
+        // Read the next batch while this one is applied. The read is polled first, so its query is on its
+        // way to the event store before an in-memory apply keeps this thread busy.
         let apply = async {
             if checked {
                 target.apply(generation, &ops, state, next).await
@@ -145,7 +147,7 @@ async fn apply_range_inner(
                 target.apply_unchecked(generation, &ops, next).await
             }
         };
-        let (applied_now, following) = tokio::join!(apply, store.read_all(next.cursor, batch));
+        let (following, applied_now) = tokio::join!(store.read_all(next.cursor, batch), apply);
         applied_now?;
         applied += chunk.len() as u64;
         metrics::counter!("socialnet_projector_events_total", "target" => target.name().to_owned())
@@ -161,6 +163,21 @@ async fn apply_range_inner(
     Ok(applied)
 }
 
+/// How a rebuild replays history into the new generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Replay {
+    /// Replay into memory, then load the final image (far fewer writes: a home timeline is written
+    /// once with the posts that survive its cap, not once per post ever fanned into it). Needs memory
+    /// for the whole image. Used when the target supports it.
+    #[default]
+    InMemory,
+    /// Apply event by event to the target: constant memory, more target work.
+    Streaming,
+}
+
+/// Approximate members and fields per pipeline when loading an image.
+const LOAD_WEIGHT: usize = 50_000;
+
 /// Blue/green rebuild of a target: replay everything into a new generation while reads and the live
 /// projector stay on the current one, catch up, flip the current generation atomically, catch up again,
 /// then remove the old generation after `grace` (reads that started on it finish first).
@@ -171,13 +188,18 @@ pub async fn rebuild_generation(
     config: PlannerConfig,
     batch: usize,
     grace: Duration,
+    replay: Replay,
     on_batch: &mut (dyn FnMut(u64) + Send),
 ) -> Result<(u64, u64), ProjectionError> {
     let old = target.current_generation().await?;
     let generation = target.allocate_generation().await?;
     let started = Instant::now();
     let mut planner = Planner::new(config, true);
-    let mut applied = replay_private(store, target, generation, &mut planner, batch, on_batch).await?;
+    let mut applied = if replay == Replay::InMemory && target.bulk_loads() && planner.is_fresh() {
+        replay_and_load(store, target, generation, &mut planner, batch, on_batch).await?
+    } else {
+        replay_private(store, target, generation, &mut planner, batch, on_batch).await?
+    };
     target.set_current(generation).await?;
     // Events that arrived between the last batch and the flip (the live projector now follows this generation too).
     applied += apply_range(store, target, generation, &mut planner, batch, None, on_batch).await.unwrap_or(0);
@@ -194,6 +216,107 @@ pub async fn rebuild_generation(
         tracing::info!(target = target.name(), old, removed, "old generation removed");
     }
     Ok((generation, applied))
+}
+
+/// Replay into a private memory target, then write its image into `generation` (two pipelines in flight,
+/// so encoding the next overlaps Redis executing the last) and, last, the checkpoint. The planner's cache
+/// stays valid: the target now holds exactly what the memory target held.
+///
+/// A fresh planner never reads its target (everything it needs is in its own cache), so planning and
+/// applying run on two threads: this task reads and plans batch N+1 while a thread applies batch N.
+async fn replay_and_load(
+    store: &dyn EventStore,
+    target: &dyn ProjectionTarget,
+    generation: u64,
+    planner: &mut Planner,
+    batch: usize,
+    on_batch: &mut (dyn FnMut(u64) + Send),
+) -> Result<u64, ProjectionError> {
+    use futures::StreamExt;
+    let memory = MemoryTarget::new("rebuild");
+    memory.set_current(1).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Op>>(2);
+    let applier = {
+        let memory = memory.clone();
+        std::thread::spawn(move || {
+            while let Some(ops) = rx.blocking_recv() {
+                memory.apply_ops(1, &ops);
+            }
+        })
+    };
+    let planned = plan_all(store, memory.view(1).as_ref(), planner, batch, &tx, on_batch).await;
+    drop(tx);
+    let joined = applier.join();
+    let (applied, state) = planned?;
+    if joined.is_err() {
+        return Err(ProjectionError::Unavailable("the rebuild's apply thread panicked".into()));
+    }
+    let mut entries = memory.take_image(1);
+    let loading = Instant::now();
+    let mut keys = 0usize;
+    // Chunks are taken from the image as the loads go, two pipelines in flight.
+    let chunks = std::iter::from_fn(|| {
+        let mut chunk = Vec::new();
+        let mut weight = 0;
+        for (k, v) in entries.by_ref() {
+            weight += v.weight() + 1;
+            chunk.push((k, v));
+            if weight >= LOAD_WEIGHT {
+                break;
+            }
+        }
+        keys += chunk.len();
+        (!chunk.is_empty()).then_some(chunk)
+    });
+    let mut loads = futures::stream::iter(chunks)
+        .map(|chunk| async move { target.load_image(generation, &chunk).await })
+        .buffer_unordered(2);
+    while let Some(result) = loads.next().await {
+        result?;
+    }
+    drop(loads);
+    target.apply_unchecked(generation, &[], state).await?;
+    tracing::info!(
+        target = target.name(),
+        keys,
+        secs = loading.elapsed().as_secs_f64(),
+        "rebuild image loaded"
+    );
+    Ok(applied)
+}
+
+/// Read every event and send its operations to the apply thread, batch by batch (the next batch is read
+/// while this one is planned). Returns the events planned and the checkpoint after the last one.
+async fn plan_all(
+    store: &dyn EventStore,
+    view: &dyn crate::target::KvRead,
+    planner: &mut Planner,
+    batch: usize,
+    tx: &tokio::sync::mpsc::Sender<Vec<Op>>,
+    on_batch: &mut (dyn FnMut(u64) + Send),
+) -> Result<(u64, TargetState), ProjectionError> {
+    let mut state = TargetState::default();
+    let mut planned = 0u64;
+    let mut events = store.read_all(state.cursor, batch).await?;
+    while !events.is_empty() {
+        let next = state_after(Some(state), &events);
+        let plan = async {
+            let mut ops = Vec::new();
+            for e in &events {
+                planner.plan(e, view, &mut ops).await?;
+            }
+            Ok::<_, ProjectionError>(ops)
+        };
+        let (following, ops) = tokio::join!(store.read_all(next.cursor, batch), plan);
+        tx.send(ops?)
+            .await
+            .map_err(|_| ProjectionError::Unavailable("the rebuild's apply thread stopped".into()))?;
+        planned += events.len() as u64;
+        on_batch(events.len() as u64);
+        state = next;
+        events = following?;
+    }
+    Ok((planned, state))
 }
 
 /// Replay the event store into a fresh in-memory target up to `until`; returns it and its generation.

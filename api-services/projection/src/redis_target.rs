@@ -3,7 +3,7 @@
 //! with the one the batch was planned from, runs every operation, and writes the new checkpoint — one
 //! round trip, all or nothing, and a replayed batch is refused instead of counted twice.
 
-use crate::dump::{Dump, Value};
+use crate::dump::{Dump, ImageValue, Value};
 use crate::ops::Op;
 use crate::target::{HomeItem, KvRead, ProjectionError, ProjectionTarget, TargetState};
 use async_trait::async_trait;
@@ -11,6 +11,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Members per command when loading an image.
+const LOAD_CHUNK: usize = 1000;
 
 const APPLY: &str = r#"
 local prefix = ARGV[1]
@@ -540,6 +543,51 @@ impl ProjectionTarget for RedisTarget {
             }
         }
         pipe.cmd("SET").arg(self.checkpoint_key(generation)).arg(state_string(Some(next))).ignore();
+        let _: () = pipe.query_async(&mut self.conn.clone()).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn bulk_loads(&self) -> bool {
+        true
+    }
+
+    async fn load_image(
+        &self,
+        generation: u64,
+        image: &[(String, ImageValue)],
+    ) -> Result<(), ProjectionError> {
+        let prefix = self.prefix(generation);
+        let mut pipe = redis::pipe();
+        for (key, value) in image {
+            let key = format!("{prefix}{key}");
+            pipe.cmd("DEL").arg(&key).ignore();
+            // Many members per command: one ZADD of 800 members costs Redis far less than 800 ZADDs.
+            match value {
+                ImageValue::Hash(h) => {
+                    for chunk in h.chunks(LOAD_CHUNK) {
+                        let c = pipe.cmd("HSET").arg(&key);
+                        for (f, v) in chunk {
+                            c.arg(f).arg(v);
+                        }
+                        c.ignore();
+                    }
+                }
+                ImageValue::ZSet(z) => {
+                    for chunk in z.chunks(LOAD_CHUNK) {
+                        let c = pipe.cmd("ZADD").arg(&key);
+                        for (m, s) in chunk {
+                            c.arg(*s).arg(m);
+                        }
+                        c.ignore();
+                    }
+                }
+                ImageValue::Set(s) => {
+                    for chunk in s.chunks(LOAD_CHUNK) {
+                        pipe.cmd("SADD").arg(&key).arg(chunk).ignore();
+                    }
+                }
+            }
+        }
         let _: () = pipe.query_async(&mut self.conn.clone()).await.map_err(unavailable)?;
         Ok(())
     }

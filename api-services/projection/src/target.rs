@@ -1,7 +1,7 @@
 //! What a projection target offers: primitive reads ([`KvRead`], used by the planner and the queries) on
 //! one generation, and atomic batch application with a checkpoint, generations and dumps.
 
-use crate::dump::Dump;
+use crate::dump::{Dump, ImageValue};
 use crate::ops::Op;
 use async_trait::async_trait;
 use eventstore::GlobalCursor;
@@ -137,6 +137,23 @@ pub trait ProjectionTarget: Send + Sync {
     ) -> Result<(), ProjectionError> {
         let current = self.state(generation).await?;
         self.apply(generation, ops, current, next).await
+    }
+
+    /// Whether [`ProjectionTarget::load_image`] is supported. A target that says yes is rebuilt by
+    /// replaying into memory and loading the final image, instead of event by event.
+    fn bulk_loads(&self) -> bool {
+        false
+    }
+
+    /// Write whole values (a replayed image) into a generation no one writes or reads yet; each key is
+    /// set to its value. The checkpoint is not touched.
+    async fn load_image(
+        &self,
+        generation: u64,
+        image: &[(String, ImageValue)],
+    ) -> Result<(), ProjectionError> {
+        let _ = (generation, image);
+        Err(ProjectionError::Unavailable(format!("target {} cannot load an image", self.name())))
     }
 
     /// Make `generation` the one reads use (atomic).

@@ -229,19 +229,38 @@ async fn redis_and_memory_agree_and_replays_change_nothing() {
 async fn a_rebuild_flips_to_a_new_generation_and_drops_the_old() {
     let w = World::new().await;
     let (early, carol, gone) = scenario(&w).await;
-    let name = format!("t{}", uuid::Uuid::new_v4().simple());
-    let redis = RedisTarget::connect(&name, &testkit::env_url("SOCIALNET_TEST_REDIS_URL")).unwrap();
-    project(&w, &redis, 50).await;
-    let (generation, applied) =
-        rebuild_generation(w.store.as_ref(), &redis, config(), 11, std::time::Duration::ZERO, &mut |_| {})
-            .await
-            .unwrap();
-    assert_eq!(generation, 2);
-    assert_eq!(redis.current_generation().await.unwrap(), Some(2));
-    assert_eq!(applied, w.store.count_after(GlobalCursor::START).await.unwrap());
-    assert!(redis.dump(1).await.unwrap().is_empty(), "the old generation is removed");
-    check_queries(redis.view(2), early, carol, gone).await;
-    redis.drop_generation(2).await.unwrap();
+    let (memory, g) = replay_into_memory(w.store.as_ref(), config(), None).await.unwrap();
+    let expected = memory.dump(g).await.unwrap();
+    // Both ways of replaying (the image loaded at once, and event by event) build the same generation.
+    for replay in [Replay::InMemory, Replay::Streaming] {
+        let name = format!("t{}", uuid::Uuid::new_v4().simple());
+        let redis = RedisTarget::connect(&name, &testkit::env_url("SOCIALNET_TEST_REDIS_URL")).unwrap();
+        project(&w, &redis, 50).await;
+        let (generation, applied) = rebuild_generation(
+            w.store.as_ref(),
+            &redis,
+            config(),
+            11,
+            std::time::Duration::ZERO,
+            replay,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(generation, 2);
+        assert_eq!(redis.current_generation().await.unwrap(), Some(2));
+        assert_eq!(applied, w.store.count_after(GlobalCursor::START).await.unwrap());
+        assert!(redis.dump(1).await.unwrap().is_empty(), "the old generation is removed");
+        assert_eq!(diff(&expected, &redis.dump(2).await.unwrap()), Vec::<String>::new(), "{replay:?}");
+        let state = redis.state(2).await.unwrap().unwrap();
+        assert_eq!(state.events, applied, "{replay:?}: the checkpoint counts every event");
+        check_queries(redis.view(2), early, carol, gone).await;
+        // The live projector continues from the loaded checkpoint with nothing left to do.
+        let mut planner = Planner::new(config(), false);
+        let more = apply_range(w.store.as_ref(), &redis, 2, &mut planner, 5, None, &mut |_| {}).await;
+        assert_eq!(more.unwrap(), 0);
+        redis.drop_generation(2).await.unwrap();
+    }
 }
 
 #[tokio::test]

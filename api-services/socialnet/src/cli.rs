@@ -220,6 +220,11 @@ pub enum ProjectorCommand {
         targets: TargetArgs,
         #[arg(long, default_value_t = 5000)]
         batch: usize,
+        /// Apply history event by event to the target instead of replaying it in memory and loading the
+        /// final image: constant memory, but several times slower (for an event store whose projection
+        /// does not fit in this process's memory).
+        #[arg(long)]
+        streaming: bool,
     },
     /// Replay the event store in memory and list every difference with one target (exit 1 if any).
     Verify {

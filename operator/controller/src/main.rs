@@ -39,6 +39,11 @@ enum Cmd {
         /// Only watch this namespace (default: all).
         #[arg(long, env = "SOCIALNET_OPERATOR_NAMESPACE")]
         namespace: Option<String>,
+        /// How long a leader's Lease lasts without renewal (renewed every third of it); a standby
+        /// replica takes over after this long.
+        #[arg(long, env = "SOCIALNET_OPERATOR_LEASE_SECONDS", default_value_t = 15,
+              value_parser = clap::value_parser!(u64).range(2..=300))]
+        lease_seconds: u64,
     },
     /// Print the CustomResourceDefinition YAML.
     Crd,
@@ -92,8 +97,8 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", socialnet_operator::summary::render(&sc, &recent));
             Ok(())
         }
-        Cmd::Run { listen, lease_namespace, identity, namespace } => {
-            run(listen, lease_namespace, identity, namespace).await
+        Cmd::Run { listen, lease_namespace, identity, namespace, lease_seconds } => {
+            run(listen, lease_namespace, identity, namespace, Duration::from_secs(lease_seconds)).await
         }
     }
 }
@@ -103,6 +108,7 @@ async fn run(
     lease_ns: String,
     identity: String,
     namespace: Option<String>,
+    lease: Duration,
 ) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -116,13 +122,8 @@ async fn run(
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tokio::spawn(async move { axum::serve(listener, ops).await });
 
-    let elector = leader::Elector::new(
-        client.clone(),
-        &lease_ns,
-        "socialnet-operator-leader",
-        &identity,
-        Duration::from_secs(15),
-    );
+    let elector =
+        leader::Elector::new(client.clone(), &lease_ns, "socialnet-operator-leader", &identity, lease);
     elector.acquire().await;
 
     let reporter = Reporter { controller: "socialnet-operator".into(), instance: Some(identity.clone()) };

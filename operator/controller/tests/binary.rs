@@ -1,39 +1,26 @@
 //! FAKE-API, BINARY-LEVEL TEST: the real `socialnet-operator run` process against the emulated Kubernetes
-//! API (tests/fake_api), with real `socialnet` read API (two "pods"), projector, write API and ingester
-//! processes on real PostgreSQL, NATS and two Redis targets. The read API pods are registered through
-//! EndpointSlices as a real cluster would. The primary Redis is killed: the operator must promote the
-//! standby and switch every read API pod. The time from the kill to every pod switched is printed.
+//! API (tests/fake_api), driven with the real `kubectl` as a platform engineer would (apply, edit and
+//! re-apply, get with printer columns, patch, delete), with real `socialnet` read API (two "pods"),
+//! projector, write API and ingester processes on real PostgreSQL, NATS and two Redis targets. The read API
+//! pods are registered through EndpointSlices as a real cluster would. The primary Redis is killed: the
+//! operator must promote the standby and switch every read API pod; the time from the kill to every pod
+//! switched is printed. The test plays the Job controller for the rebuild.
 #![allow(clippy::unwrap_used)]
 
 mod fake_api;
+mod kubectl;
+mod procs;
 
-use bytes::Bytes;
 use fake_api::FakeApi;
-use http_body_util::{BodyExt, Full};
+use kubectl::Kubectl;
+use procs::{bin, get_text, wait_for};
 use serde_json::{Value, json};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use testkit::{ChildGuard, free_port};
 
 const NS: &str = "apps";
 const SECRET: &str = "binary-test-secret-0123456789abcdef";
-
-fn bin(name: &str) -> PathBuf {
-    if let Ok(p) = std::env::var(format!("SOCIALNET_BIN_{}", name.to_uppercase().replace('-', "_"))) {
-        return p.into();
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let p = target.join("debug").join(name);
-    assert!(
-        p.exists(),
-        "{} is not built: run `cargo build --workspace --bins` (make test does)",
-        p.display()
-    );
-    p
-}
 
 fn socialnet(args: &[&str], env: &[(&str, String)]) -> ChildGuard {
     let mut c = Command::new(bin("socialnet"));
@@ -45,24 +32,7 @@ fn socialnet(args: &[&str], env: &[(&str, String)]) -> ChildGuard {
 }
 
 async fn get(port: u16, path: &str, token: &str) -> Option<Value> {
-    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    let req = hyper::Request::get(format!("http://127.0.0.1:{port}{path}"))
-        .header("authorization", format!("Bearer {token}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(2), client.request(req)).await.ok()?.ok()?;
-    let bytes = resp.into_body().collect().await.ok()?.to_bytes();
-    serde_json::from_slice(&bytes).ok()
-}
-
-async fn wait_for<F, Fut>(what: &str, limit: Duration, f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    assert!(testkit::eventually(limit, f).await, "timed out waiting for {what}");
+    serde_json::from_str(&get_text(port, path, Some(token)).await?).ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -96,23 +66,33 @@ async fn the_operator_fails_over_the_projection_and_runs_rebuilds() {
     )
     .unwrap();
 
-    // The cluster as a platform engineer would declare it, and its Secret.
-    use base64_encode as b64;
-    api.put("api/v1", NS, "secrets", json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "auth"}, "data": {"jwt": b64(SECRET)}}));
-    let sc = json!({
-        "apiVersion": "socialnet.io/v1alpha1", "kind": "SocialCluster", "metadata": {"name": "social"},
-        "spec": {
-            "image": "socialnet:test",
-            "eventStore": {"primary": {"name": "stores", "key": "pg"}},
-            "queue": {"primary": {"name": "stores", "key": "nats"}},
-            "auth": {"jwtSecret": {"name": "auth", "key": "jwt"}},
-            "projections": {"targets": [
-                {"name": p, "redis": {"name": "stores", "key": "r1"}},
-                {"name": s, "redis": {"name": "stores", "key": "r2"}}
-            ]}
-        }
-    });
-    api.put("apis/socialnet.io/v1alpha1", NS, "socialclusters", sc);
+    let kubectl = Kubectl::new(&api.url, NS, &tag);
+    let op_port = free_port();
+    let mut op = Command::new(bin("socialnet-operator"));
+    op.args(["run", "--listen", &format!("127.0.0.1:{op_port}")])
+        .env("KUBECONFIG", kubectl.kubeconfig())
+        .env("POD_NAMESPACE", NS)
+        .env("POD_NAME", "operator-0")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    let _operator = ChildGuard::spawn(&mut op);
+
+    // The cluster as a platform engineer declares it, with its Secret: `kubectl apply`.
+    let secret =
+        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: auth\nstringData:\n  jwt: {SECRET}\n");
+    kubectl.ok(&["apply", "--validate=false", "-f", &kubectl.file("secret.yaml", &secret)]).await;
+    let manifest = |read_replicas: u32| {
+        format!(
+            "apiVersion: socialnet.io/v1alpha1\nkind: SocialCluster\nmetadata:\n  name: social\nspec:\n  \
+             image: socialnet:test\n  eventStore:\n    primary: {{name: stores, key: pg}}\n  queue:\n    \
+             primary: {{name: stores, key: nats}}\n  auth:\n    jwtSecret: {{name: auth, key: jwt}}\n  \
+             readApi:\n    replicas: {read_replicas}\n  projections:\n    targets:\n    \
+             - {{name: {p}, redis: {{name: stores, key: r1}}}}\n    - {{name: {s}, redis: {{name: stores, key: r2}}}}\n"
+        )
+    };
+    let out =
+        kubectl.ok(&["apply", "--validate=false", "-f", &kubectl.file("social.yaml", &manifest(2))]).await;
+    assert!(out.contains("socialcluster.socialnet.io/social created"), "{out}");
     // The read API "pods", registered as a real cluster's EndpointSlice controller would.
     for (n, port) in [("a", r1), ("b", r2)] {
         api.put("apis/discovery.k8s.io/v1", NS, "endpointslices", json!({
@@ -123,22 +103,7 @@ async fn the_operator_fails_over_the_projection_and_runs_rebuilds() {
         }));
     }
 
-    let kubeconfig = std::env::temp_dir().join(format!("kubeconfig-{tag}"));
-    std::fs::write(&kubeconfig, format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: {NS}\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
-        api.url
-    )).unwrap();
-    let op_port = free_port();
-    let mut op = Command::new(bin("socialnet-operator"));
-    op.args(["run", "--listen", &format!("127.0.0.1:{op_port}")])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("POD_NAMESPACE", NS)
-        .env("POD_NAME", "operator-0")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null());
-    let _operator = ChildGuard::spawn(&mut op);
-
-    // Provisioned, with both targets seen healthy.
+    // Provisioned: every object owned by the SocialCluster, status set, both targets seen healthy.
     let status = || {
         let api = api.clone();
         async move {
@@ -151,6 +116,31 @@ async fn the_operator_fails_over_the_projection_and_runs_rebuilds() {
         api.list("apis/apps/v1", NS, "deployments").len() == 5
     })
     .await;
+    let uid =
+        api.get("apis/socialnet.io/v1alpha1", NS, "socialclusters", "social").unwrap()["metadata"]["uid"]
+            .clone();
+    for (prefix, plural) in
+        [("apis/apps/v1", "deployments"), ("api/v1", "services"), ("api/v1", "configmaps")]
+    {
+        let objects = api.list(prefix, NS, plural);
+        assert!(!objects.is_empty(), "no {plural}");
+        for o in objects {
+            let owner = &o["metadata"]["ownerReferences"][0];
+            assert_eq!(
+                owner["uid"], uid,
+                "{plural} {} is not owned by the SocialCluster",
+                o["metadata"]["name"]
+            );
+            assert_eq!(owner["controller"], true);
+        }
+    }
+    let read_replicas = || {
+        let api = api.clone();
+        async move {
+            api.get("apis/apps/v1", NS, "deployments", "social-read-api").unwrap()["spec"]["replicas"].clone()
+        }
+    };
+    assert_eq!(read_replicas().await, 2);
     wait_for("both targets healthy in status", Duration::from_secs(60), || async {
         let st = status().await;
         st["projections"]
@@ -164,6 +154,44 @@ async fn the_operator_fails_over_the_projection_and_runs_rebuilds() {
             .iter()
             .any(|l| l["spec"]["holderIdentity"] == "operator-0")
     );
+    // `kubectl get` shows the printer columns; jsonpath reads status as a user would.
+    let table = kubectl.ok(&["get", "socialclusters"]).await;
+    let header: Vec<&str> = table.lines().next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(header, ["NAME", "PHASE", "PRIMARY", "READY", "REBUILD", "AGE"], "{table}");
+    assert!(table.lines().any(|l| l.starts_with("social ") && l.contains(p.as_str())), "{table}");
+    let observed = kubectl.ok(&["get", "sc", "social", "-o", "jsonpath={.status.observedGeneration}"]).await;
+    assert_eq!(observed.trim(), "1");
+
+    // The engineer edits the manifest and applies it again: the change reaches the Deployment.
+    kubectl.ok(&["apply", "--validate=false", "-f", &kubectl.file("social.yaml", &manifest(3))]).await;
+    wait_for("read API scaled to 3", Duration::from_secs(20), || async { read_replicas().await == 3 }).await;
+
+    // An owned Deployment deleted by hand is recreated.
+    let old_uid =
+        api.get("apis/apps/v1", NS, "deployments", "social-write-api").unwrap()["metadata"]["uid"].clone();
+    kubectl.ok(&["delete", "deployment", "social-write-api", "--wait=false"]).await;
+    wait_for("write API Deployment recreated", Duration::from_secs(20), || async {
+        api.get("apis/apps/v1", NS, "deployments", "social-write-api")
+            .is_some_and(|d| d["metadata"]["uid"] != old_uid)
+    })
+    .await;
+
+    // An invalid SocialCluster beside it (the fake API runs no CEL) is reported in its status, not crashed on.
+    let bad = "apiVersion: socialnet.io/v1alpha1\nkind: SocialCluster\nmetadata:\n  name: bad\nspec:\n  \
+               image: socialnet:test\n  eventStore:\n    primary: {name: stores, key: pg}\n  queue:\n    \
+               primary: {name: stores, key: nats}\n  auth:\n    jwtSecret: {name: auth, key: jwt}\n  \
+               writeApi:\n    replicas: 500\n  projections:\n    targets:\n    - {name: main, redis: {name: stores, key: r1}}\n";
+    kubectl.ok(&["apply", "--validate=false", "-f", &kubectl.file("bad.yaml", bad)]).await;
+    wait_for("the invalid cluster reported", Duration::from_secs(20), || async {
+        let conditions = kubectl
+            .run(&["get", "sc", "bad", "-o", "jsonpath={.status.conditions[?(@.type==\"Degraded\")].reason}"])
+            .await;
+        conditions.1.trim() == "InvalidSpec"
+    })
+    .await;
+    let message = kubectl.ok(&["get", "sc", "bad", "-o", "jsonpath={.status.message}"]).await;
+    assert!(message.contains("spec.writeApi.replicas must be between 0 and 100"), "{message}");
+    assert!(api.get("apis/apps/v1", NS, "deployments", "bad-write-api").is_none());
 
     // Kill the primary Redis; measure until every read API pod reads the standby.
     primary.stop();
@@ -201,9 +229,8 @@ async fn the_operator_fails_over_the_projection_and_runs_rebuilds() {
     );
 
     // A rebuild request: the operator creates the Job; the test plays the Job controller.
-    let mut obj = api.get("apis/socialnet.io/v1alpha1", NS, "socialclusters", "social").unwrap();
-    obj["spec"]["rebuild"] = json!({"target": s, "token": "one"});
-    api.put("apis/socialnet.io/v1alpha1", NS, "socialclusters", obj);
+    let patch = format!("{{\"spec\":{{\"rebuild\":{{\"target\":\"{s}\",\"token\":\"one\"}}}}}}");
+    kubectl.ok(&["patch", "socialcluster", "social", "--type=merge", "-p", &patch]).await;
     wait_for("rebuild job", Duration::from_secs(20), || async {
         !api.list("apis/batch/v1", NS, "jobs").is_empty()
     })
@@ -219,9 +246,6 @@ async fn the_operator_fails_over_the_projection_and_runs_rebuilds() {
         status().await["rebuild"]["phase"] == "Succeeded"
     })
     .await;
-    let _ = std::fs::remove_file(&kubeconfig);
-}
-
-fn base64_encode(s: &str) -> String {
-    testkit::base64(s.as_bytes(), false)
+    let table = kubectl.ok(&["get", "socialclusters", "social"]).await;
+    assert!(table.lines().nth(1).is_some_and(|row| row.contains("Succeeded")), "{table}");
 }

@@ -93,9 +93,16 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
     let target = RedisTarget::connect_for_writing(&format!("bench{tag}"), &args.redis_url)?;
     let cmds_before = redis_commands(&args.redis_url).await?;
     let t = Instant::now();
-    let (generation, applied) =
-        projection::rebuild_generation(&pg, &target, config.clone(), 2000, Duration::ZERO, &mut |_| {})
-            .await?;
+    let (generation, applied) = projection::rebuild_generation(
+        &pg,
+        &target,
+        config.clone(),
+        2000,
+        Duration::ZERO,
+        projection::Replay::InMemory,
+        &mut |_| {},
+    )
+    .await?;
     let rebuild_secs = t.elapsed().as_secs_f64();
     let rebuild_cmds = redis_commands(&args.redis_url).await?.saturating_sub(cmds_before);
 

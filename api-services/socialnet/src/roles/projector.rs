@@ -88,7 +88,7 @@ pub async fn run(args: ProjectorArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        ProjectorCommand::Rebuild { target, database_url, targets, batch } => {
+        ProjectorCommand::Rebuild { target, database_url, targets, batch, streaming } => {
             let store = PgEventStore::connect(&database_url).await.context("event store")?;
             let t = targets.named(&target)?;
             let total = store.count_after(eventstore::GlobalCursor::START).await?;
@@ -99,6 +99,7 @@ pub async fn run(args: ProjectorArgs) -> anyhow::Result<ExitCode> {
                 targets.planner(),
                 batch,
                 Duration::from_secs(2),
+                if streaming { projection::Replay::Streaming } else { projection::Replay::InMemory },
                 &mut |n| bar.add(n),
             )
             .await?;

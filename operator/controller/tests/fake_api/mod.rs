@@ -6,6 +6,8 @@
 //! garbage collection or any controller; what only a real cluster proves is listed in e2e/README.md.
 #![allow(dead_code, clippy::unwrap_used)]
 
+mod discovery;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -64,8 +66,20 @@ impl FakeApi {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let api = FakeApi { inner: Arc::default(), events, url };
         let app = axum::Router::new()
+            .route("/api", axum::routing::get(|| async { axum::Json(discovery::api_versions()) }))
+            .route("/apis", axum::routing::get(|| async { axum::Json(discovery::api_groups()) }))
+            .route("/api/v1", axum::routing::get(|| async { resource_list("api/v1".into()) }))
+            .route(
+                "/apis/{group}/{version}",
+                axum::routing::get(|Path((g, v)): Path<(String, String)>| async move {
+                    resource_list(format!("apis/{g}/{v}"))
+                }),
+            )
             .route("/api/v1/{*rest}", axum::routing::any(core_handler))
             .route("/apis/{group}/{version}/{*rest}", axum::routing::any(group_handler))
+            .fallback(|uri: axum::http::Uri| async move {
+                status(404, "NotFound", &format!("the fake API does not serve {uri}"))
+            })
             .with_state(api.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         api
@@ -119,6 +133,15 @@ impl FakeApi {
         keep_status_of_existing: bool,
     ) -> Value {
         let key = format!("{prefix}/{ns}/{plural}/{name}");
+        if plural == "secrets" {
+            // As the real API server does: `stringData` is write-only, merged into `data` as base64.
+            if let Some(Value::Object(plain)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
+                for (k, v) in plain {
+                    let encoded = testkit::base64(v.as_str().unwrap_or("").as_bytes(), false);
+                    obj["data"][k] = Value::String(encoded);
+                }
+            }
+        }
         let mut s = self.inner.lock().unwrap();
         s.rv += 1;
         let rv = s.rv;
@@ -148,7 +171,10 @@ impl FakeApi {
             }
             None => {
                 meta.insert("uid".into(), uuid_like(rv).into());
-                meta.insert("creationTimestamp".into(), "2026-11-27T00:00:00Z".into());
+                meta.insert(
+                    "creationTimestamp".into(),
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into(),
+                );
                 obj["metadata"]["generation"] = json!(1);
             }
         }
@@ -157,6 +183,13 @@ impl FakeApi {
         let _ =
             self.events.send((format!("{prefix}/{ns}/{plural}"), json!({"type": kind_type, "object": obj})));
         obj
+    }
+}
+
+fn resource_list(prefix: String) -> Response {
+    match discovery::resources(&prefix) {
+        Some(list) => axum::Json(list).into_response(),
+        None => status(404, "NotFound", &format!("no group version {prefix}")),
     }
 }
 
@@ -225,9 +258,21 @@ async fn handle(
                     .collect()
             };
             let rv = api.inner.lock().unwrap().rv.to_string();
+            let accept = headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
+            if discovery::wants_table(accept) {
+                return axum::Json(discovery::table(plural, &items, &rv)).into_response();
+            }
             axum::Json(json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": rv}, "items": items})).into_response()
         }
         (Method::GET, Some(name)) => match api.get(&prefix, ns.unwrap_or("_"), plural, name) {
+            Some(obj)
+                if discovery::wants_table(
+                    headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or(""),
+                ) =>
+            {
+                let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or("").to_owned();
+                axum::Json(discovery::table(plural, &[obj], &rv)).into_response()
+            }
             Some(obj) => axum::Json(obj).into_response(),
             None => status(404, "NotFound", &format!("{plural} {name} not found")),
         },
