@@ -5,6 +5,7 @@
 //! `traceparent`; safe requests are retried within a budget. The config file is watched and swapped in
 //! whole when it changes and is valid. Each step is in its own module; `proxy` strings them together.
 
+pub mod access;
 pub mod breaker;
 pub mod config;
 mod cors;
@@ -37,6 +38,7 @@ pub struct Gateway {
     client: UpstreamClient,
     retry_tokens: Mutex<f64>,
     openapi: Bytes,
+    access: access::AccessLog,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -60,6 +62,7 @@ impl Gateway {
             client,
             retry_tokens: Mutex::new(10.0),
             openapi,
+            access: access::AccessLog::stderr(),
         })
     }
 

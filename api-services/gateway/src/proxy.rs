@@ -100,19 +100,17 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
             hop: ids.hop.clone(),
         });
     }
-    tracing::info!(
-        target: "access",
-        request_id = ids.request_id,
-        trace_id = ids.hop.trace_id,
-        method = %method,
-        path,
-        route = route_label,
-        upstream = upstream_label,
+    gw.access.record(&crate::access::Entry {
+        request_id: &ids.request_id,
+        trace_id: &ids.hop.trace_id,
+        method: method.as_str(),
+        path: &path,
+        route: &route_label,
+        upstream: &upstream_label,
         status,
-        user = user.as_deref().unwrap_or("-"),
-        ms = elapsed.as_secs_f64() * 1e3,
-        "request"
-    );
+        user: user.as_deref().unwrap_or("-"),
+        ms: elapsed.as_secs_f64() * 1e3,
+    });
     response
 }
 
