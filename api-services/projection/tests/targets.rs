@@ -325,3 +325,48 @@ async fn cached_home_posts_are_never_stale() {
     assert_eq!(after[0]["body"], "first, edited");
     redis.drop_generation(1).await.unwrap();
 }
+
+/// Past the home cap, both ways of rebuilding keep exactly the newest `HOME_CAP` posts, as the live
+/// projector does: the in-memory trim and Redis's `ZREMRANGEBYRANK` agree.
+#[tokio::test]
+async fn capped_homes_agree_between_in_memory_and_streaming_rebuilds() {
+    let w = World::new().await;
+    w.register("alice").await;
+    w.register("bob").await;
+    w.follow("alice", "bob").await;
+    let mut posts = Vec::new();
+    for i in 0..HOME_CAP + 15 {
+        posts.push(w.post("bob", &format!("bob #{i}")).await);
+    }
+    let url = testkit::env_url("SOCIALNET_TEST_REDIS_URL");
+    let live = RedisTarget::connect(&format!("t{}", uuid::Uuid::new_v4().simple()), &url).unwrap();
+    project(&w, &live, 100).await;
+    let live_image = live.dump(1).await.unwrap();
+    let Some(Value::ZSet(home)) = live_image.get("home:alice") else { panic!("no home for alice") };
+    assert_eq!(home.len(), HOME_CAP);
+    assert!(!home.contains_key(&posts[14].to_string()), "the oldest posts are trimmed");
+    assert!(
+        home.contains_key(&posts[15].to_string()) && home.contains_key(&posts.last().unwrap().to_string())
+    );
+    for replay in [Replay::InMemory, Replay::Streaming] {
+        let redis = RedisTarget::connect(&format!("t{}", uuid::Uuid::new_v4().simple()), &url).unwrap();
+        let (generation, _) = rebuild_generation(
+            w.store.as_ref(),
+            &redis,
+            config(),
+            64,
+            std::time::Duration::ZERO,
+            replay,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            diff(&live_image, &redis.dump(generation).await.unwrap()),
+            Vec::<String>::new(),
+            "{replay:?}"
+        );
+        redis.drop_generation(generation).await.unwrap();
+    }
+    live.drop_generation(1).await.unwrap();
+}
