@@ -40,6 +40,9 @@ pub struct WriteBenchArgs {
     /// Seconds of HTTP load.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    /// Commands per ingester batch (as `socialnet ingester --batch-size`).
+    #[arg(long, default_value_t = 1024)]
+    pub batch_size: usize,
     /// Parallel transactions per ingester batch (as `socialnet ingester --append-parallelism`).
     #[arg(long, default_value_t = 2)]
     pub append_parallelism: usize,
@@ -117,12 +120,12 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
     let pg = PgEventStore::connect(&args.store.database_url).await.context("event store")?;
     let store: Arc<dyn EventStore> = Arc::new(pg.clone());
     let source: Arc<dyn CommandSource> = Arc::new(JetStreamSource(queue.clone()));
-    let parallelism = args.append_parallelism;
+    let (parallelism, batch_size) = (args.append_parallelism, args.batch_size);
     let start_ingester = || {
         let (store, source) = (store.clone(), source.clone());
         tokio::spawn(async move {
             Ingester::new(
-                IngesterConfig::default(),
+                IngesterConfig { batch_size, ..IngesterConfig::default() },
                 Arc::new(Processor::new(store).with_append_parallelism(parallelism)),
                 None,
             )
