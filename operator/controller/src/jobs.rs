@@ -22,13 +22,20 @@ pub fn job_name(sc: &SocialCluster, target: &str, token: &str) -> String {
 }
 
 pub fn rebuild_job(sc: &SocialCluster, target: &str, token: &str) -> Job {
+    // Only the spec's own request can ask for streaming; an automatic rebuild replays in memory.
+    let streaming =
+        sc.spec.rebuild.as_ref().is_some_and(|r| r.target == target && r.token == token && r.streaming);
     let projector = deployment(sc, Component::Projector);
     let mut pod = projector.spec.template;
     if let Some(spec) = pod.spec.as_mut() {
         spec.restart_policy = Some("Never".into());
         for c in &mut spec.containers {
             c.name = "rebuild".into();
-            c.args = Some(vec!["projector".into(), "rebuild".into(), "--target".into(), target.to_owned()]);
+            let mut args = vec!["projector".into(), "rebuild".into(), "--target".into(), target.to_owned()];
+            if streaming {
+                args.push("--streaming".into());
+            }
+            c.args = Some(args);
             c.readiness_probe = None;
             c.liveness_probe = None;
             c.ports = None;

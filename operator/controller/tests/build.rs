@@ -3,7 +3,7 @@
 //! build turns the full example into exactly the objects in `tests/fixtures/full-desired.yaml`.
 #![allow(clippy::unwrap_used)]
 
-use socialnet_crd::{SocialCluster, SocialClusterSpec};
+use socialnet_crd::{RebuildRequest, SocialCluster, SocialClusterSpec};
 use socialnet_operator::build::{self, Component};
 use std::path::PathBuf;
 
@@ -215,6 +215,21 @@ fn the_rebuild_job_runs_the_rebuild_for_its_target() {
     let other = socialnet_operator::jobs::rebuild_job(&sc, "standby", "t-2");
     assert_ne!(job.metadata.name, other.metadata.name);
     assert!(job.metadata.name.as_ref().unwrap().len() <= 63);
+
+    // A request that asks for streaming gets it; another target's (automatic) rebuild does not.
+    let mut sc = sc;
+    sc.spec.rebuild = Some(RebuildRequest { target: "standby".into(), token: "t-3".into(), streaming: true });
+    let args = |job: &k8s_openapi::api::batch::v1::Job| {
+        job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap()
+            .join(" ")
+    };
+    let job = socialnet_operator::jobs::rebuild_job(&sc, "standby", "t-3");
+    assert_eq!(args(&job), "projector rebuild --target standby --streaming");
+    let automatic = socialnet_operator::jobs::rebuild_job(&sc, "primary", "auto-1");
+    assert_eq!(args(&automatic), "projector rebuild --target primary");
 }
 
 /// The gateway's generated config is one the gateway itself accepts, and it points at the cluster's

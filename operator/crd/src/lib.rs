@@ -296,6 +296,11 @@ pub struct RebuildRequest {
     /// Any string; a new value asks for a new rebuild.
     #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 63").message("token must be 1 to 63 characters"))]
     pub token: String,
+    /// Replay history event by event into the target instead of in memory first: constant memory but
+    /// several times slower. Use it when the whole projection does not fit in the rebuild Job's memory
+    /// (the Job runs with the projector's resources).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub streaming: bool,
 }
 
 /// A manual switchover request.
