@@ -251,6 +251,11 @@ async fn replay_and_load(
     if joined.is_err() {
         return Err(ProjectionError::Unavailable("the rebuild's apply thread panicked".into()));
     }
+    tracing::info!(
+        target = target.name(),
+        events = applied,
+        "rebuild replayed in memory; loading the image into the new generation"
+    );
     let mut entries = memory.take_image(1);
     let loading = Instant::now();
     let mut keys = 0usize;
