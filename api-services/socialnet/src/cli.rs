@@ -88,7 +88,7 @@ pub struct IngesterArgs {
     #[arg(long, env = "SOCIALNET_BATCH_SIZE", default_value_t = 1024)]
     pub batch_size: usize,
     /// Parallel transactions per batch (groups of commands that share no stream); 1 = one transaction.
-    #[arg(long, env = "SOCIALNET_APPEND_PARALLELISM", default_value_t = 2)]
+    #[arg(long, env = "SOCIALNET_APPEND_PARALLELISM", default_value_t = 3)]
     pub append_parallelism: usize,
     /// Deliveries before a failing command goes to the dead-letter queue.
     #[arg(long, env = "SOCIALNET_MAX_DELIVER", default_value_t = 5)]

@@ -86,7 +86,7 @@ pub async fn run(args: VisibleBenchArgs) -> anyhow::Result<ExitCode> {
     // The system, in process.
     let ingester = Ingester::new(
         IngesterConfig::default(),
-        Arc::new(Processor::new(store.clone()).with_append_parallelism(2)),
+        Arc::new(Processor::new(store.clone()).with_append_parallelism(3)),
         None,
     )
     .await;

@@ -44,7 +44,7 @@ pub struct WriteBenchArgs {
     #[arg(long, default_value_t = 1024)]
     pub batch_size: usize,
     /// Parallel transactions per ingester batch (as `socialnet ingester --append-parallelism`).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 3)]
     pub append_parallelism: usize,
     /// Rounds of (raw publish, accept, drain); the median round is reported, since one machine's rates
     /// swing by ±15 % between runs.
