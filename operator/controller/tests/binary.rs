@@ -228,22 +228,52 @@ async fn the_operator_fails_over_the_projection_and_runs_rebuilds() {
         "{reasons:?}"
     );
 
-    // A rebuild request: the operator creates the Job; the test plays the Job controller.
+    // The test plays the Job controller: the rebuild Job of `target` succeeds, and status follows.
+    let finish_rebuild = |target: String| {
+        let api = api.clone();
+        async move {
+            let job_of = |target: &str| {
+                api.list("apis/batch/v1", NS, "jobs")
+                    .into_iter()
+                    .find(|j| j["metadata"]["labels"]["socialnet.io/rebuild-target"] == target)
+            };
+            wait_for("the rebuild job", Duration::from_secs(30), || async { job_of(&target).is_some() })
+                .await;
+            let mut job = job_of(&target).unwrap();
+            job["status"] = json!({"succeeded": 1});
+            api.put("apis/batch/v1", NS, "jobs", job);
+        }
+    };
+    let rebuild_phase = |target: String| {
+        async move {
+            let st = status().await;
+            (st["rebuild"]["target"] == target.as_str())
+                .then(|| st["rebuild"]["phase"].as_str().unwrap_or("").to_owned())
+        }
+    };
+
+    // The failed primary comes back empty: the operator rebuilds it on its own.
+    primary.start_again();
+    wait_for("an automatic rebuild of the returned primary", Duration::from_secs(30), || async {
+        rebuild_phase(p.clone()).await.is_some_and(|ph| ph == "Running" || ph == "Pending")
+    })
+    .await;
+    finish_rebuild(p.clone()).await;
+    wait_for("the automatic rebuild succeeded", Duration::from_secs(20), || async {
+        rebuild_phase(p.clone()).await.as_deref() == Some("Succeeded")
+    })
+    .await;
+
+    // A rebuild request with kubectl: the operator creates the Job and follows it.
     let patch = format!("{{\"spec\":{{\"rebuild\":{{\"target\":\"{s}\",\"token\":\"one\"}}}}}}");
     kubectl.ok(&["patch", "socialcluster", "social", "--type=merge", "-p", &patch]).await;
-    wait_for("rebuild job", Duration::from_secs(20), || async {
-        !api.list("apis/batch/v1", NS, "jobs").is_empty()
-    })
-    .await;
     wait_for("Rebuilding in status", Duration::from_secs(20), || async {
-        status().await["phase"] == "Rebuilding"
+        status().await["phase"] == "Rebuilding" && rebuild_phase(s.clone()).await.is_some()
     })
     .await;
-    let mut job = api.list("apis/batch/v1", NS, "jobs").remove(0);
-    job["status"] = json!({"succeeded": 1});
-    api.put("apis/batch/v1", NS, "jobs", job);
+    finish_rebuild(s.clone()).await;
     wait_for("rebuild succeeded", Duration::from_secs(20), || async {
-        status().await["rebuild"]["phase"] == "Succeeded"
+        rebuild_phase(s.clone()).await.as_deref() == Some("Succeeded")
     })
     .await;
     let table = kubectl.ok(&["get", "socialclusters", "social"]).await;
