@@ -32,6 +32,8 @@ pub fn observe(
                     healthy: true,
                     consecutive_failures: 0,
                     lag_events: s.lag_events,
+                    // Filled in from the projector's view by the caller.
+                    lag_seconds: None,
                     generation: s.generation,
                     failing_since: None,
                 }
@@ -41,6 +43,7 @@ pub fn observe(
                     healthy: false,
                     consecutive_failures: prev.map(|p| p.consecutive_failures).unwrap_or(0).saturating_add(1),
                     lag_events: s.lag_events,
+                    lag_seconds: None,
                     generation: s.generation,
                     failing_since: prev
                         .and_then(|p| p.failing_since.clone())

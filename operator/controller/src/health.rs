@@ -82,6 +82,29 @@ pub async fn views(http: &Http, endpoints: &[String], token: &str) -> Vec<Vec<se
     out
 }
 
+/// The projector's view of each target: (lag in events, lag in seconds), from the first projector pod that
+/// answers (there is one writer). Empty when none answers; the read APIs' view is used alone then.
+pub async fn projector_lag(
+    http: &Http,
+    endpoints: &[String],
+    token: &str,
+) -> std::collections::HashMap<String, (Option<i64>, Option<f64>)> {
+    for e in endpoints {
+        if let Ok(v) = call(http, "GET", &format!("http://{e}/admin/projections"), token, None).await {
+            return v["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| {
+                    let name = t["name"].as_str()?.to_owned();
+                    Some((name, (t["lag_events"].as_i64(), t["lag_seconds"].as_f64())))
+                })
+                .collect();
+        }
+    }
+    std::collections::HashMap::new()
+}
+
 /// Reduce the pods' views to one sample per target: healthy when a majority of the pods that answered can
 /// use it; lag and generation from the most favourable view.
 pub fn samples(views: &[Vec<serde_json::Value>], targets: &[String]) -> Vec<Sample> {

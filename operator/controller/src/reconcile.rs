@@ -311,8 +311,20 @@ async fn reconcile_inner(sc: &SocialCluster, ctx: &Ctx) -> Result<Action, Error>
     if let Some(token) = &token {
         let views = health::views(&ctx.http, &endpoints, token).await;
         if !views.is_empty() {
-            let samples = health::samples(&views, &targets);
+            let mut samples = health::samples(&views, &targets);
+            // The projector (the one writer) knows each target's lag exactly; the read APIs estimate it.
+            let projector_service = build::object_name(sc, Component::Projector);
+            let projector = health::endpoints(&ctx.client, &ns, &projector_service).await.unwrap_or_default();
+            let lag = health::projector_lag(&ctx.http, &projector, token).await;
+            for s in &mut samples {
+                if let Some((Some(events), _)) = lag.get(&s.name) {
+                    s.lag_events = Some(*events);
+                }
+            }
             status.projections = failover::observe(&status.projections, &samples, now);
+            for h in &mut status.projections {
+                h.lag_seconds = lag.get(&h.name).and_then(|l| l.1);
+            }
             let switchover = sc
                 .spec
                 .switchover

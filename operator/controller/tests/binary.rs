@@ -93,11 +93,13 @@ async fn the_operator_fails_over_the_projection_and_runs_rebuilds() {
     let out =
         kubectl.ok(&["apply", "--validate=false", "-f", &kubectl.file("social.yaml", &manifest(2))]).await;
     assert!(out.contains("socialcluster.socialnet.io/social created"), "{out}");
-    // The read API "pods", registered as a real cluster's EndpointSlice controller would.
-    for (n, port) in [("a", r1), ("b", r2)] {
+    // The read API "pods" and the projector, registered as a real cluster's EndpointSlice controller would.
+    for (service, n, port) in
+        [("social-read-api", "a", r1), ("social-read-api", "b", r2), ("social-projector", "a", pr)]
+    {
         api.put("apis/discovery.k8s.io/v1", NS, "endpointslices", json!({
             "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-            "metadata": {"name": format!("social-read-api-{n}"), "labels": {"kubernetes.io/service-name": "social-read-api"}},
+            "metadata": {"name": format!("{service}-{n}"), "labels": {"kubernetes.io/service-name": service}},
             "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
             "ports": [{"name": "http", "port": port}]
         }));
@@ -149,6 +151,13 @@ async fn the_operator_fails_over_the_projection_and_runs_rebuilds() {
     })
     .await;
     assert_eq!(status().await["currentPrimary"], p.as_str());
+    // Lag as the projector reports it (events and seconds), for every target.
+    wait_for("the projector's lag in status", Duration::from_secs(20), || async {
+        status().await["projections"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().all(|p| p["lagSeconds"].is_number() && p["lagEvents"].is_number()))
+    })
+    .await;
     assert!(
         api.list("apis/coordination.k8s.io/v1", NS, "leases")
             .iter()
@@ -244,12 +253,10 @@ async fn the_operator_fails_over_the_projection_and_runs_rebuilds() {
             api.put("apis/batch/v1", NS, "jobs", job);
         }
     };
-    let rebuild_phase = |target: String| {
-        async move {
-            let st = status().await;
-            (st["rebuild"]["target"] == target.as_str())
-                .then(|| st["rebuild"]["phase"].as_str().unwrap_or("").to_owned())
-        }
+    let rebuild_phase = |target: String| async move {
+        let st = status().await;
+        (st["rebuild"]["target"] == target.as_str())
+            .then(|| st["rebuild"]["phase"].as_str().unwrap_or("").to_owned())
     };
 
     // The failed primary comes back empty: the operator rebuilds it on its own.

@@ -394,9 +394,13 @@ pub struct ProjectionHealth {
     pub healthy: bool,
     /// Consecutive failed checks.
     pub consecutive_failures: i32,
-    /// Events behind the event store's head, when known.
+    /// Events behind the event store's head, when known (the projector's exact count when it answers,
+    /// else the read APIs' estimate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_events: Option<i64>,
+    /// Seconds between the newest event in the store and the last one applied, as the projector reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<f64>,
     /// The target's generation, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
