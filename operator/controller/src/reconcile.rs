@@ -358,16 +358,21 @@ async fn reconcile_inner(sc: &SocialCluster, ctx: &Ctx) -> Result<Action, Error>
                 let sample = samples.iter().find(|s| s.name == last.from);
                 let busy =
                     status.rebuild.as_ref().is_some_and(|r| r.phase == "Running" || r.phase == "Pending");
-                let done_for = status
-                    .rebuild
-                    .as_ref()
-                    .is_some_and(|r| r.automatic && r.target == last.from && r.token == last.at);
+                // Once per failover, even after another rebuild replaced this one in status.
+                let done_for = last.rebuilt
+                    || status
+                        .rebuild
+                        .as_ref()
+                        .is_some_and(|r| r.automatic && r.target == last.from && r.token == last.at);
                 if let Some(sample) = sample
                     && !busy
                     && !done_for
                     && failover::needs_rebuild(sample, true)
                 {
                     start_rebuild(ctx, sc, &ns, &mut status, &last.from, &last.at, true).await?;
+                    if let Some(l) = status.last_failover.as_mut() {
+                        l.rebuilt = true;
+                    }
                 }
             }
         }
@@ -466,6 +471,7 @@ async fn promote(
                 reason: reason.to_owned(),
                 at: done.to_rfc3339(),
                 duration_ms: Some(ms),
+                rebuilt: false,
             });
             conditions::set(
                 status,

@@ -4,7 +4,7 @@
 //! projector, write API and ingester processes on real PostgreSQL, NATS and two Redis targets. The read API
 //! pods are registered through EndpointSlices as a real cluster would. The primary Redis is killed: the
 //! operator must promote the standby and switch every read API pod; the time from the kill to every pod
-//! switched is printed. The test plays the Job controller for the rebuild.
+//! switched is printed. The test plays the Job controller: it runs each rebuild Job's own command.
 #![allow(clippy::unwrap_used)]
 
 mod fake_api;
@@ -238,8 +238,9 @@ async fn the_operator_fails_over_the_projection_and_runs_rebuilds() {
     );
 
     // The test plays the Job controller: the rebuild Job of `target` succeeds, and status follows.
+    // It runs the Job's own command, as the pod would, with the projector's environment.
     let finish_rebuild = |target: String| {
-        let api = api.clone();
+        let (api, common) = (api.clone(), common.clone());
         async move {
             let job_of = |target: &str| {
                 api.list("apis/batch/v1", NS, "jobs")
@@ -249,6 +250,16 @@ async fn the_operator_fails_over_the_projection_and_runs_rebuilds() {
             wait_for("the rebuild job", Duration::from_secs(30), || async { job_of(&target).is_some() })
                 .await;
             let mut job = job_of(&target).unwrap();
+            let args: Vec<String> =
+                serde_json::from_value(job["spec"]["template"]["spec"]["containers"][0]["args"].clone())
+                    .unwrap();
+            let mut cmd = tokio::process::Command::new(bin("socialnet"));
+            cmd.args(&args).env("RUST_LOG", "warn").env("SOCIALNET_JWT_SECRET", SECRET).stdout(Stdio::null());
+            for (k, v) in &common {
+                cmd.env(k, v);
+            }
+            let run = tokio::time::timeout(Duration::from_secs(60), cmd.status()).await;
+            assert!(run.is_ok_and(|s| s.is_ok_and(|s| s.success())), "the Job's command {args:?} failed");
             job["status"] = json!({"succeeded": 1});
             api.put("apis/batch/v1", NS, "jobs", job);
         }
@@ -270,6 +281,7 @@ async fn the_operator_fails_over_the_projection_and_runs_rebuilds() {
         rebuild_phase(p.clone()).await.as_deref() == Some("Succeeded")
     })
     .await;
+    assert_eq!(status().await["lastFailover"]["rebuilt"], true, "one automatic rebuild per failover");
 
     // A rebuild request with kubectl: the operator creates the Job and follows it.
     let patch = format!("{{\"spec\":{{\"rebuild\":{{\"target\":\"{s}\",\"token\":\"one\"}}}}}}");

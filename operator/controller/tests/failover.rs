@@ -160,6 +160,7 @@ fn the_status_summary_shows_what_an_operator_needs() {
         reason: "PrimaryFailed".into(),
         at: "2026-11-27T00:00:00Z".into(),
         duration_ms: Some(2200),
+        rebuilt: false,
     });
     sc.status = Some(status);
     let events = vec![(

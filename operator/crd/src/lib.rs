@@ -382,6 +382,10 @@ pub struct FailoverRecord {
     /// Milliseconds from the decision to every read API pod switched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<i64>,
+    /// Whether the old primary, back without its data, was given its automatic rebuild (once per
+    /// failover; if that rebuild fails, a new `spec.rebuild` token asks for another).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rebuilt: bool,
 }
 
 /// Health of one projection target.
