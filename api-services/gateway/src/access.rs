@@ -100,13 +100,7 @@ impl Drop for AccessLog {
     }
 }
 
-/// The JSON line of one entry, newline included.
-pub fn line(e: &Entry<'_>) -> Vec<u8> {
-    let mut b = Vec::with_capacity(320);
-    write_line(&mut b, e);
-    b
-}
-
+/// Append the JSON line of one entry, newline included, to `b`.
 fn write_line(b: &mut Vec<u8>, e: &Entry<'_>) {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     b.extend_from_slice(b"{\"timestamp\":\"");
@@ -154,6 +148,12 @@ fn string(b: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn line(e: &Entry<'_>) -> Vec<u8> {
+        let mut b = Vec::new();
+        write_line(&mut b, e);
+        b
+    }
 
     #[test]
     fn a_line_is_json_with_every_field_escaped() {

@@ -85,10 +85,7 @@ impl MemoryTarget {
     /// Apply operations to a generation without a checkpoint (the apply thread of a rebuild's replay).
     pub(crate) fn apply_ops(&self, generation: u64, ops: &[Op]) {
         let mut inner = self.write();
-        let g = inner.generations.entry(generation).or_default();
-        for op in ops {
-            apply_op(&mut g.data, op);
-        }
+        apply_all(&mut inner.generations.entry(generation).or_default().data, ops);
     }
 
     /// Remove a generation and return its keys and values (the image a rebuild loads into Redis), converted
@@ -103,6 +100,12 @@ impl MemoryTarget {
 /// would answer WRONGTYPE; the planner never does this, so the operation is skipped).
 fn slot<'a>(data: &'a mut HashMap<String, Stored>, key: &str, make: fn() -> Stored) -> &'a mut Stored {
     data.entry_ref(key).or_insert_with(make)
+}
+
+fn apply_all(data: &mut HashMap<String, Stored>, ops: &[Op]) {
+    for op in ops {
+        apply_op(data, op);
+    }
 }
 
 fn apply_op(data: &mut HashMap<String, Stored>, op: &Op) {
@@ -282,9 +285,7 @@ impl ProjectionTarget for MemoryTarget {
         if g.state.map(|s| s.cursor) != expected.map(|s| s.cursor) {
             return Err(ProjectionError::Conflict(format!("generation {generation} checkpoint moved")));
         }
-        for op in ops {
-            apply_op(&mut g.data, op);
-        }
+        apply_all(&mut g.data, ops);
         g.state = Some(next);
         Ok(())
     }
