@@ -78,7 +78,9 @@ impl Processor {
         self
     }
 
-    /// Also bump `signal` after each successful append.
+    /// Also add to `signal`, after each successful append, the number of commands it newly recorded
+    /// (committed or rejected; duplicates excluded). Dev mode's projector only uses it as a wake-up; the
+    /// write benchmark counts with it instead of scanning the commands table.
     pub fn with_commit_signal(mut self, signal: tokio::sync::watch::Sender<u64>) -> Self {
         self.on_commit = Some(signal);
         self
@@ -289,7 +291,8 @@ impl Processor {
             "batch appended"
         );
         if let Some(n) = &self.on_commit {
-            n.send_modify(|v| *v = v.wrapping_add(1));
+            let recorded = statuses.iter().filter(|s| matches!(s, AppendStatus::Appended)).count();
+            n.send_modify(|v| *v = v.wrapping_add(recorded as u64));
         }
         {
             let mut cache = self.cache();

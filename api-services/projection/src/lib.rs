@@ -6,6 +6,7 @@
 //! the [`KvRead`] primitives both provide. A MongoDB document target can run beside a Redis target.
 
 mod dump;
+pub mod invalidation;
 mod keys;
 mod memory;
 mod mongo;
@@ -25,4 +26,4 @@ pub use ops::Op;
 pub use planner::{HOME_CAP, Planner, PlannerConfig};
 pub use rebuild::{Progress, Replay, apply_range, rebuild_generation, replay_into_memory};
 pub use redis_target::RedisTarget;
-pub use target::{HomeItem, KvRead, ProjectionError, ProjectionTarget, TargetState};
+pub use target::{HomeItem, HomePage, KvRead, ProjectionError, ProjectionTarget, TargetState};

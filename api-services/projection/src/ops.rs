@@ -38,3 +38,19 @@ pub enum Op {
         member: String,
     },
 }
+
+impl Op {
+    /// The (relative) key the operation changes.
+    pub fn key(&self) -> &str {
+        match self {
+            Op::HSet { key, .. }
+            | Op::HDel { key, .. }
+            | Op::HIncr { key, .. }
+            | Op::Del { key }
+            | Op::ZAdd { key, .. }
+            | Op::ZRem { key, .. }
+            | Op::ZKeepTop { key, .. }
+            | Op::SAdd { key, .. } => key,
+        }
+    }
+}

@@ -101,9 +101,21 @@ pub async fn home(
     below: Option<i64>,
     limit: usize,
 ) -> Result<Page, ProjectionError> {
-    let items = view.home_page(user, below, limit + 1).await?;
-    let posts = items.into_iter().filter_map(|i| i.post.as_ref().and_then(post_json).map(|v| (v, i.score)));
-    Ok(page(posts.collect(), limit))
+    Ok(home_with_sources(view, user, below, limit).await?.0)
+}
+
+/// [`home`] and the keys it was read from, for a reader that caches pages.
+pub async fn home_with_sources(
+    view: &dyn KvRead,
+    user: &UserId,
+    below: Option<i64>,
+    limit: usize,
+) -> Result<(Page, Vec<String>), ProjectionError> {
+    let found = view.home_page(user, below, limit + 1).await?;
+    let sources = found.sources(user);
+    let posts =
+        found.items.into_iter().filter_map(|i| i.post.as_ref().and_then(post_json).map(|v| (v, i.score)));
+    Ok((page(posts.collect(), limit), sources))
 }
 
 async fn people(

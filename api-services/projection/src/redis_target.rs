@@ -1,11 +1,13 @@
 //! The Redis target. Keys live under `{target}:g{N}:` per generation, with `{target}:current` naming the
 //! generation reads use. A batch is applied by one Lua script: it compares the generation's checkpoint
-//! with the one the batch was planned from, runs every operation, and writes the new checkpoint — one
-//! round trip, all or nothing, and a replayed batch is refused instead of counted twice.
+//! with the one the batch was planned from, runs every operation, announces the changed keys on
+//! `{target}:changes` (see [`crate::invalidation`]) and writes the new checkpoint — one round trip, all or
+//! nothing, and a replayed batch is refused instead of counted twice.
 
 use crate::dump::{Dump, ImageValue, Value};
+use crate::invalidation::Invalidation;
 use crate::ops::Op;
-use crate::target::{HomeItem, KvRead, ProjectionError, ProjectionTarget, TargetState};
+use crate::target::{HomeItem, HomePage, KvRead, ProjectionError, ProjectionTarget, TargetState};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -21,7 +23,7 @@ local current = redis.call('GET', ARGV[2])
 if (current or '') ~= ARGV[3] then
   return redis.error_reply('CONFLICT checkpoint is ' .. tostring(current))
 end
-local i = 5
+local i = 7
 local n = #ARGV
 while i <= n do
   local op = ARGV[i]
@@ -59,6 +61,7 @@ while i <= n do
     return redis.error_reply('BADOP ' .. tostring(op))
   end
 end
+if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 redis.call('SET', ARGV[2], ARGV[4])
 return 1
 "#;
@@ -66,6 +69,8 @@ return 1
 #[derive(Clone)]
 pub struct RedisTarget {
     name: String,
+    /// For change-notice subscriptions, which need a connection of their own.
+    client: redis::Client,
     conn: ConnectionManager,
     apply: Arc<redis::Script>,
     home_page: Arc<redis::Script>,
@@ -133,14 +138,19 @@ impl RedisTarget {
             .set_response_timeout(Some(response_timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
         Ok(Self {
             name: name.to_owned(),
+            client,
             conn,
             apply: Arc::new(redis::Script::new(APPLY)),
             home_page: Arc::new(redis::Script::new(HOME_PAGE)),
             posts: Arc::default(),
         })
+    }
+
+    fn changes_channel(&self) -> String {
+        format!("{}:changes", self.name)
     }
 
     fn current_key(&self) -> String {
@@ -216,7 +226,8 @@ fn state_string(state: Option<TargetState>) -> String {
 }
 
 /// A home page's ids in one round trip: the home range, the followed celebrities, their recent posts
-/// (merged, newest first) and each post's version (`v`, false when the post is gone), all inside Redis.
+/// (merged, newest first) and each post's version (`v`, false when the post is gone), all inside Redis;
+/// returned with the celebrities merged in.
 /// The posts themselves come from the [`PostCache`] when their version matches, else from `HGETALL`. Key names are built in the script from the
 /// user id, so this needs a standalone Redis (not Redis Cluster), as every socialnet target is.
 /// ARGV: generation prefix, user id, max score (`+inf` or `(N`), count.
@@ -224,7 +235,8 @@ const HOME_PAGE: &str = r#"
 local p, user, max, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 -- Each list is newest first: merge them (k-way, n steps) instead of sorting their union.
 local lists = {redis.call('ZREVRANGEBYSCORE', p .. 'home:' .. user, max, '-inf', 'WITHSCORES', 'LIMIT', 0, n)}
-for _, c in ipairs(redis.call('ZINTER', 2, p .. 'following:' .. user, p .. 'celebs')) do
+local celebs = redis.call('ZINTER', 2, p .. 'following:' .. user, p .. 'celebs')
+for _, c in ipairs(celebs) do
   lists[#lists + 1] = redis.call('ZREVRANGEBYSCORE', p .. 'utl:' .. c, max, '-inf', 'WITHSCORES', 'LIMIT', 0, n)
 end
 local at, seen, out = {}, {}, {}
@@ -246,7 +258,7 @@ while #out < n do
   at[best] = i + 2
   out[#out + 1] = {l[i], l[i + 1], redis.call('HGET', p .. 'post:' .. l[i], 'v')}
 end
-return out
+return {out, celebs}
 "#;
 
 /// Reads on one generation.
@@ -370,9 +382,9 @@ impl KvRead for RedisView {
         user: &domain::UserId,
         below: Option<i64>,
         limit: usize,
-    ) -> Result<Vec<HomeItem>, ProjectionError> {
+    ) -> Result<HomePage, ProjectionError> {
         let max = below.map(|b| format!("({b}")).unwrap_or_else(|| "+inf".into());
-        let raw: Vec<(String, String, Option<String>)> = self
+        let (raw, celebrities): (Vec<(String, String, Option<String>)>, Vec<String>) = self
             .home_page
             .prepare_invoke()
             .arg(&self.prefix)
@@ -406,7 +418,7 @@ impl KvRead for RedisView {
                 items[i].post = post;
             }
         }
-        Ok(items)
+        Ok(HomePage { items, celebrities })
     }
 
     async fn hget_many(&self, keys: &[String], field: &str) -> Result<Vec<Option<String>>, ProjectionError> {
@@ -479,13 +491,16 @@ impl ProjectionTarget for RedisTarget {
         expected: Option<TargetState>,
         next: TargetState,
     ) -> Result<(), ProjectionError> {
-        let mut args = Vec::with_capacity(4 + ops.len() * 4);
-        args.push(self.prefix(generation));
-        args.push(self.checkpoint_key(generation));
-        args.push(state_string(expected));
-        args.push(state_string(Some(next)));
+        let mut args = Vec::with_capacity(ops.len() * 4);
         encode(ops, &mut args);
         let mut invocation = self.apply.prepare_invoke();
+        invocation
+            .arg(self.prefix(generation))
+            .arg(self.checkpoint_key(generation))
+            .arg(state_string(expected))
+            .arg(state_string(Some(next)))
+            .arg(self.changes_channel())
+            .arg(crate::invalidation::encode(generation, ops));
         for a in &args {
             invocation.arg(a);
         }
@@ -661,6 +676,25 @@ impl ProjectionTarget for RedisTarget {
             }
         }
         Ok(out)
+    }
+
+    async fn invalidations(
+        &self,
+    ) -> Result<Option<futures::stream::BoxStream<'static, Invalidation>>, ProjectionError> {
+        use futures::StreamExt;
+        let connect = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(self.changes_channel()).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let pubsub = tokio::time::timeout(Duration::from_secs(2), connect)
+            .await
+            .map_err(|_| ProjectionError::Unavailable("subscribing to change notices timed out".into()))?
+            .map_err(unavailable)?;
+        let notices = pubsub
+            .into_on_message()
+            .filter_map(|msg| std::future::ready(crate::invalidation::decode(msg.get_payload_bytes())));
+        Ok(Some(notices.boxed()))
     }
 
     async fn ping(&self) -> Result<(), ProjectionError> {

@@ -2,6 +2,7 @@
 //! one generation, and atomic batch application with a checkpoint, generations and dumps.
 
 use crate::dump::{Dump, ImageValue};
+use crate::invalidation::Invalidation;
 use crate::ops::Op;
 use async_trait::async_trait;
 use eventstore::GlobalCursor;
@@ -75,7 +76,7 @@ pub trait KvRead: Send + Sync {
         user: &domain::UserId,
         below: Option<i64>,
         limit: usize,
-    ) -> Result<Vec<HomeItem>, ProjectionError> {
+    ) -> Result<HomePage, ProjectionError> {
         use crate::keys::Keys;
         let mut ids = self.zrevrange_by_score(&Keys::home(user), below, limit).await?;
         let celebs = self.zinter_members(&Keys::following(user), Keys::CELEBS).await?;
@@ -95,7 +96,28 @@ pub trait KvRead: Send + Sync {
         }
         let keys: Vec<String> = ids.iter().map(|(id, _)| format!("post:{id}")).collect();
         let hashes = self.hgetall_many(&keys).await?;
-        Ok(ids.into_iter().zip(hashes).map(|((id, score), post)| HomeItem { id, score, post }).collect())
+        let items =
+            ids.into_iter().zip(hashes).map(|((id, score), post)| HomeItem { id, score, post }).collect();
+        Ok(HomePage { items, celebrities: celebs })
+    }
+}
+
+/// What [`KvRead::home_page`] found.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HomePage {
+    pub items: Vec<HomeItem>,
+    /// The followed celebrities whose timelines were merged in.
+    pub celebrities: Vec<String>,
+}
+
+impl HomePage {
+    /// Every key the page was read from (relative names): a change to any of them may change the page.
+    pub fn sources(&self, user: &domain::UserId) -> Vec<String> {
+        use crate::keys::Keys;
+        let mut keys = vec![Keys::home(user), Keys::following(user), Keys::CELEBS.to_owned()];
+        keys.extend(self.celebrities.iter().map(|c| format!("utl:{c}")));
+        keys.extend(self.items.iter().map(|i| format!("post:{}", i.id)));
+        keys
     }
 }
 
@@ -162,4 +184,13 @@ pub trait ProjectionTarget: Send + Sync {
     async fn drop_generation(&self, generation: u64) -> Result<u64, ProjectionError>;
     async fn dump(&self, generation: u64) -> Result<Dump, ProjectionError>;
     async fn ping(&self) -> Result<(), ProjectionError>;
+
+    /// Subscribe to this target's change notices (see [`crate::invalidation`]). `None` when the target
+    /// sends none, so readers must not cache its answers. The stream ends when the subscription is lost:
+    /// notices may have been missed, and whatever was cached must be dropped.
+    async fn invalidations(
+        &self,
+    ) -> Result<Option<futures::stream::BoxStream<'static, Invalidation>>, ProjectionError> {
+        Ok(None)
+    }
 }

@@ -3,6 +3,7 @@
 
 use crate::AppState;
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -64,28 +65,30 @@ fn post_id(s: &str) -> Result<PostId, ApiError> {
     PostId::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
+/// The weak ETag of a body. FNV-1a: cheap and stable; an ETag needs no cryptographic strength.
+pub(crate) fn etag_of(bytes: &[u8]) -> HeaderValue {
+    let hash = projection::invalidation::fnv1a(bytes);
+    HeaderValue::from_str(&format!("W/\"{hash:016x}\"")).unwrap_or(HeaderValue::from_static("W/\"0\""))
+}
+
 /// JSON with a weak ETag of its bytes; `304` when the client already has it.
 fn with_etag(headers: &HeaderMap, body: &serde_json::Value, served_by: &str) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
-    // FNV-1a: cheap and stable; an ETag needs no cryptographic strength.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in &bytes {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    let etag = format!("W/\"{hash:016x}\"");
+    let etag = etag_of(&bytes);
+    respond(headers, Bytes::from(bytes), etag, served_by)
+}
+
+fn respond(headers: &HeaderMap, bytes: Bytes, etag: HeaderValue, served_by: &str) -> Response {
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        .is_some_and(|v| v.split(',').any(|t| t.trim().as_bytes() == etag.as_bytes() || t.trim() == "*"));
     let mut response = if matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
     };
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        response.headers_mut().insert(header::ETAG, v);
-    }
+    response.headers_mut().insert(header::ETAG, etag);
     if let Ok(v) = HeaderValue::from_str(served_by) {
         response.headers_mut().insert("x-served-by", v);
     }
@@ -209,15 +212,21 @@ pub async fn home(
         return Err(ApiError::forbidden(format!("only {user} may read their home feed")));
     }
     let (below, limit) = paging(q)?;
-    let (page, by) = st
+    let key = format!("{user} {} {limit}", below.map(|b| b.to_string()).unwrap_or_default());
+    let (page, by, hit) = st
         .targets
-        .read(|v| {
+        .read_cached(&key, |v| {
             let user = user.clone();
-            async move { queries::home(v.as_ref(), &user, below, limit).await }
+            async move {
+                let (page, sources) = queries::home_with_sources(v.as_ref(), &user, below, limit).await?;
+                Ok((serde_json::to_vec(&page).unwrap_or_default(), sources))
+            }
         })
         .await
         .map_err(unavailable)?;
-    Ok(with_etag(&headers, &serde_json::to_value(page).unwrap_or_default(), &by))
+    let mut response = respond(&headers, page.body, page.etag, &by);
+    response.headers_mut().insert("x-cache", HeaderValue::from_static(if hit { "hit" } else { "miss" }));
+    Ok(response)
 }
 
 fn require_admin(auth: &Authenticated) -> Result<(), ApiError> {

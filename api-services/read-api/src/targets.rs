@@ -1,6 +1,9 @@
 //! The projection targets a read API can read, their health, breakers, and which one is active.
 
+use crate::cache::{CachedPage, PageCache};
+use axum::body::Bytes;
 use eventstore::GlobalCursor;
+use futures::StreamExt;
 use projection::{KvRead, ProjectionError, ProjectionTarget, TargetState};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -13,6 +16,10 @@ pub struct TargetSetConfig {
     pub max_lag_positions: i64,
     /// How often health (generation, checkpoint, reachability) is refreshed.
     pub refresh_every: Duration,
+    /// How long a cached home page may be served (see [`crate::cache`]); zero turns the cache off.
+    pub home_cache_ttl: Duration,
+    /// Cached home pages per target.
+    pub home_cache_pages: usize,
 }
 
 impl Default for TargetSetConfig {
@@ -21,6 +28,8 @@ impl Default for TargetSetConfig {
             breaker_open_for: Duration::from_secs(3),
             max_lag_positions: 1000,
             refresh_every: Duration::from_millis(200),
+            home_cache_ttl: Duration::from_secs(30),
+            home_cache_pages: 100_000,
         }
     }
 }
@@ -37,6 +46,7 @@ struct Entry {
     target: Arc<dyn ProjectionTarget>,
     health: RwLock<Health>,
     open_until: Mutex<Option<Instant>>,
+    cache: PageCache,
 }
 
 pub struct TargetSet {
@@ -61,6 +71,7 @@ impl TargetSet {
                 target,
                 health: RwLock::new(Health::default()),
                 open_until: Mutex::new(None),
+                cache: PageCache::new(config.home_cache_ttl, config.home_cache_pages),
             })
             .collect();
         Arc::new(Self { entries, active: RwLock::new(active), config })
@@ -105,8 +116,14 @@ impl TargetSet {
         }
     }
 
-    /// Refresh health in the background until the task is aborted.
+    /// Refresh health in the background until the task is aborted; also start listening to each
+    /// target's change notices, which is what lets its home pages be cached.
     pub fn spawn_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        if !self.config.home_cache_ttl.is_zero() {
+            for i in 0..self.entries.len() {
+                tokio::spawn(self.clone().listen_for_changes(i));
+            }
+        }
         let me = self.clone();
         tokio::spawn(async move {
             loop {
@@ -207,6 +224,85 @@ impl TargetSet {
         Err(last)
     }
 
+    /// Keep target `i`'s page cache fed with its change notices, resubscribing after a loss; returns at
+    /// once for a target that sends none (its pages are then never cached).
+    async fn listen_for_changes(self: Arc<Self>, i: usize) {
+        let e = &self.entries[i];
+        loop {
+            match e.target.invalidations().await {
+                Ok(None) => return,
+                Ok(Some(mut notices)) => {
+                    e.cache.set_live(true);
+                    tracing::info!(target = e.target.name(), "home pages cached: change notices subscribed");
+                    while let Some(n) = notices.next().await {
+                        e.cache.invalidate(n.generation, &n.keys);
+                    }
+                    e.cache.set_live(false);
+                    tracing::warn!(target = e.target.name(), "change notices lost; home-page cache off");
+                }
+                Err(err) => tracing::debug!(target = e.target.name(), error = %err, "cannot subscribe"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Like [`TargetSet::read`], for an answer that may be cached: `key` identifies the request, and `f`
+    /// returns the JSON body with the keys it was read from. Returns the page, the target that gave it
+    /// and whether it came from the cache.
+    pub async fn read_cached<F, Fut>(
+        &self,
+        key: &str,
+        f: F,
+    ) -> Result<(CachedPage, String, bool), ProjectionError>
+    where
+        F: Fn(Arc<dyn KvRead>) -> Fut,
+        Fut: std::future::Future<Output = Result<(Vec<u8>, Vec<String>), ProjectionError>>,
+    {
+        let mut last = ProjectionError::Unavailable("no projection target is usable".into());
+        for (i, generation) in self.candidates() {
+            let e = &self.entries[i];
+            if let Some(hit) = e.cache.get(generation, key, Instant::now()) {
+                return Ok((hit, e.target.name().to_owned(), true));
+            }
+            let ticket = e.cache.ticket();
+            match f(e.target.view(generation)).await {
+                Ok((body, sources)) => {
+                    *e.open_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    let page = CachedPage { etag: crate::handlers::etag_of(&body), body: Bytes::from(body) };
+                    if let Some(ticket) = ticket {
+                        let ids: Vec<u64> =
+                            sources.iter().map(|s| projection::invalidation::key_id(s)).collect();
+                        e.cache.insert(
+                            ticket,
+                            generation,
+                            key.to_owned(),
+                            &ids,
+                            page.clone(),
+                            Instant::now(),
+                        );
+                    }
+                    return Ok((page, e.target.name().to_owned(), false));
+                }
+                Err(err @ ProjectionError::Corrupt(_)) => return Err(err),
+                Err(err) => {
+                    self.trip(i, &err);
+                    last = err;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Home-page cache lookups over all targets: (hits, misses).
+    pub fn home_cache_stats(&self) -> (u64, u64) {
+        self.entries.iter().map(|e| e.cache.hits_and_misses()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    }
+
+    /// Whether target `name`'s home pages can be cached now (its change notices are subscribed).
+    pub fn home_cache_live(&self, name: &str) -> bool {
+        self.entries.iter().any(|e| e.target.name() == name && e.cache.is_live())
+    }
+
     /// The admin view of every target.
     pub fn describe(&self) -> Vec<serde_json::Value> {
         let best = self.best_position();
@@ -231,6 +327,8 @@ impl TargetSet {
                     "lag_seconds": h.state.map(|s| if s.cursor.position >= best { 0.0 } else {
                         ((chrono::Utc::now().timestamp_millis() - s.last_event_ms).max(0) as f64) / 1000.0 }),
                     "error": h.error,
+                    "home_cache": {"live": e.cache.is_live(), "pages": e.cache.len(),
+                        "hits": e.cache.hits_and_misses().0, "misses": e.cache.hits_and_misses().1},
                 })
             })
             .collect()

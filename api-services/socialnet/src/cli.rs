@@ -251,6 +251,11 @@ pub struct ReadApiArgs {
     /// A target further behind the most advanced one than this many positions is not read.
     #[arg(long, env = "SOCIALNET_MAX_LAG", default_value_t = 1000)]
     pub max_lag: i64,
+    /// How long a cached home page may be served, in milliseconds; 0 turns the cache off. Pages are
+    /// dropped as soon as the projector announces a change to what they were read from; this only
+    /// bounds staleness from changes made behind its back.
+    #[arg(long, env = "SOCIALNET_HOME_CACHE_TTL_MS", default_value_t = 30_000)]
+    pub home_cache_ttl_ms: u64,
     /// The target to read first (default: the first of --targets); the operator sets it from its ConfigMap.
     #[arg(long, env = "SOCIALNET_ACTIVE_TARGET")]
     pub active: Option<String>,

@@ -228,3 +228,105 @@ async fn the_scenario_distributed_over_two_redis_targets() {
     assert_eq!(listed.len(), 2);
     assert!(listed.iter().all(|t| t["healthy"] == true && t["lag_events"] == 0), "{admin}");
 }
+
+/// The titles (bodies) on a home page, and whether the page came from the read API's cache.
+/// `None` until the read API can answer (a fresh stack's target has no generation yet).
+async fn home_bodies_of(r: &Http, tok: &str, user: &str) -> Option<(Vec<String>, bool)> {
+    let (code, headers, page) =
+        r.call_full("GET", &format!("/v1/users/{user}/home"), Some(tok), None, &[]).await;
+    if code == 503 {
+        return None;
+    }
+    assert_eq!(code, 200, "{page}");
+    let bodies = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{} likes={}", p["body"].as_str().unwrap(), p["like_count"]))
+        .collect();
+    Some((bodies, headers.get("x-cache").is_some_and(|v| v == "hit")))
+}
+
+/// Poll a home until it reads `want` (cached pages live ten minutes here, so only the projector's
+/// change notices can bring each change in).
+async fn home_becomes_of(r: &Http, tok: &str, user: &str, want: &[&str], what: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        let got = home_bodies_of(r, tok, user).await.map(|(b, _)| b);
+        if got.as_ref().is_some_and(|g| g == want) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{what}: the home of {user} is still {got:?}, not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cached_home_pages_follow_every_kind_of_change() {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let p = format!("p{tag}");
+    let targets = format!("{p}={}", testkit::env_url("SOCIALNET_TEST_REDIS_URL"));
+    let stack = Stack::start(&targets).await;
+    let (w, r) = (&stack.write, &stack.read);
+    let t = |u: &str| token(&format!("{u}{}", &tag[..6]));
+    let id = |u: &str| format!("{u}{}", &tag[..6]);
+    let (ann, bob, cat) = (id("ann"), id("bob"), id("cat"));
+    let mut last = String::new();
+    for u in ["ann", "bob", "cat", "dan", "eve"] {
+        last = write(w, &t(u), "POST", "/v1/users", Some(json!({"handle": id(u), "display_name": u}))).await;
+    }
+    w.wait_decided(&t("eve"), &last, Duration::from_secs(20)).await;
+    let ann_tok = t("ann");
+    let home = |want: &'static [&'static str], what: &'static str| {
+        let ann_tok = ann_tok.clone();
+        let ann = ann.clone();
+        async move { home_becomes_of(r, &ann_tok, &ann, want, what).await }
+    };
+
+    write(w, &ann_tok, "PUT", &format!("/v1/users/{ann}/following/{bob}"), None).await;
+    let (_, a) = w.call("POST", "/v1/posts", Some(&t("bob")), Some(json!({"body": "b1"})), &[]).await;
+    let b1 = a["post_id"].as_str().unwrap().to_owned();
+    home(&["b1 likes=0"], "a followed user's post").await;
+    // Nothing changed: the same page again comes from the cache.
+    let (_, hit) = home_bodies_of(r, &ann_tok, &ann).await.unwrap();
+    assert!(hit, "an unchanged home page is served from the cache");
+
+    write(w, &t("cat"), "PUT", &format!("/v1/posts/{b1}/likes/{cat}"), None).await;
+    home(&["b1 likes=1"], "a like").await;
+    write(w, &t("bob"), "PATCH", &format!("/v1/posts/{b1}"), Some(json!({"body": "b1 edited"}))).await;
+    home(&["b1 edited likes=1"], "an edit").await;
+
+    // cat has a post before ann follows her: following backfills it.
+    write(w, &t("cat"), "POST", "/v1/posts", Some(json!({"body": "c1"}))).await;
+    write(w, &ann_tok, "PUT", &format!("/v1/users/{ann}/following/{cat}"), None).await;
+    home(&["c1 likes=0", "b1 edited likes=1"], "a backfill").await;
+
+    // Three more followers make bob a celebrity (the tests' threshold is 2): his posts are no longer
+    // fanned out but merged in at read time, from his own timeline.
+    for u in ["cat", "dan", "eve"] {
+        write(w, &t(u), "PUT", &format!("/v1/users/{}/following/{bob}", id(u)), None).await;
+    }
+    until(r, &ann_tok, &format!("/v1/users/{bob}"), "bob's followers", |c, b| {
+        c == 200 && b["followers_count"] == 4
+    })
+    .await;
+    home(&["c1 likes=0", "b1 edited likes=1"], "a celebrity's home").await;
+    write(w, &t("bob"), "POST", "/v1/posts", Some(json!({"body": "b2"}))).await;
+    home(&["b2 likes=0", "c1 likes=0", "b1 edited likes=1"], "a celebrity's new post").await;
+
+    write(w, &t("bob"), "DELETE", &format!("/v1/posts/{b1}"), None).await;
+    home(&["b2 likes=0", "c1 likes=0"], "a deletion").await;
+    write(w, &ann_tok, "DELETE", &format!("/v1/users/{ann}/following/{bob}"), None).await;
+    home(&["c1 likes=0"], "unfollowing a celebrity").await;
+    write(w, &ann_tok, "DELETE", &format!("/v1/users/{ann}/following/{cat}"), None).await;
+    home(&[], "unfollowing").await;
+
+    let (code, admin) = r.call("GET", "/admin/projections", Some(&admin_token("root")), None, &[]).await;
+    assert_eq!(code, 200);
+    let cache = &admin["targets"][0]["home_cache"];
+    assert_eq!(cache["live"], true, "{admin}");
+    assert!(cache["hits"].as_u64().unwrap() >= 1, "{admin}");
+}

@@ -149,9 +149,34 @@ impl Conn {
     }
 }
 
+const KEPT_BODIES_PER_CLIENT: usize = 8;
+
 pub async fn run(
     clients: usize,
     duration: Duration,
+    expect: hyper::StatusCode,
+    keep_bodies: bool,
+    make: MakeRequest,
+) -> LoadResult {
+    run_until(clients, duration, u64::MAX, expect, keep_bodies, make).await
+}
+
+/// Exactly `requests` requests over `clients` connections (client `c` sends requests `c`, `c + clients`,
+/// …: its `n`-th is request `c + n * clients`), or fewer if `limit` passes first.
+pub async fn run_count(
+    clients: usize,
+    requests: u64,
+    limit: Duration,
+    expect: hyper::StatusCode,
+    make: MakeRequest,
+) -> LoadResult {
+    run_until(clients, limit, requests, expect, false, make).await
+}
+
+async fn run_until(
+    clients: usize,
+    duration: Duration,
+    requests: u64,
     expect: hyper::StatusCode,
     keep_bodies: bool,
     make: MakeRequest,
@@ -165,7 +190,9 @@ pub async fn run(
             let mut r = LoadResult::default();
             let mut n = 0u64;
             let mut conn: Option<Conn> = None;
-            while Instant::now() < deadline {
+            while Instant::now() < deadline
+                && (c as u64).saturating_add(n.saturating_mul(clients as u64)) < requests
+            {
                 let t = Instant::now();
                 let req = make(c, n);
                 n += 1;
@@ -189,7 +216,9 @@ pub async fn run(
                         if status == expect.as_u16() {
                             r.latencies_us.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
                             r.ok += 1;
-                            if keep_bodies {
+                            // A few per client are enough to check answers; keeping all cost memory
+                            // and the generator's CPU.
+                            if keep_bodies && r.bodies.len() < KEPT_BODIES_PER_CLIENT {
                                 r.bodies.push(body);
                             }
                         } else {

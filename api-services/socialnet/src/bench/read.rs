@@ -3,7 +3,8 @@
 //! 2. Rebuild throughput: the whole history into a new Redis generation (events/s, Redis commands/s).
 //! 3. Live projector throughput on the first part of the history (reads its fan-out state from Redis).
 //! 4. HTTP: bare axum hello-world, bare Redis GET, then the read API's home timeline (20 hydrated posts),
-//!    all with the same number of concurrent clients; ratios to hello-world.
+//!    with its page cache off and on, all with the same number of concurrent clients; ratios to
+//!    hello-world.
 
 use super::dataset::{self, Spec};
 use super::http_load::{self, MakeRequest};
@@ -41,6 +42,9 @@ pub struct ReadBenchArgs {
     pub fanout_threshold: usize,
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
+    /// Distinct users whose home pages the clients read (at most half the users).
+    #[arg(long, default_value_t = 10_000)]
+    pub home_readers: usize,
 }
 
 const SECRET: &[u8] = b"bench-secret-bench-secret";
@@ -146,25 +150,11 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
 
     let redis_r = bare_redis(&args.redis_url, args.clients, d).await?;
 
-    let targets = read_api::TargetSet::new(
-        vec![Arc::new(target.clone()) as Arc<dyn ProjectionTarget>],
-        Default::default(),
-    );
-    targets.refresh().await;
-    let state = read_api::AppState {
-        targets,
-        store: Arc::new(pg.clone()) as Arc<dyn EventStore>,
-        verifier: Arc::new(JwtVerifier::new(&AuthConfig {
-            hs256_secret: SECRET.to_vec(),
-            ..Default::default()
-        })),
-    };
-    let ready: Readiness = Arc::new(|| Box::pin(async { Ok(()) }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let srv = tokio::spawn(async move { axum::serve(listener, read_api::app(state, ready)).await });
-    // Readers are ordinary users (not the most followed ones), each reading their own home.
-    let readers: Vec<(String, String)> = (0..args.clients)
+    // The home timeline twice: every page from Redis (cache off), then with the read API's page cache
+    // (on by default, warmed first). Readers are ordinary users (not the most followed ones), each client
+    // cycling through its share of `home_readers` users; the load only reads, which is the best case for
+    // the cache (no page is dropped by a change).
+    let readers: Vec<(String, String)> = (0..args.home_readers.min(args.users / 2).max(args.clients))
         .map(|i| {
             let u = dataset::user(args.users / 2 + i).to_string();
             let t = http_kit::mint_token(SECRET, &u, Duration::from_secs(3600), &[], None, None)
@@ -173,25 +163,73 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let readers = Arc::new(readers);
-    let make_home: MakeRequest = Arc::new(move |c, _| {
-        let (u, t) = &readers[c];
-        hyper::Request::get(format!("http://{addr}/v1/users/{u}/home?limit=20"))
-            .header("authorization", format!("Bearer {t}"))
-            .body(Full::new(Bytes::new()))
-            .unwrap_or_default()
-    });
-    let home_r = http_load::run(args.clients, d, hyper::StatusCode::OK, true, make_home).await;
-    srv.abort();
-    let full_pages = home_r
-        .bodies
-        .iter()
-        .take(200)
-        .filter(|b| {
-            serde_json::from_slice::<serde_json::Value>(b)
-                .ok()
-                .is_some_and(|v| v["items"].as_array().is_some_and(|a| a.len() == 20))
-        })
-        .count();
+    let mut home_runs = Vec::new();
+    let default_ttl = read_api::TargetSetConfig::default().home_cache_ttl;
+    for cache_ttl in [Duration::ZERO, default_ttl] {
+        let config = read_api::TargetSetConfig { home_cache_ttl: cache_ttl, ..Default::default() };
+        let targets =
+            read_api::TargetSet::new(vec![Arc::new(target.clone()) as Arc<dyn ProjectionTarget>], config);
+        targets.refresh().await;
+        let background = targets.spawn_refresher();
+        if !cache_ttl.is_zero() {
+            let since = Instant::now();
+            while !targets.home_cache_live(target.name()) {
+                anyhow::ensure!(since.elapsed() < Duration::from_secs(10), "no change-notice subscription");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let state = read_api::AppState {
+            targets: targets.clone(),
+            store: Arc::new(pg.clone()) as Arc<dyn EventStore>,
+            verifier: Arc::new(JwtVerifier::new(&AuthConfig {
+                hs256_secret: SECRET.to_vec(),
+                ..Default::default()
+            })),
+        };
+        let ready: Readiness = Arc::new(|| Box::pin(async { Ok(()) }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let srv = tokio::spawn(async move { axum::serve(listener, read_api::app(state, ready)).await });
+        let (readers, clients, reader_count) = (readers.clone(), args.clients, readers.len() as u64);
+        let make_home: MakeRequest = Arc::new(move |c, n| {
+            let i = (c as u64 + n * clients as u64) % readers.len() as u64;
+            let (u, t) = &readers[usize::try_from(i).unwrap_or(0)];
+            hyper::Request::get(format!("http://{addr}/v1/users/{u}/home?limit=20"))
+                .header("authorization", format!("Bearer {t}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap_or_default()
+        });
+        if !cache_ttl.is_zero() {
+            // Warm up: every reader's page once, so the measurement shows a warm cache (its misses,
+            // pages expiring or changed, are still counted below).
+            let warm = http_load::run_count(
+                args.clients,
+                reader_count,
+                Duration::from_secs(120),
+                hyper::StatusCode::OK,
+                make_home.clone(),
+            )
+            .await;
+            eprintln!("page cache warmed: {} pages in {:.1} s", warm.ok, warm.elapsed.as_secs_f64());
+        }
+        let before = targets.home_cache_stats();
+        let run = http_load::run(args.clients, d, hyper::StatusCode::OK, true, make_home).await;
+        let after = targets.home_cache_stats();
+        srv.abort();
+        background.abort();
+        home_runs.push((run, (after.0 - before.0, after.1 - before.1)));
+    }
+    let full_pages = |r: &http_load::LoadResult| {
+        r.bodies
+            .iter()
+            .take(200)
+            .filter(|b| {
+                serde_json::from_slice::<serde_json::Value>(b)
+                    .ok()
+                    .is_some_and(|v| v["items"].as_array().is_some_and(|a| a.len() == 20))
+            })
+            .count()
+    };
     target.drop_generation(generation).await?;
 
     println!(
@@ -220,8 +258,18 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
         f64::from(percentile(&redis_r.1, 0.5)) / 1000.0,
         f64::from(percentile(&redis_r.1, 0.99)) / 1000.0
     );
-    let home_rate = report("read API home timeline (20 posts)", &home_r, Some(base));
-    println!("  home pages checked with 20 hydrated posts: {full_pages} of {}", home_r.bodies.len().min(200));
+    let (uncached, cached) = (&home_runs[0], &home_runs[1]);
+    let uncached_rate = report("home timeline, every page from Redis", &uncached.0, Some(base));
+    let home_r = &cached.0;
+    let home_rate = report("home timeline, page cache (default)", home_r, Some(base));
+    let (hits, misses) = cached.1;
+    println!(
+        "  page cache: {hits} hits, {misses} misses ({} readers); pages checked with 20 hydrated posts: {} and {} of {}",
+        readers.len(),
+        full_pages(&uncached.0),
+        full_pages(home_r),
+        home_r.bodies.len().min(200)
+    );
     println!(
         "{}",
         serde_json::json!({
@@ -229,12 +277,14 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
             "rebuild_redis_cmds_per_s": (rebuild_cmds as f64 / rebuild_secs).round(),
             "live_events_per_s": (live_applied as f64 / live_secs).round(),
             "hello_rps": base.round(), "redis_get_ops": redis_rate.round(), "home_rps": home_rate.round(),
-            "home_ratio_to_hello": home_rate / base,
+            "home_ratio_to_hello": home_rate / base, "home_uncached_rps": uncached_rate.round(),
+            "home_uncached_ratio_to_hello": uncached_rate / base, "home_cache_hits": hits,
+            "home_cache_misses": misses,
             "home_p50_ms": f64::from(percentile(&home_r.latencies_us, 0.5)) / 1000.0,
             "home_p99_ms": f64::from(percentile(&home_r.latencies_us, 0.99)) / 1000.0,
         })
     );
-    Ok(if home_r.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if home_r.failed + uncached.0.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// `clients` tasks doing GET on one multiplexed connection each, for `d`. Returns (ops, latencies µs).

@@ -109,7 +109,7 @@ pub async fn run(args: VisibleBenchArgs) -> anyhow::Result<ExitCode> {
     };
     let targets = read_api::TargetSet::new(vec![target.clone()], Default::default());
     targets.spawn_refresher();
-    let read_state = read_api::AppState { targets, store: store.clone(), verifier };
+    let read_state = read_api::AppState { targets: targets.clone(), store: store.clone(), verifier };
     let ready: Readiness = Arc::new(|| Box::pin(async { Ok(()) }));
     let app = crate::roles::dev_app(write_state, read_state, ready);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -267,10 +267,14 @@ pub async fn run(args: VisibleBenchArgs) -> anyhow::Result<ExitCode> {
         ms(0.99),
         ms(1.0)
     );
+    // Every write drops the pages of its author's followers, so under this load most reads miss.
+    let (hits, misses) = targets.home_cache_stats();
+    println!("  home-page cache (reads polling)   : {hits} hits, {misses} misses");
     println!(
         "{}",
         serde_json::json!({"bench": "visible", "rate": args.rate, "offered": offered.round(), "accepted": sent.len(),
-            "missing": missing, "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": ms(1.0)})
+            "missing": missing, "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": ms(1.0),
+            "home_cache_hits": hits, "home_cache_misses": misses})
     );
     for t in [ingest, project] {
         t.abort();

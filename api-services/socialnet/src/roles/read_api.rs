@@ -14,7 +14,11 @@ pub async fn run(args: ReadApiArgs) -> anyhow::Result<ExitCode> {
         Arc::new(PgEventStore::connect_lazy(&args.database_url).context("event store")?);
     let targets = TargetSet::new(
         args.targets.redis()?,
-        TargetSetConfig { max_lag_positions: args.max_lag, ..TargetSetConfig::default() },
+        TargetSetConfig {
+            max_lag_positions: args.max_lag,
+            home_cache_ttl: std::time::Duration::from_millis(args.home_cache_ttl_ms),
+            ..TargetSetConfig::default()
+        },
     );
     if let Some(active) = args.active.as_deref().filter(|a| !a.is_empty())
         && !targets.set_active(active)

@@ -292,7 +292,11 @@ impl Wiring {
 
     pub fn read_api(&self, port: u16, targets: &str) -> ChildGuard {
         let mut c = socialnet();
-        c.args(["read-api", "--listen", &format!("127.0.0.1:{port}")]).env("SOCIALNET_TARGETS", targets);
+        // Home pages cached for ten minutes: within a test only the projector's change notices can
+        // refresh one, so every test that reads a home after a write also checks those notices.
+        c.args(["read-api", "--listen", &format!("127.0.0.1:{port}")])
+            .env("SOCIALNET_TARGETS", targets)
+            .env("SOCIALNET_HOME_CACHE_TTL_MS", "600000");
         self.apply(&mut c);
         ChildGuard::spawn(&mut c)
     }
