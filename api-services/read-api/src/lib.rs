@@ -2,7 +2,7 @@
 //! active target; a target that errors trips its breaker and the same request is answered at once by the
 //! next healthy target; a target that has lost its data or lags far behind is not used until it has
 //! caught up. `GET /admin/projections` shows the targets, `PUT /admin/projections/active` switches.
-//! Home pages are kept in memory ([`cache`]) and dropped on the target's change notices.
+//! Home pages are kept in memory (module `cache`) and dropped on the target's change notices.
 
 mod cache;
 mod handlers;

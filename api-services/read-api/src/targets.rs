@@ -16,7 +16,7 @@ pub struct TargetSetConfig {
     pub max_lag_positions: i64,
     /// How often health (generation, checkpoint, reachability) is refreshed.
     pub refresh_every: Duration,
-    /// How long a cached home page may be served (see [`crate::cache`]); zero turns the cache off.
+    /// How long a cached home page may be served (module `cache`); zero turns the cache off.
     pub home_cache_ttl: Duration,
     /// Cached home pages per target.
     pub home_cache_pages: usize,
