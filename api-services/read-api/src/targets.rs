@@ -98,6 +98,15 @@ impl TargetSet {
     /// Refresh every target's health once.
     pub async fn refresh(&self) {
         for e in &self.entries {
+            // Cache counters are exported here rather than per request: a labelled metric lookup per
+            // cache hit would cost a noticeable share of one.
+            let (hits, misses) = e.cache.hits_and_misses();
+            let name = e.target.name().to_owned();
+            metrics::counter!("socialnet_read_home_cache_total", "target" => name.clone(), "result" => "hit")
+                .absolute(hits);
+            metrics::counter!("socialnet_read_home_cache_total", "target" => name.clone(), "result" => "miss")
+                .absolute(misses);
+            metrics::gauge!("socialnet_read_home_cache_pages", "target" => name).set(e.cache.len() as f64);
             let h = match e.target.current_generation().await {
                 Ok(Some(g)) => match e.target.state(g).await {
                     Ok(state) => Health { reachable: true, generation: Some(g), state, error: None },
