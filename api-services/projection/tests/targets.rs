@@ -370,3 +370,37 @@ async fn capped_homes_agree_between_in_memory_and_streaming_rebuilds() {
     }
     live.drop_generation(1).await.unwrap();
 }
+
+/// A reader that caches depends on two things: every applied batch announces its keys, and losing Redis
+/// ends the notice stream (a restarted, empty Redis may reuse generation numbers, so cached pages must go).
+#[tokio::test]
+async fn change_notices_name_each_batch_s_keys_and_end_when_redis_goes_away() {
+    use futures::StreamExt;
+    let mut server = testkit::RedisServer::start();
+    let name = format!("n{}", uuid::Uuid::new_v4().simple());
+    let redis = RedisTarget::connect_for_writing(&name, &server.url()).unwrap();
+    let mut notices = redis.invalidations().await.unwrap().expect("Redis sends change notices");
+    let generation = redis.allocate_generation().await.unwrap();
+    let ops = vec![
+        Op::ZAdd { key: "home:ann".into(), score: 3, member: "p1".into() },
+        Op::HIncr { key: "post:p1".into(), field: "like_count".into(), by: 1 },
+        Op::ZKeepTop { key: "home:ann".into(), keep: 800 },
+    ];
+    let next = TargetState { cursor: GlobalCursor { tx_id: 0, position: 3 }, events: 1, last_event_ms: 0 };
+    redis.apply(generation, &ops, None, next).await.unwrap();
+    let notice = tokio::time::timeout(std::time::Duration::from_secs(5), notices.next())
+        .await
+        .expect("a notice within 5 s")
+        .expect("the stream is open");
+    assert_eq!(notice.generation, generation);
+    let mut want = vec![invalidation::key_id("home:ann"), invalidation::key_id("post:p1")];
+    want.sort_unstable();
+    assert_eq!(notice.keys, want);
+    // A refused batch (stale checkpoint) changes nothing and announces nothing.
+    assert!(redis.apply(generation, &ops, None, next).await.is_err());
+    server.stop();
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), notices.next())
+        .await
+        .expect("the notice stream must end once Redis is gone");
+    assert_eq!(end, None, "no notice came from the refused batch");
+}

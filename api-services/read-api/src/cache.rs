@@ -136,6 +136,12 @@ impl PageCache {
             inner.reset();
             return false;
         }
+        // A newer generation (a rebuild flipped) means older pages will not be asked for again.
+        if inner.pages.keys().any(|g| *g < generation) {
+            let old: usize = inner.pages.iter().filter(|(g, _)| **g < generation).map(|(_, p)| p.len()).sum();
+            inner.pages.retain(|g, _| *g >= generation);
+            inner.pages_len -= old;
+        }
         for s in sources {
             inner.readers.entry((generation, *s)).or_default().push(key.clone());
         }
@@ -240,6 +246,18 @@ mod tests {
         c.set_live(true);
         assert!(!c.insert(t, 1, "bob".into(), &[12], page("b"), now));
         assert_eq!(c.len(), 0);
+    }
+
+    #[test]
+    fn a_newer_generation_drops_the_pages_of_older_ones() {
+        let (c, now) = (live(), Instant::now());
+        let t = c.ticket().unwrap();
+        assert!(c.insert(t, 1, "ann".into(), &[1], page("a"), now));
+        assert!(c.insert(t, 1, "bob".into(), &[2], page("b"), now));
+        assert!(c.insert(t, 2, "ann".into(), &[1], page("a2"), now));
+        assert_eq!(c.len(), 1);
+        assert!(c.get(1, "bob", now).is_none());
+        assert_eq!(c.get(2, "ann", now).unwrap().body, "a2");
     }
 
     #[test]

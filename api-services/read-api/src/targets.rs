@@ -29,7 +29,8 @@ impl Default for TargetSetConfig {
             max_lag_positions: 1000,
             refresh_every: Duration::from_millis(200),
             home_cache_ttl: Duration::from_secs(30),
-            home_cache_pages: 100_000,
+            // ≈ 5 KB per page of 20 posts: about 100 MB at most.
+            home_cache_pages: 20_000,
         }
     }
 }

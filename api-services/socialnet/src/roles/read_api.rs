@@ -17,6 +17,7 @@ pub async fn run(args: ReadApiArgs) -> anyhow::Result<ExitCode> {
         TargetSetConfig {
             max_lag_positions: args.max_lag,
             home_cache_ttl: std::time::Duration::from_millis(args.home_cache_ttl_ms),
+            home_cache_pages: args.home_cache_pages,
             ..TargetSetConfig::default()
         },
     );
