@@ -49,6 +49,23 @@ struct Inner {
 }
 
 impl Inner {
+    /// Drop about `n` pages, whichever the map yields first (its order is effectively random). Their
+    /// entries in `readers` stay until a notice or a reset; removing a page twice is harmless.
+    fn evict(&mut self, n: usize) {
+        let mut left = n;
+        for pages in self.pages.values_mut() {
+            let victims: Vec<String> = pages.keys().take(left).cloned().collect();
+            for v in &victims {
+                pages.remove(v);
+            }
+            left -= victims.len();
+            if left == 0 {
+                break;
+            }
+        }
+        self.pages_len -= n - left;
+    }
+
     fn reset(&mut self) {
         self.seq += 1;
         self.floor = self.seq;
@@ -76,7 +93,8 @@ const KEYS_PER_PAGE: usize = 32;
 pub struct Ticket(u64);
 
 impl PageCache {
-    /// `capacity` bounds both the pages and the remembered keys; past it everything is dropped.
+    /// `capacity` bounds the pages (past it, an eighth are dropped to make room) and, 32 per page, the
+    /// remembered keys (past that, everything is dropped).
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
@@ -132,9 +150,12 @@ impl PageCache {
         if sources.iter().any(|s| inner.recent.get(&(generation, *s)).is_some_and(|&seq| seq > ticket.0)) {
             return false;
         }
-        if inner.pages_len >= self.capacity || inner.readers.len() >= self.capacity * KEYS_PER_PAGE {
+        if inner.readers.len() >= self.capacity * KEYS_PER_PAGE {
             inner.reset();
             return false;
+        }
+        if inner.pages_len >= self.capacity {
+            inner.evict(self.capacity / 8 + 1);
         }
         // A newer generation (a rebuild flipped) means older pages will not be asked for again.
         if inner.pages.keys().any(|g| *g < generation) {
@@ -271,11 +292,18 @@ mod tests {
         assert!(c.get(1, "ann", now + Duration::from_secs(5)).is_none());
         assert!(c.insert(t, 1, "bob".into(), &[2], page("b"), now));
         assert!(c.insert(t, 1, "cid".into(), &[3], page("c"), now));
-        // Full: everything goes, and reads that started before are refused.
-        assert!(!c.insert(t, 1, "dan".into(), &[4], page("d"), now));
-        assert_eq!(c.len(), 0);
-        assert!(!c.insert(t, 1, "dan".into(), &[4], page("d"), now));
-        let t = c.ticket().unwrap();
+        // Full: one page makes room for the new one.
         assert!(c.insert(t, 1, "dan".into(), &[4], page("d"), now));
+        assert_eq!(c.len(), 3);
+        assert!(c.get(1, "dan", now).is_some());
+        // Too many remembered keys (32 per page of capacity): everything goes, and reads that started
+        // before are refused.
+        let many: Vec<u64> = (100..200).collect();
+        assert!(c.insert(t, 1, "eve".into(), &many, page("e"), now));
+        assert!(!c.insert(t, 1, "fay".into(), &[6], page("f"), now));
+        assert_eq!(c.len(), 0);
+        let t2 = c.ticket().unwrap();
+        assert!(!c.insert(t, 1, "eve".into(), &[5], page("e"), now));
+        assert!(c.insert(t2, 1, "eve".into(), &[5], page("e"), now));
     }
 }

@@ -256,7 +256,7 @@ pub struct ReadApiArgs {
     /// bounds staleness from changes made behind its back.
     #[arg(long, env = "SOCIALNET_HOME_CACHE_TTL_MS", default_value_t = 30_000)]
     pub home_cache_ttl_ms: u64,
-    /// Home pages cached per projection target (about 5 KB each); when full the cache starts over.
+    /// Home pages cached per projection target (about 5 KB each); when full, an eighth are dropped.
     #[arg(long, env = "SOCIALNET_HOME_CACHE_PAGES", default_value_t = 20_000)]
     pub home_cache_pages: usize,
     /// The target to read first (default: the first of --targets); the operator sets it from its ConfigMap.
