@@ -28,6 +28,18 @@ pub trait EventStore: Send + Sync {
     /// (`Duplicate`); an expected-version mismatch fails the whole batch with [`StoreError::Conflict`].
     async fn append(&self, commits: &[CommandCommit]) -> Result<Vec<AppendStatus>, StoreError>;
 
+    /// [`EventStore::append`] for a batch decided without asking [`EventStore::recorded`] first: if any of
+    /// its commands is recorded already, nothing is appended and the batch fails with `Conflict` (its
+    /// decisions may rest on that command being new), so the caller decides it again after asking. This
+    /// default asks first; a store that can refuse inside the append itself saves the round trip.
+    async fn append_new(&self, commits: &[CommandCommit]) -> Result<Vec<AppendStatus>, StoreError> {
+        let ids: Vec<CommandId> = commits.iter().map(|c| c.envelope.command_id).collect();
+        if !self.recorded(&ids).await?.is_empty() {
+            return Err(StoreError::Conflict("a command of this batch was recorded before".into()));
+        }
+        self.append(commits).await
+    }
+
     /// Which of these commands are already recorded.
     async fn recorded(&self, ids: &[CommandId]) -> Result<Vec<CommandId>, StoreError>;
 

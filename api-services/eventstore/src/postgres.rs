@@ -105,9 +105,48 @@ fn event_from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     })
 }
 
-#[async_trait]
-impl EventStore for PgEventStore {
-    async fn append(&self, commits: &[CommandCommit]) -> Result<Vec<AppendStatus>, StoreError> {
+/// One statement, so one round trip and one implicit transaction: record the commands (skipping those
+/// recorded before), append the events of the newly recorded ones only, and notify projectors (delivered
+/// at commit) when any event was appended. `$15`, the batch size, is used by [`APPEND_ALL_NEW`] only.
+macro_rules! append_sql {
+    ($guard:literal) => {
+        concat!(
+            "WITH cmd AS ( \
+                 INSERT INTO commands (command_id, actor, command_type, status, rejection_code, reason) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+                 ON CONFLICT (command_id) DO NOTHING RETURNING command_id \
+             ), ev AS ( \
+                 INSERT INTO events (event_id, command_id, stream_id, stream_version, event_type, schema_version, \
+                                     payload, metadata) \
+                 SELECT e.event_id, e.command_id, e.stream_id, e.stream_version, e.event_type, e.schema_version, \
+                        e.payload::jsonb, e.metadata::jsonb \
+                 FROM UNNEST($7::uuid[], $8::uuid[], $9::text[], $10::bigint[], $11::text[], $12::int2[], \
+                             $13::text[], $14::text[]) WITH ORDINALITY \
+                      AS e(event_id, command_id, stream_id, stream_version, event_type, schema_version, payload, \
+                           metadata, ord) \
+                 WHERE e.command_id IN (SELECT command_id FROM cmd) \
+                 ORDER BY e.ord \
+                 RETURNING 1 \
+             ), woke AS ( \
+                 SELECT pg_notify('socialnet_events', '') WHERE EXISTS (SELECT 1 FROM ev) \
+             ) \
+             SELECT (SELECT array_agg(command_id) FROM cmd) FROM (SELECT count(*) FROM woke) AS w ",
+            $guard
+        )
+    };
+}
+const APPEND: &str = append_sql!("WHERE $15::bigint IS NOT NULL");
+/// Fails with SN409 unless every command was newly recorded (the function of migration 0003).
+const APPEND_ALL_NEW: &str = append_sql!("WHERE socialnet_expect_new((SELECT count(*) FROM cmd), $15) >= 0");
+
+impl PgEventStore {
+    /// Both appends: one statement. With `all_new`, the statement fails (SN409) unless every command of
+    /// the batch was newly recorded.
+    async fn append_batch(
+        &self,
+        commits: &[CommandCommit],
+        all_new: bool,
+    ) -> Result<Vec<AppendStatus>, StoreError> {
         if commits.is_empty() {
             return Ok(Vec::new());
         }
@@ -150,47 +189,25 @@ impl EventStore for PgEventStore {
             }
         }
 
-        // One statement, so one round trip and one implicit transaction: record the commands (skipping
-        // those recorded before), append the events of the newly recorded ones only, and notify
-        // projectors (delivered at commit) when any event was appended.
-        let inserted: Option<Vec<Uuid>> = sqlx::query_scalar(
-            "WITH cmd AS ( \
-                 INSERT INTO commands (command_id, actor, command_type, status, rejection_code, reason) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
-                 ON CONFLICT (command_id) DO NOTHING RETURNING command_id \
-             ), ev AS ( \
-                 INSERT INTO events (event_id, command_id, stream_id, stream_version, event_type, schema_version, \
-                                     payload, metadata) \
-                 SELECT e.event_id, e.command_id, e.stream_id, e.stream_version, e.event_type, e.schema_version, \
-                        e.payload::jsonb, e.metadata::jsonb \
-                 FROM UNNEST($7::uuid[], $8::uuid[], $9::text[], $10::bigint[], $11::text[], $12::int2[], \
-                             $13::text[], $14::text[]) WITH ORDINALITY \
-                      AS e(event_id, command_id, stream_id, stream_version, event_type, schema_version, payload, \
-                           metadata, ord) \
-                 WHERE e.command_id IN (SELECT command_id FROM cmd) \
-                 ORDER BY e.ord \
-                 RETURNING 1 \
-             ), woke AS ( \
-                 SELECT pg_notify('socialnet_events', '') WHERE EXISTS (SELECT 1 FROM ev) \
-             ) \
-             SELECT (SELECT array_agg(command_id) FROM cmd) FROM (SELECT count(*) FROM woke) AS w",
-        )
-        .bind(&ids)
-        .bind(&actors)
-        .bind(&types)
-        .bind(&statuses)
-        .bind(&codes)
-        .bind(&reasons)
-        .bind(&e_ids)
-        .bind(&e_cmds)
-        .bind(&e_streams)
-        .bind(&e_versions)
-        .bind(&e_types)
-        .bind(&e_schema)
-        .bind(&e_payloads)
-        .bind(&e_meta)
-        .fetch_one(&self.pool)
-        .await?;
+        let sql = if all_new { APPEND_ALL_NEW } else { APPEND };
+        let inserted: Option<Vec<Uuid>> = sqlx::query_scalar(sql)
+            .bind(&ids)
+            .bind(&actors)
+            .bind(&types)
+            .bind(&statuses)
+            .bind(&codes)
+            .bind(&reasons)
+            .bind(&e_ids)
+            .bind(&e_cmds)
+            .bind(&e_streams)
+            .bind(&e_versions)
+            .bind(&e_types)
+            .bind(&e_schema)
+            .bind(&e_payloads)
+            .bind(&e_meta)
+            .bind(i64::try_from(commits.len()).unwrap_or(i64::MAX))
+            .fetch_one(&self.pool)
+            .await?;
         let fresh: HashSet<Uuid> = inserted.unwrap_or_default().into_iter().collect();
         Ok(commits
             .iter()
@@ -202,6 +219,18 @@ impl EventStore for PgEventStore {
                 }
             })
             .collect())
+    }
+}
+
+#[async_trait]
+impl EventStore for PgEventStore {
+    async fn append(&self, commits: &[CommandCommit]) -> Result<Vec<AppendStatus>, StoreError> {
+        self.append_batch(commits, false).await
+    }
+
+    /// Refused inside the append statement itself: no separate "already recorded?" query per batch.
+    async fn append_new(&self, commits: &[CommandCommit]) -> Result<Vec<AppendStatus>, StoreError> {
+        self.append_batch(commits, true).await
     }
 
     async fn recorded(&self, ids: &[CommandId]) -> Result<Vec<CommandId>, StoreError> {

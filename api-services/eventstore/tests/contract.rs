@@ -108,11 +108,22 @@ async fn contract(store: Arc<dyn EventStore>) {
     assert!(matches!(err, StoreError::Conflict(_)), "got {err:?}");
     assert!(store.recorded(&[ok.envelope.command_id]).await.unwrap().is_empty(), "the batch is atomic");
 
+    // `append_new` (a batch decided without checking for recorded commands): one recorded command and the
+    // whole batch is refused as a conflict, so it can be decided again; all new and it appends.
+    let fresh = register("dora");
+    let err = store.append_new(&[fresh.clone(), b.clone()]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "got {err:?}");
+    assert!(store.recorded(&[fresh.envelope.command_id]).await.unwrap().is_empty(), "nothing of it lands");
+    let st = store.append_new(std::slice::from_ref(&fresh)).await.unwrap();
+    assert_eq!(st, vec![AppendStatus::Appended]);
+    assert_eq!(store.recorded(&[fresh.envelope.command_id]).await.unwrap(), vec![fresh.envelope.command_id]);
+
     // Batched global reads walk everything exactly once.
     for i in 0..25 {
         store.append(&[post(&format!("u{i}"), 0)]).await.unwrap();
     }
-    read_settled(store.as_ref(), GlobalCursor::START, 100, 29).await;
+    // 4 events of alice and bob, 2 of dora, 25 posts.
+    read_settled(store.as_ref(), GlobalCursor::START, 100, 31).await;
     let mut cursor = GlobalCursor::START;
     let mut seen = Vec::new();
     loop {
@@ -121,9 +132,9 @@ async fn contract(store: Arc<dyn EventStore>) {
         cursor = last.cursor();
         seen.extend(batch.into_iter().map(|e| e.event_id));
     }
-    assert_eq!(seen.len(), 29);
+    assert_eq!(seen.len(), 31);
     let unique: std::collections::HashSet<_> = seen.iter().collect();
-    assert_eq!(unique.len(), 29);
+    assert_eq!(unique.len(), 31);
 
     // Outcomes: committed with positions; rejected with its reason; unknown is None.
     let outcome = store.command_outcome(a.envelope.command_id).await.unwrap().unwrap();

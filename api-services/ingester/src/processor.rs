@@ -11,6 +11,9 @@ use std::sync::{Arc, Mutex};
 pub struct Plan {
     firsts: Vec<bool>,
     commits: Vec<CommandCommit>,
+    /// Whether the store was asked which commands are recorded; if not, it must refuse the append when
+    /// one is ([`EventStore::append_new`]).
+    checked: bool,
     /// Every stream the batch read or wrote, as it will be once the batch is committed.
     overlay: Arc<Streams>,
 }
@@ -135,7 +138,7 @@ impl Processor {
         batch: &[CommandEnvelope],
         use_cache: bool,
     ) -> Result<Vec<Processed>, StoreError> {
-        let plan = self.plan_with(batch, use_cache, None).await?;
+        let plan = self.plan_with(batch, use_cache, None, true).await?;
         self.commit(batch, plan).await
     }
 
@@ -143,8 +146,12 @@ impl Processor {
     /// (still being appended) had committed: its streams' states come first, and its commands count as
     /// duplicates. This lets the ingester decide batch N+1 while batch N is in PostgreSQL; if N does not
     /// commit as planned, the ingester must plan N+1 again without `after`.
+    ///
+    /// This fast path does not ask the store which commands are recorded already (a redelivery or a
+    /// second publish): nearly none are, and the append refuses the batch if one is (`Conflict`), after
+    /// which [`Processor::process`] decides it again with that check.
     pub async fn plan(&self, batch: &[CommandEnvelope], after: Option<&Ahead>) -> Result<Plan, StoreError> {
-        self.plan_with(batch, true, after).await
+        self.plan_with(batch, true, after, false).await
     }
 
     async fn plan_with(
@@ -152,6 +159,7 @@ impl Processor {
         batch: &[CommandEnvelope],
         use_cache: bool,
         after: Option<&Ahead>,
+        check_recorded: bool,
     ) -> Result<Plan, StoreError> {
         // Only the first occurrence of a command id counts; repeats inside the batch are duplicates.
         let mut seen = HashSet::new();
@@ -191,10 +199,12 @@ impl Processor {
         }
         // Which commands are already recorded, and the missing streams, in one round trip's time.
         let started = std::time::Instant::now();
+        let recorded =
+            async { if check_recorded { self.store.recorded(&ids).await } else { Ok(Vec::new()) } };
         let (recorded, loaded) = if missing.is_empty() {
-            (self.store.recorded(&ids).await?, Default::default())
+            (recorded.await?, Default::default())
         } else {
-            let (r, l) = tokio::join!(self.store.recorded(&ids), self.store.read_streams(&missing));
+            let (r, l) = tokio::join!(recorded, self.store.read_streams(&missing));
             (r?, l?)
         };
         let mut recorded: HashSet<_> = recorded.into_iter().collect();
@@ -232,7 +242,7 @@ impl Processor {
             decide_ms = (started.elapsed() - loaded_in).as_secs_f64() * 1e3,
             "batch planned"
         );
-        Ok(Plan { firsts, commits, overlay: Arc::new(overlay) })
+        Ok(Plan { firsts, commits, checked: check_recorded, overlay: Arc::new(overlay) })
     }
 
     /// Append in one transaction, or in parallel ones over independent groups when allowed and worth it.
@@ -241,6 +251,7 @@ impl Processor {
     async fn append(
         &self,
         commits: Vec<CommandCommit>,
+        checked: bool,
     ) -> (Vec<CommandCommit>, Result<Vec<AppendStatus>, StoreError>) {
         let groups = if self.append_parallelism > 1 && commits.len() >= PARALLEL_MIN {
             crate::split::independent_groups(&commits, self.append_parallelism)
@@ -248,13 +259,13 @@ impl Processor {
             Vec::new()
         };
         if groups.len() < 2 {
-            let result = self.store.append(&commits).await;
+            let result = self.append_part(&commits, checked).await;
             return (commits, result);
         }
         let mut slots: Vec<Option<CommandCommit>> = commits.into_iter().map(Some).collect();
         let parts: Vec<Vec<CommandCommit>> =
             groups.iter().map(|g| g.iter().filter_map(|&i| slots[i].take()).collect()).collect();
-        let results = futures::future::join_all(parts.iter().map(|p| self.store.append(p))).await;
+        let results = futures::future::join_all(parts.iter().map(|p| self.append_part(p, checked))).await;
         let mut statuses = vec![AppendStatus::Duplicate; slots.len()];
         let mut error: Option<StoreError> = None;
         for ((group, part), result) in groups.iter().zip(parts).zip(results) {
@@ -270,11 +281,19 @@ impl Processor {
         (commits, error.map_or(Ok(statuses), Err))
     }
 
+    async fn append_part(
+        &self,
+        part: &[CommandCommit],
+        checked: bool,
+    ) -> Result<Vec<AppendStatus>, StoreError> {
+        if checked { self.store.append(part).await } else { self.store.append_new(part).await }
+    }
+
     /// Append a planned batch (one transaction, or parallel ones: see `append`) and report each command's outcome in input order.
     pub async fn commit(&self, batch: &[CommandEnvelope], plan: Plan) -> Result<Vec<Processed>, StoreError> {
-        let Plan { firsts, commits, overlay } = plan;
+        let Plan { firsts, commits, checked, overlay } = plan;
         let started = std::time::Instant::now();
-        let (commits, appended) = self.append(commits).await;
+        let (commits, appended) = self.append(commits, checked).await;
         let statuses = match appended {
             Ok(s) => s,
             Err(e) => {
