@@ -99,6 +99,23 @@ impl Event {
         value
     }
 
+    /// [`Event::payload`] as JSON text, without building a `Value` first (the append path writes one per
+    /// event, and the map it built showed in profiles). Serde writes an internally tagged enum's tag first,
+    /// so the text is the tagged form with its leading `"type":"Name",` cut out.
+    pub fn payload_json(&self) -> String {
+        let Ok(mut text) = serde_json::to_string(self) else { return self.payload().to_string() };
+        let tag = format!("{{\"type\":\"{}\"", self.event_type());
+        if !text.starts_with(&tag) {
+            return self.payload().to_string();
+        }
+        match text.as_bytes().get(tag.len()) {
+            Some(b',') => text.replace_range(1..=tag.len(), ""),
+            Some(b'}') => text.replace_range(1..tag.len(), ""),
+            _ => return self.payload().to_string(),
+        }
+        text
+    }
+
     /// Rebuild an event from its stored columns, upcasting older schema versions.
     pub fn decode(
         event_type: &str,
@@ -131,6 +148,25 @@ mod tests {
         let back = Event::decode(e.event_type(), EVENT_SCHEMA_VERSION, &e.payload()).unwrap();
         assert_eq!(back, e);
         assert!(e.payload().get("type").is_none());
+    }
+
+    #[test]
+    fn the_payload_text_is_the_payload() {
+        let (post_id, bob) = (PostId(uuid::Uuid::now_v7()), UserId::parse("bob").unwrap());
+        let events = vec![
+            Event::PostLiked { post_id, user_id: bob.clone() },
+            Event::PostPublished {
+                post_id,
+                author_id: bob.clone(),
+                body: crate::PostBody::parse("say \"hi\", {type}").unwrap(),
+                reply_to: None,
+            },
+            Event::ProfileUpdated { user_id: bob, display_name: None, bio: None },
+        ];
+        for e in events {
+            let text: serde_json::Value = serde_json::from_str(&e.payload_json()).unwrap();
+            assert_eq!(text, e.payload(), "{}", e.payload_json());
+        }
     }
 
     #[test]

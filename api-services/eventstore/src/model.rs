@@ -32,12 +32,21 @@ impl CommandCommit {
     }
 
     pub fn metadata(&self) -> serde_json::Value {
-        serde_json::json!({
-            "actor": self.envelope.actor,
-            "command_type": self.envelope.command.name(),
-            "issued_at": self.envelope.issued_at,
-            "trace_id": self.envelope.trace_id,
-        })
+        serde_json::to_value(self.metadata_fields()).unwrap_or_default()
+    }
+
+    /// [`CommandCommit::metadata`] as JSON text, written without building a `Value` (once per append).
+    pub fn metadata_json(&self) -> String {
+        serde_json::to_string(&self.metadata_fields()).unwrap_or_else(|_| self.metadata().to_string())
+    }
+
+    fn metadata_fields(&self) -> Metadata<'_> {
+        Metadata {
+            actor: &self.envelope.actor,
+            command_type: self.envelope.command.name(),
+            issued_at: &self.envelope.issued_at,
+            trace_id: self.envelope.trace_id.as_deref(),
+        }
     }
 
     pub fn status(&self) -> (&'static str, Option<String>, Option<String>) {
@@ -55,6 +64,15 @@ impl CommandCommit {
             ),
         }
     }
+}
+
+/// The metadata stored with each event of a command.
+#[derive(Serialize)]
+struct Metadata<'a> {
+    actor: &'a domain::UserId,
+    command_type: &'a str,
+    issued_at: &'a DateTime<Utc>,
+    trace_id: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

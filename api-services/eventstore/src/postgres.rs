@@ -156,7 +156,7 @@ impl PgEventStore {
         for c in commits {
             let (status, code, reason) = c.status();
             ids.push(c.envelope.command_id.0);
-            actors.push(c.envelope.actor.to_string());
+            actors.push(c.envelope.actor.as_str().to_owned());
             types.push(c.envelope.command.name().to_owned());
             statuses.push(status.to_owned());
             codes.push(code);
@@ -174,17 +174,17 @@ impl PgEventStore {
             mut e_meta,
         ) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for c in commits {
-            let metadata = c.metadata().to_string();
+            let metadata = c.metadata_json();
             for (stream, version, event, event_id) in c.rows() {
                 e_ids.push(event_id);
                 e_cmds.push(c.envelope.command_id.0);
-                e_streams.push(stream.to_string());
+                e_streams.push(String::from(stream.as_str()));
                 e_versions.push(
                     i64::try_from(version).map_err(|_| StoreError::Refused("version overflow".into()))?,
                 );
                 e_types.push(event.event_type().to_owned());
                 e_schema.push(EVENT_SCHEMA_VERSION as i16);
-                e_payloads.push(event.payload().to_string());
+                e_payloads.push(event.payload_json());
                 e_meta.push(metadata.clone());
             }
         }

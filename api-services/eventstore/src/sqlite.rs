@@ -107,7 +107,7 @@ impl EventStore for SqliteEventStore {
                 out.push(AppendStatus::Duplicate);
                 continue;
             }
-            let metadata = c.metadata().to_string();
+            let metadata = c.metadata_json();
             for (stream, version, event, event_id) in c.rows() {
                 sqlx::query(
                     "INSERT INTO events (event_id, command_id, stream_id, stream_version, event_type, \
@@ -119,7 +119,7 @@ impl EventStore for SqliteEventStore {
                 .bind(i64::try_from(version).map_err(|_| StoreError::Refused("version overflow".into()))?)
                 .bind(event.event_type())
                 .bind(i64::from(EVENT_SCHEMA_VERSION))
-                .bind(event.payload().to_string())
+                .bind(event.payload_json())
                 .bind(&metadata)
                 .bind(&now)
                 .execute(&mut *tx)

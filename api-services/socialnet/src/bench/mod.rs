@@ -1,6 +1,7 @@
 //! Benchmarks against real servers, run by hand or by `make bench`; never part of the tests.
 //! Each compares socialnet with the raw limit of the server underneath, measured in the same run.
 
+mod cpu;
 mod dataset;
 mod gateway;
 mod http_load;

@@ -8,6 +8,7 @@
 //! Phases 1 and 2 give each stage the machine to itself, like the raw measurement; phase 3 is printed so
 //! that nobody mistakes the per-stage capacities for what one small box sustains end to end.
 
+use super::cpu::CpuSample;
 use super::http_load::{self, MakeRequest};
 use super::percentile;
 use crate::config::StoreArgs;
@@ -223,21 +224,29 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
         eprintln!("round {round}, phase 2, commit: an ingester drains {} accepted writes…", accept.ok);
         let drain_started = Instant::now();
         let base = *recorded.borrow();
+        let cpu_before = CpuSample::take();
         ingest_task = Some(start_ingester());
         wait_recorded(recorded.clone(), base + accept.ok, Duration::from_secs(600)).await?;
+        let cpu = CpuSample::take();
         posts += accept.ok;
         let drained = accept.ok as f64 / drain_started.elapsed().as_secs_f64();
-        rounds.push(Round { raw, accepted, drained, accept });
+        let per_command = |name: &str| cpu.since(&cpu_before, name) * 1e6 / accept.ok.max(1) as f64;
+        let cpu_us = [per_command("self"), per_command("postgres"), per_command("nats-server")];
+        rounds.push(Round { raw, accepted, drained, accept, cpu_us });
     }
     for (i, r) in rounds.iter().enumerate() {
         eprintln!(
-            "round {}: raw {:.0}/s, accepted {:.0}/s ({:.2}), drained {:.0}/s ({:.2})",
+            "round {}: raw {:.0}/s, accepted {:.0}/s ({:.2}), drained {:.0}/s ({:.2}); drain CPU per command: \
+             ingester {:.1} µs, PostgreSQL {:.1} µs, NATS {:.1} µs",
             i + 1,
             r.raw,
             r.accepted,
             r.accepted / r.raw,
             r.drained,
-            r.drained / r.accepted
+            r.drained / r.accepted,
+            r.cpu_us[0],
+            r.cpu_us[1],
+            r.cpu_us[2]
         );
     }
     let median = |f: &dyn Fn(&Round) -> f64| {
@@ -259,6 +268,8 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
         .ok_or_else(|| anyhow::anyhow!("no rounds"))?;
     let (raw, accepted_rate, accept) = (mid.raw, mid.accepted, &mid.accept);
     let drain_rate = mid_drain.drained;
+    let cpu_median = |i: usize| median(&|r: &Round| r.cpu_us[i]);
+    let cpu_us = [cpu_median(0), cpu_median(1), cpu_median(2)];
     let ingest_task = ingest_task.ok_or_else(|| anyhow::anyhow!("no rounds"))?;
 
     eprintln!("phase 3, together: API and ingester for {} s…", args.seconds);
@@ -292,6 +303,13 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
         "  2. ingester drain of that backlog         : {drain_rate:>10.0} commits/s  ratio to accepted {drain_ratio:.2} (target >= 1)"
     );
     println!(
+        "     drain CPU per command (median)         : ingester {:.1} µs, PostgreSQL {:.1} µs, NATS {:.1} µs (total {:.1})",
+        cpu_us[0],
+        cpu_us[1],
+        cpu_us[2],
+        cpu_us.iter().sum::<f64>()
+    );
+    println!(
         "  3. together: accepted                     : {together_rate:>10.0} writes/s   (p50 {:.2} ms, p99 {:.2} ms)",
         ms(tp50),
         ms(tp99)
@@ -309,7 +327,8 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
             "drain_commit_per_s": drain_rate.round(), "p50_ms": ms(p50), "p99_ms": ms(p99),
             "ratio_accepted_to_raw": accept_ratio, "ratio_commit_to_accepted": drain_ratio,
             "rounds": rounds.iter().map(|r| serde_json::json!({"raw": r.raw.round(), "accepted": r.accepted.round(),
-                "drained": r.drained.round()})).collect::<Vec<_>>(),
+                "drained": r.drained.round(), "drain_cpu_us_per_command": {"ingester": r.cpu_us[0],
+                "postgres": r.cpu_us[1], "nats": r.cpu_us[2]}})).collect::<Vec<_>>(),
             "together_accepted_per_s": together_rate.round(), "together_commit_per_s": together_commit_rate.round(),
             "failed": failed, "accepted": rounds.iter().map(|r| r.accept.ok).sum::<u64>() + together.ok,
         })
@@ -327,6 +346,8 @@ struct Round {
     accepted: f64,
     drained: f64,
     accept: http_load::LoadResult,
+    /// CPU µs per drained command: this process (the ingester; the API is idle then), PostgreSQL, NATS.
+    cpu_us: [f64; 3],
 }
 
 async fn count(pg: &PgEventStore, command_type: &str, status: &str) -> anyhow::Result<i64> {

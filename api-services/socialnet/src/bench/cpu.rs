@@ -1,0 +1,78 @@
+//! CPU time by process, read from `/proc` (Linux): a benchmark can report CPU per operation for each part
+//! of the system, which varies far less from run to run than rates on a shared machine do. Processes that
+//! exit between two samples are missed, so only long-lived ones (servers, pooled backends) count fully.
+
+use std::collections::HashMap;
+
+/// Kernel clock ticks per second for `/proc/*/stat` times (`USER_HZ`, 100 on every common Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU seconds used so far, by command name (`postgres`, `nats-server`, …) plus this process as `self`.
+#[derive(Debug, Clone, Default)]
+pub struct CpuSample(HashMap<String, f64>);
+
+impl CpuSample {
+    pub fn take() -> Self {
+        let mut by_name: HashMap<String, f64> = HashMap::new();
+        let me = std::process::id().to_string();
+        let Ok(dir) = std::fs::read_dir("/proc") else { return Self::default() };
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            let Some((comm, seconds)) = parse_stat(&stat) else { continue };
+            let key = if name == me { "self".to_owned() } else { comm };
+            *by_name.entry(key).or_default() += seconds;
+        }
+        Self(by_name)
+    }
+
+    /// CPU seconds of `name` between `earlier` and this sample.
+    pub fn since(&self, earlier: &CpuSample, name: &str) -> f64 {
+        (self.0.get(name).copied().unwrap_or(0.0) - earlier.0.get(name).copied().unwrap_or(0.0)).max(0.0)
+    }
+}
+
+/// `(comm, utime + stime in seconds)` from one `/proc/PID/stat` line. The command name is in parentheses
+/// and may itself hold spaces or parentheses, so fields are counted from the last `)`.
+fn parse_stat(stat: &str) -> Option<(String, f64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_owned();
+    let mut fields = stat.get(close + 2..)?.split(' ');
+    // After the name: state is field 3; utime and stime are fields 14 and 15.
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((comm, (utime + stime) / TICKS_PER_SECOND))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stat_line_gives_name_and_cpu_seconds() {
+        let line = "4242 (nats (x) y) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 8 0 100 0 0";
+        assert_eq!(parse_stat(line), Some(("nats (x) y".to_owned(), 3.0)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn burning_cpu_shows_in_this_process_s_sample() {
+        let start = CpuSample::take();
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        // Spin until the kernel has counted at least 5 ticks against this process (or give up after 20 s
+        // of wall time, which fails the test).
+        while CpuSample::take().since(&start, "self") < 0.05 {
+            assert!(started.elapsed() < std::time::Duration::from_secs(20), "no CPU time counted for self");
+            for i in 0..1_000_000u64 {
+                x = x.wrapping_add(i.wrapping_mul(i));
+            }
+            std::hint::black_box(x);
+        }
+        assert_eq!(start.since(&CpuSample::take(), "self"), 0.0, "time never runs backwards");
+    }
+}
