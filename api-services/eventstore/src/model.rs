@@ -31,22 +31,17 @@ impl CommandCommit {
         rows
     }
 
-    pub fn metadata(&self) -> serde_json::Value {
-        serde_json::to_value(self.metadata_fields()).unwrap_or_default()
-    }
-
-    /// [`CommandCommit::metadata`] as JSON text, written without building a `Value` (once per append).
+    /// The metadata stored with each event of this command, as JSON text (written directly, without a
+    /// `serde_json::Value`: once per append).
     pub fn metadata_json(&self) -> String {
-        serde_json::to_string(&self.metadata_fields()).unwrap_or_else(|_| self.metadata().to_string())
-    }
-
-    fn metadata_fields(&self) -> Metadata<'_> {
-        Metadata {
+        let fields = Metadata {
             actor: &self.envelope.actor,
             command_type: self.envelope.command.name(),
             issued_at: &self.envelope.issued_at,
             trace_id: self.envelope.trace_id.as_deref(),
-        }
+        };
+        // Plain strings and a timestamp cannot fail to serialize; the fallback only keeps the column valid.
+        serde_json::to_string(&fields).unwrap_or_else(|_| "{}".to_owned())
     }
 
     pub fn status(&self) -> (&'static str, Option<String>, Option<String>) {

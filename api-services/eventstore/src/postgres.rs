@@ -107,7 +107,7 @@ fn event_from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
 
 /// One statement, so one round trip and one implicit transaction: record the commands (skipping those
 /// recorded before), append the events of the newly recorded ones only, and notify projectors (delivered
-/// at commit) when any event was appended. `$15`, the batch size, is used by [`APPEND_ALL_NEW`] only.
+/// at commit) when any event was appended. [`APPEND_ALL_NEW`] adds a guard on `$15`, the batch size.
 macro_rules! append_sql {
     ($guard:literal) => {
         concat!(
@@ -135,7 +135,7 @@ macro_rules! append_sql {
         )
     };
 }
-const APPEND: &str = append_sql!("WHERE $15::bigint IS NOT NULL");
+const APPEND: &str = append_sql!("");
 /// Fails with SN409 unless every command was newly recorded (the function of migration 0003).
 const APPEND_ALL_NEW: &str = append_sql!("WHERE socialnet_expect_new((SELECT count(*) FROM cmd), $15) >= 0");
 
@@ -190,7 +190,7 @@ impl PgEventStore {
         }
 
         let sql = if all_new { APPEND_ALL_NEW } else { APPEND };
-        let inserted: Option<Vec<Uuid>> = sqlx::query_scalar(sql)
+        let mut query = sqlx::query_scalar(sql)
             .bind(&ids)
             .bind(&actors)
             .bind(&types)
@@ -204,10 +204,11 @@ impl PgEventStore {
             .bind(&e_types)
             .bind(&e_schema)
             .bind(&e_payloads)
-            .bind(&e_meta)
-            .bind(i64::try_from(commits.len()).unwrap_or(i64::MAX))
-            .fetch_one(&self.pool)
-            .await?;
+            .bind(&e_meta);
+        if all_new {
+            query = query.bind(i64::try_from(commits.len()).unwrap_or(i64::MAX));
+        }
+        let inserted: Option<Vec<Uuid>> = query.fetch_one(&self.pool).await?;
         let fresh: HashSet<Uuid> = inserted.unwrap_or_default().into_iter().collect();
         Ok(commits
             .iter()

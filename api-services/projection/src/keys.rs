@@ -18,6 +18,10 @@ impl Keys {
     }
     /// Everything the user posted (not capped), member = post id, score = position.
     pub fn user_timeline(u: &UserId) -> String {
+        Self::user_timeline_of(u.as_str())
+    }
+    /// [`Keys::user_timeline`] of an id read back from the model (already valid).
+    pub fn user_timeline_of(u: &str) -> String {
         format!("utl:{u}")
     }
     /// The user's home feed (fan-out on write, capped), member = post id, score = position.
@@ -25,6 +29,10 @@ impl Keys {
         format!("home:{u}")
     }
     pub fn post(p: &PostId) -> String {
+        Self::post_of(&p.to_string())
+    }
+    /// [`Keys::post`] of an id read back from the model (already valid).
+    pub fn post_of(p: &str) -> String {
         format!("post:{p}")
     }
     /// Comments of a post: member = the comment as JSON, score = position.

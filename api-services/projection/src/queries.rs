@@ -75,7 +75,7 @@ async fn hydrate_posts(
     view: &dyn KvRead,
     ids: Vec<(String, i64)>,
 ) -> Result<Vec<(Value, i64)>, ProjectionError> {
-    let keys: Vec<String> = ids.iter().map(|(id, _)| format!("post:{id}")).collect();
+    let keys: Vec<String> = ids.iter().map(|(id, _)| Keys::post_of(id)).collect();
     let hashes = view.hgetall_many(&keys).await?;
     Ok(ids
         .into_iter()

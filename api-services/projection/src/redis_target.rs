@@ -6,6 +6,7 @@
 
 use crate::dump::{Dump, ImageValue, Value};
 use crate::invalidation::Invalidation;
+use crate::keys::Keys;
 use crate::ops::Op;
 use crate::target::{HomeItem, HomePage, KvRead, ProjectionError, ProjectionTarget, TargetState};
 use async_trait::async_trait;
@@ -405,7 +406,7 @@ impl KvRead for RedisView {
             // Fetched when not cached at this version: also without a version (a deleted post reads as
             // nothing, a hash from before versions were kept is used uncached).
             if post.is_none() {
-                missing.push((i, format!("post:{id}")));
+                missing.push((i, Keys::post_of(&id)));
             }
             items.push(HomeItem { id, score: score as i64, post });
         }

@@ -94,7 +94,7 @@ pub trait KvRead: Send + Sync {
             ids.sort_by_key(|(_, score)| std::cmp::Reverse(*score));
             ids.truncate(limit);
         }
-        let keys: Vec<String> = ids.iter().map(|(id, _)| format!("post:{id}")).collect();
+        let keys: Vec<String> = ids.iter().map(|(id, _)| Keys::post_of(id)).collect();
         let hashes = self.hgetall_many(&keys).await?;
         let items =
             ids.into_iter().zip(hashes).map(|((id, score), post)| HomeItem { id, score, post }).collect();
@@ -115,8 +115,8 @@ impl HomePage {
     pub fn sources(&self, user: &domain::UserId) -> Vec<String> {
         use crate::keys::Keys;
         let mut keys = vec![Keys::home(user), Keys::following(user), Keys::CELEBS.to_owned()];
-        keys.extend(self.celebrities.iter().map(|c| format!("utl:{c}")));
-        keys.extend(self.items.iter().map(|i| format!("post:{}", i.id)));
+        keys.extend(self.celebrities.iter().map(|c| Keys::user_timeline_of(c)));
+        keys.extend(self.items.iter().map(|i| Keys::post_of(&i.id)));
         keys
     }
 }

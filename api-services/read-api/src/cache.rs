@@ -23,6 +23,17 @@ pub struct CachedPage {
     pub etag: HeaderValue,
 }
 
+impl CachedPage {
+    /// A JSON body and its weak ETag: FNV-1a of the bytes, cheap and stable; an ETag needs no
+    /// cryptographic strength.
+    pub fn new(body: Vec<u8>) -> Self {
+        let hash = projection::invalidation::fnv1a(&body);
+        let etag = HeaderValue::from_str(&format!("W/\"{hash:016x}\""))
+            .unwrap_or(HeaderValue::from_static("W/\"0\""));
+        Self { body: Bytes::from(body), etag }
+    }
+}
+
 /// A key of the read model: generation and key id.
 type SourceKey = (u64, u64);
 

@@ -2,6 +2,7 @@
 //! projection target (failing over on error) and answers JSON with a weak ETag.
 
 use crate::AppState;
+use crate::cache::CachedPage;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -65,17 +66,11 @@ fn post_id(s: &str) -> Result<PostId, ApiError> {
     PostId::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-/// The weak ETag of a body. FNV-1a: cheap and stable; an ETag needs no cryptographic strength.
-pub(crate) fn etag_of(bytes: &[u8]) -> HeaderValue {
-    let hash = projection::invalidation::fnv1a(bytes);
-    HeaderValue::from_str(&format!("W/\"{hash:016x}\"")).unwrap_or(HeaderValue::from_static("W/\"0\""))
-}
-
 /// JSON with a weak ETag of its bytes; `304` when the client already has it.
 fn with_etag(headers: &HeaderMap, body: &serde_json::Value, served_by: &str) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let etag = etag_of(&bytes);
-    respond(headers, Bytes::from(bytes), etag, served_by)
+    let page = CachedPage::new(bytes);
+    respond(headers, page.body, page.etag, served_by)
 }
 
 fn respond(headers: &HeaderMap, bytes: Bytes, etag: HeaderValue, served_by: &str) -> Response {

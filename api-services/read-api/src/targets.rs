@@ -1,7 +1,6 @@
 //! The projection targets a read API can read, their health, breakers, and which one is active.
 
 use crate::cache::{CachedPage, PageCache};
-use axum::body::Bytes;
 use eventstore::GlobalCursor;
 use futures::StreamExt;
 use projection::{KvRead, ProjectionError, ProjectionTarget, TargetState};
@@ -216,10 +215,21 @@ impl TargetSet {
         F: Fn(Arc<dyn KvRead>) -> Fut,
         Fut: std::future::Future<Output = Result<T, ProjectionError>>,
     {
+        self.first_answer(|e, generation| f(e.target.view(generation))).await
+    }
+
+    /// The failover loop of every read: `f` on each usable target in order until one answers. An answer
+    /// closes that target's breaker; an error trips it and moves on, except corrupt data, which no other
+    /// target would explain.
+    async fn first_answer<'a, T, F, Fut>(&'a self, f: F) -> Result<(T, String), ProjectionError>
+    where
+        F: Fn(&'a Entry, u64) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProjectionError>>,
+    {
         let mut last = ProjectionError::Unavailable("no projection target is usable".into());
         for (i, generation) in self.candidates() {
             let e = &self.entries[i];
-            match f(e.target.view(generation)).await {
+            match f(e, generation).await {
                 Ok(v) => {
                     *e.open_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     return Ok((v, e.target.name().to_owned()));
@@ -268,39 +278,27 @@ impl TargetSet {
         F: Fn(Arc<dyn KvRead>) -> Fut,
         Fut: std::future::Future<Output = Result<(Vec<u8>, Vec<String>), ProjectionError>>,
     {
-        let mut last = ProjectionError::Unavailable("no projection target is usable".into());
-        for (i, generation) in self.candidates() {
-            let e = &self.entries[i];
-            if let Some(hit) = e.cache.get(generation, key, Instant::now()) {
-                return Ok((hit, e.target.name().to_owned(), true));
-            }
-            let ticket = e.cache.ticket();
-            match f(e.target.view(generation)).await {
-                Ok((body, sources)) => {
-                    *e.open_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                    let page = CachedPage { etag: crate::handlers::etag_of(&body), body: Bytes::from(body) };
+        let ((page, hit), by) = self
+            .first_answer(|e, generation| {
+                let f = &f;
+                async move {
+                    if let Some(hit) = e.cache.get(generation, key, Instant::now()) {
+                        return Ok((hit, true));
+                    }
+                    let ticket = e.cache.ticket();
+                    let (body, sources) = f(e.target.view(generation)).await?;
+                    let page = CachedPage::new(body);
                     if let Some(ticket) = ticket {
                         let ids: Vec<u64> =
                             sources.iter().map(|s| projection::invalidation::key_id(s)).collect();
-                        e.cache.insert(
-                            ticket,
-                            generation,
-                            key.to_owned(),
-                            &ids,
-                            page.clone(),
-                            Instant::now(),
-                        );
+                        let stored = page.clone();
+                        e.cache.insert(ticket, generation, key.to_owned(), &ids, stored, Instant::now());
                     }
-                    return Ok((page, e.target.name().to_owned(), false));
+                    Ok((page, false))
                 }
-                Err(err @ ProjectionError::Corrupt(_)) => return Err(err),
-                Err(err) => {
-                    self.trip(i, &err);
-                    last = err;
-                }
-            }
-        }
-        Err(last)
+            })
+            .await?;
+        Ok((page, by, hit))
     }
 
     /// Home-page cache lookups over all targets: (hits, misses).
@@ -322,6 +320,7 @@ impl TargetSet {
             .map(|e| {
                 let h = e.health.read().unwrap_or_else(|p| p.into_inner()).clone();
                 let usable = self.usable(e, best);
+                let (hits, misses) = e.cache.hits_and_misses();
                 let cursor = h.state.map(|s| s.cursor).unwrap_or(GlobalCursor::START);
                 serde_json::json!({
                     "name": e.target.name(),
@@ -337,8 +336,8 @@ impl TargetSet {
                     "lag_seconds": h.state.map(|s| if s.cursor.position >= best { 0.0 } else {
                         ((chrono::Utc::now().timestamp_millis() - s.last_event_ms).max(0) as f64) / 1000.0 }),
                     "error": h.error,
-                    "home_cache": {"live": e.cache.is_live(), "pages": e.cache.len(),
-                        "hits": e.cache.hits_and_misses().0, "misses": e.cache.hits_and_misses().1},
+                    "home_cache": {"live": e.cache.is_live(), "pages": e.cache.len(), "hits": hits,
+                        "misses": misses},
                 })
             })
             .collect()
