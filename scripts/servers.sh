@@ -39,12 +39,12 @@ trap cleanup EXIT INT TERM
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 wait_port() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 
-start_pg() { # name -> prints port
+start_pg() { # name -> prints port. SOCIALNET_PG_EXTRA_OPTS adds server settings (e.g. "-c log_checkpoints=on") for experiments.
   local dir="$RUN_DIR/$1" port; port=$(free_port)
   mkdir -p "$dir"; [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
   as_pg "$PG_BIN/initdb" -A trust -U postgres --no-sync -D "$dir/data" >/dev/null
   as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=400" start >/dev/null
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=400 ${SOCIALNET_PG_EXTRA_OPTS:-}" start >/dev/null
   echo "$port"
 }
 start_nats() { # name -> prints port

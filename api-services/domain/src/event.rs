@@ -103,17 +103,25 @@ impl Event {
     /// event, and the map it built showed in profiles). Serde writes an internally tagged enum's tag first,
     /// so the text is the tagged form with its leading `"type":"Name",` cut out.
     pub fn payload_json(&self) -> String {
-        let Ok(mut text) = serde_json::to_string(self) else { return self.payload().to_string() };
-        let tag = format!("{{\"type\":\"{}\"", self.event_type());
-        if !text.starts_with(&tag) {
+        // Sized for a typical post so that the writer does not grow (and copy) the buffer.
+        let mut buf = Vec::with_capacity(384);
+        if serde_json::to_writer(&mut buf, self).is_err() {
             return self.payload().to_string();
         }
-        match text.as_bytes().get(tag.len()) {
-            Some(b',') => text.replace_range(1..=tag.len(), ""),
-            Some(b'}') => text.replace_range(1..tag.len(), ""),
+        let tag = self.event_type();
+        let head = 10 + tag.len(); // {"type":"Name"
+        let tagged = buf.len() > head
+            && buf.starts_with(b"{\"type\":\"")
+            && buf.get(9..9 + tag.len()) == Some(tag.as_bytes())
+            && buf[9 + tag.len()] == b'"';
+        let rest = match buf.get(head) {
+            Some(b',') if tagged => head + 1,
+            Some(b'}') if tagged => head,
             _ => return self.payload().to_string(),
-        }
-        text
+        };
+        // `{` + everything after the tag; serde_json wrote valid UTF-8.
+        buf[rest - 1] = b'{';
+        String::from_utf8(buf.split_off(rest - 1)).unwrap_or_else(|_| self.payload().to_string())
     }
 
     /// Rebuild an event from its stored columns, upcasting older schema versions.

@@ -33,9 +33,7 @@ impl From<sqlx::Error> for StoreError {
                 let unique_version = db.message().contains("stream_version")
                     || db.constraint().is_some_and(|c| c.contains("stream_version"));
                 let serialization = code == "40001" || code == "40P01";
-                // SN409: `append_new` found a command of its batch recorded before (migration 0003).
-                let recorded_before = code == "SN409";
-                if (db.is_unique_violation() && unique_version) || serialization || recorded_before {
+                if (db.is_unique_violation() && unique_version) || serialization {
                     StoreError::Conflict(db.message().to_owned())
                 } else if code.starts_with("57") || code.starts_with("08") || code.starts_with("53") {
                     // admin shutdown, connection exceptions, insufficient resources

@@ -8,8 +8,9 @@ use crate::{EventStore, StoreError};
 use async_trait::async_trait;
 use domain::{CommandId, EVENT_SCHEMA_VERSION, StreamId};
 use sqlx::Row;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -27,11 +28,16 @@ impl PgEventStore {
     /// Connect lazily (the server may come up later) with short timeouts, so an outage is reported in
     /// seconds instead of stalling the ingester.
     pub fn connect_lazy(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("bad database url: {e}")))?
+            // Plan every statement for its actual arguments. A generic plan cached while the tables were
+            // small scans them sequentially forever after (measured: "which of these 1 000 commands are
+            // recorded?" took 1.5 s instead of 4 ms once `commands` held a million rows).
+            .options([("plan_cache_mode", "force_custom_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(2))
-            .connect_lazy(url)
-            .map_err(|e| StoreError::Unavailable(format!("bad database url: {e}")))?;
+            .connect_lazy_with(options);
         Ok(Self { pool })
     }
 
@@ -105,43 +111,54 @@ fn event_from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     })
 }
 
-/// One statement, so one round trip and one implicit transaction: record the commands (skipping those
-/// recorded before), append the events of the newly recorded ones only, and notify projectors (delivered
-/// at commit) when any event was appended. [`APPEND_ALL_NEW`] adds a guard on `$15`, the batch size.
+/// One statement, so one round trip and one implicit transaction: record the commands, append the events
+/// of the newly recorded ones, and notify projectors (delivered at commit) when any event was appended.
+/// `$on_conflict` and `$only_new` make the checked form skip commands recorded before; `$result` is what
+/// the statement returns.
 macro_rules! append_sql {
-    ($guard:literal) => {
+    ($on_conflict:literal, $only_new:literal, $result:literal) => {
         concat!(
             "WITH cmd AS ( \
                  INSERT INTO commands (command_id, actor, command_type, status, rejection_code, reason) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
-                 ON CONFLICT (command_id) DO NOTHING RETURNING command_id \
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) ",
+            $on_conflict,
+            " RETURNING command_id \
              ), ev AS ( \
                  INSERT INTO events (event_id, command_id, stream_id, stream_version, event_type, schema_version, \
                                      payload, metadata) \
                  SELECT e.event_id, e.command_id, e.stream_id, e.stream_version, e.event_type, e.schema_version, \
-                        e.payload::jsonb, e.metadata::jsonb \
+                        e.payload::json, e.metadata::json \
                  FROM UNNEST($7::uuid[], $8::uuid[], $9::text[], $10::bigint[], $11::text[], $12::int2[], \
                              $13::text[], $14::text[]) WITH ORDINALITY \
                       AS e(event_id, command_id, stream_id, stream_version, event_type, schema_version, payload, \
-                           metadata, ord) \
-                 WHERE e.command_id IN (SELECT command_id FROM cmd) \
-                 ORDER BY e.ord \
+                           metadata, ord) ",
+            $only_new,
+            " ORDER BY e.ord \
                  RETURNING 1 \
              ), woke AS ( \
                  SELECT pg_notify('socialnet_events', '') WHERE EXISTS (SELECT 1 FROM ev) \
              ) \
-             SELECT (SELECT array_agg(command_id) FROM cmd) FROM (SELECT count(*) FROM woke) AS w ",
-            $guard
+             SELECT ",
+            $result,
+            " FROM (SELECT count(*) FROM woke) AS w"
         )
     };
 }
-const APPEND: &str = append_sql!("");
-/// Fails with SN409 unless every command was newly recorded (the function of migration 0003).
-const APPEND_ALL_NEW: &str = append_sql!("WHERE socialnet_expect_new((SELECT count(*) FROM cmd), $15) >= 0");
+/// Skips commands recorded before, and their events; returns the ids of the commands it recorded.
+const APPEND: &str = append_sql!(
+    "ON CONFLICT (command_id) DO NOTHING",
+    "WHERE e.command_id IN (SELECT command_id FROM cmd)",
+    "(SELECT array_agg(command_id) FROM cmd)"
+);
+/// For a batch whose commands must all be new: plain inserts, so a recorded command fails the statement
+/// with a unique violation (reported as a conflict) and nothing lands. Neither speculative insertion nor
+/// filtering the events: both cost time on every command (measured: 13 % of PostgreSQL's CPU per command).
+/// Returns nothing to tell apart: every command was recorded.
+const APPEND_ALL_NEW: &str = append_sql!("", "", "NULL::uuid[]");
 
 impl PgEventStore {
-    /// Both appends: one statement. With `all_new`, the statement fails (SN409) unless every command of
-    /// the batch was newly recorded.
+    /// Both appends: one statement. With `all_new`, the statement fails (a conflict) unless every command
+    /// of the batch is new.
     async fn append_batch(
         &self,
         commits: &[CommandCommit],
@@ -190,7 +207,7 @@ impl PgEventStore {
         }
 
         let sql = if all_new { APPEND_ALL_NEW } else { APPEND };
-        let mut query = sqlx::query_scalar(sql)
+        let query = sqlx::query_scalar(sql)
             .bind(&ids)
             .bind(&actors)
             .bind(&types)
@@ -205,10 +222,20 @@ impl PgEventStore {
             .bind(&e_schema)
             .bind(&e_payloads)
             .bind(&e_meta);
+        let inserted: Option<Vec<Uuid>> = match query.fetch_one(&self.pool).await {
+            Ok(ids) => ids,
+            Err(sqlx::Error::Database(db)) if all_new && recorded_before(db.as_ref()) => {
+                return Err(StoreError::Conflict(format!(
+                    "a command of this batch was recorded before: {}",
+                    db.message()
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
         if all_new {
-            query = query.bind(i64::try_from(commits.len()).unwrap_or(i64::MAX));
+            // The statement succeeded, so every command was new.
+            return Ok(vec![AppendStatus::Appended; commits.len()]);
         }
-        let inserted: Option<Vec<Uuid>> = query.fetch_one(&self.pool).await?;
         let fresh: HashSet<Uuid> = inserted.unwrap_or_default().into_iter().collect();
         Ok(commits
             .iter()
@@ -221,6 +248,12 @@ impl PgEventStore {
             })
             .collect())
     }
+}
+
+/// A unique violation on the command id (either table), as opposed to a stream-version one.
+fn recorded_before(db: &dyn sqlx::error::DatabaseError) -> bool {
+    db.is_unique_violation()
+        && db.constraint().is_some_and(|c| c == "commands_pkey" || c == "events_command_event_unique")
 }
 
 #[async_trait]

@@ -114,6 +114,14 @@ async fn contract(store: Arc<dyn EventStore>) {
     let err = store.append_new(&[fresh.clone(), b.clone()]).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "got {err:?}");
     assert!(store.recorded(&[fresh.envelope.command_id]).await.unwrap().is_empty(), "nothing of it lands");
+    // A recorded command without events (a rejection) is refused the same way (by the commands table).
+    let mut rejected = post("carl", 0);
+    rejected.decision =
+        Decision::Reject(Rejection { code: RejectionCode::NotRegistered, reason: "no such user".into() });
+    assert_eq!(store.append(std::slice::from_ref(&rejected)).await.unwrap(), vec![AppendStatus::Appended]);
+    let err = store.append_new(&[fresh.clone(), rejected.clone()]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "got {err:?}");
+    assert!(store.recorded(&[fresh.envelope.command_id]).await.unwrap().is_empty(), "nothing of it lands");
     let st = store.append_new(std::slice::from_ref(&fresh)).await.unwrap();
     assert_eq!(st, vec![AppendStatus::Appended]);
     assert_eq!(store.recorded(&[fresh.envelope.command_id]).await.unwrap(), vec![fresh.envelope.command_id]);

@@ -154,6 +154,16 @@ impl Processor {
         self.plan_with(batch, true, after, false).await
     }
 
+    /// [`Processor::plan`] with the "already recorded?" check: for batches holding a redelivered message,
+    /// whose commands were likely appended before (a refused append would cost more than the check).
+    pub async fn plan_checked(
+        &self,
+        batch: &[CommandEnvelope],
+        after: Option<&Ahead>,
+    ) -> Result<Plan, StoreError> {
+        self.plan_with(batch, true, after, true).await
+    }
+
     async fn plan_with(
         &self,
         batch: &[CommandEnvelope],

@@ -25,7 +25,7 @@ pub struct IngesterConfig {
 impl Default for IngesterConfig {
     fn default() -> Self {
         Self {
-            batch_size: 1024,
+            batch_size: 4096,
             fetch_wait: Duration::from_secs(1),
             max_deliver: 5,
             backoff_base: Duration::from_millis(500),
@@ -90,27 +90,32 @@ impl Ingester {
                 }
                 Ok(batch) => {
                     let started = Instant::now();
-                    let (envelopes, deliveries) = self.decode(batch).await;
-                    if envelopes.is_empty() {
+                    let batch = self.decode(batch).await;
+                    if batch.envelopes.is_empty() {
                         continue;
                     }
                     if self.parked.load(Ordering::SeqCst) || self.primary_resting() {
                         // Off the fast path: one batch at a time, behind whatever is parked.
                         settle(&mut in_flight).await;
-                        self.handle(envelopes, deliveries, started).await;
+                        self.handle(batch, started).await;
                         continue;
                     }
                     let ahead = in_flight.as_ref().map(|f| f.ahead.clone());
-                    let planned = self.processor.plan(&envelopes, ahead.as_ref()).await;
+                    // A redelivered message's commands were probably appended before the ack was lost
+                    // or late: ask the store rather than have the append refuse the batch.
+                    let planned = if batch.deliveries.iter().any(|d| d.delivered > 1) {
+                        self.processor.plan_checked(&batch.envelopes, ahead.as_ref()).await
+                    } else {
+                        self.processor.plan(&batch.envelopes, ahead.as_ref()).await
+                    };
                     let previous_as_planned = settle(&mut in_flight).await;
                     match planned {
                         Ok(plan) if previous_as_planned => {
                             let ahead = plan.ahead();
-                            let task =
-                                tokio::spawn(self.clone().commit(envelopes, deliveries, plan, started));
+                            let task = tokio::spawn(self.clone().commit(batch, plan, started));
                             in_flight = Some(InFlight { task, ahead });
                         }
-                        _ => self.handle(envelopes, deliveries, started).await,
+                        _ => self.handle(batch, started).await,
                     }
                 }
                 Err(e) => {
@@ -126,27 +131,21 @@ impl Ingester {
     }
 
     /// Append a planned batch and settle its messages; true when it committed exactly as planned.
-    async fn commit(
-        self: Arc<Self>,
-        envelopes: Vec<CommandEnvelope>,
-        deliveries: Vec<Delivery>,
-        plan: Plan,
-        started: Instant,
-    ) -> bool {
-        let (result, as_planned) = match self.processor.commit(&envelopes, plan).await {
+    async fn commit(self: Arc<Self>, batch: Fetched, plan: Plan, started: Instant) -> bool {
+        let (result, as_planned) = match self.processor.commit(&batch.envelopes, plan).await {
             Ok(out) => (Ok(out), true),
             // Another writer moved a stream: decide again on fresh state.
-            Err(StoreError::Conflict(_)) => (self.processor.process(&envelopes).await, false),
+            Err(StoreError::Conflict(_)) => (self.processor.process(&batch.envelopes).await, false),
             Err(e) => (Err(e), false),
         };
         if as_planned {
             // Committed: the acks need not hold up the next batch's append (measured: they kept the store
             // idle for a fifth of each cycle). A crash before they are sent only means a redelivery, which
             // is recognised as a duplicate.
-            tokio::spawn(async move { self.settle_batch(&envelopes, &deliveries, result, started).await });
+            tokio::spawn(async move { self.settle_batch(&batch, result, started).await });
             return true;
         }
-        self.settle_batch(&envelopes, &deliveries, result, started).await;
+        self.settle_batch(&batch, result, started).await;
         as_planned
     }
 
@@ -217,47 +216,53 @@ impl Ingester {
         }
     }
 
-    /// Decode a batch; what cannot be decoded is dead-lettered at once (no retry can fix it).
-    async fn decode(&self, batch: Vec<Delivery>) -> (Vec<CommandEnvelope>, Vec<Delivery>) {
-        let mut envelopes = Vec::with_capacity(batch.len());
-        let mut deliveries = Vec::with_capacity(batch.len());
+    /// Decode a batch; a message that cannot be decoded is dead-lettered at once (no retry can fix it).
+    async fn decode(&self, batch: Vec<Delivery>) -> Fetched {
+        let mut fetched = Fetched {
+            envelopes: Vec::with_capacity(batch.len()),
+            deliveries: Vec::with_capacity(batch.len()),
+            owner: Vec::with_capacity(batch.len()),
+        };
         for d in batch {
-            match CommandEnvelope::decode(&d.payload) {
-                Ok(env) => {
-                    envelopes.push(env);
-                    deliveries.push(d);
+            match queue::decode_batch(&d.payload) {
+                Ok(envs) => {
+                    fetched.owner.extend(std::iter::repeat_n(fetched.deliveries.len(), envs.len()));
+                    fetched.envelopes.extend(envs);
+                    fetched.deliveries.push(d);
                 }
                 Err(reason) => self.give_up(&d, &reason).await,
             }
         }
-        (envelopes, deliveries)
+        fetched
     }
 
     /// One batch on its own: drain what is parked first, then decide and append.
-    async fn handle(&self, envelopes: Vec<CommandEnvelope>, deliveries: Vec<Delivery>, started: Instant) {
+    async fn handle(&self, batch: Fetched, started: Instant) {
         let result = if self.maybe_drain().await {
-            self.processor.process(&envelopes).await
+            self.processor.process(&batch.envelopes).await
         } else {
             Err(StoreError::Unavailable("primary store down or parked commands not yet drained".into()))
         };
-        self.settle_batch(&envelopes, &deliveries, result, started).await;
+        self.settle_batch(&batch, result, started).await;
     }
 
     /// Ack, park, retry or dead-letter a batch's messages after processing.
     async fn settle_batch(
         &self,
-        envelopes: &[CommandEnvelope],
-        deliveries: &[Delivery],
+        batch: &Fetched,
         result: Result<Vec<Processed>, StoreError>,
         started: Instant,
     ) {
+        let (envelopes, deliveries) = (&batch.envelopes, &batch.deliveries);
         match result {
             Ok(outcomes) => {
                 let processed_in = started.elapsed();
-                for (d, o) in deliveries.iter().zip(&outcomes) {
+                for (env, o) in envelopes.iter().zip(&outcomes) {
                     if let Processed::Rejected { reason } = o {
-                        tracing::debug!(msg_id = ?d.msg_id, reason, "command rejected");
+                        tracing::debug!(command_id = %env.command_id, reason, "command rejected");
                     }
+                }
+                for d in deliveries {
                     ack(d).await;
                 }
                 metrics::histogram!("socialnet_ingester_batch_seconds")
@@ -274,14 +279,25 @@ impl Ingester {
                 self.park_or_retry(envelopes, deliveries, &e).await;
             }
             Err(e) => {
-                // Something in the batch is refused: find which by processing one by one.
+                // Something in the batch is refused: find which by processing one by one. The others
+                // commit now; a message is acked once all its commands are recorded.
                 tracing::warn!(error = %e, "batch refused; isolating the failing commands");
                 let results = self.processor.process_each(envelopes).await;
-                for (d, r) in deliveries.iter().zip(results) {
+                let mut verdicts: Vec<Verdict> = deliveries.iter().map(|_| Verdict::default()).collect();
+                for ((env, r), &owner) in envelopes.iter().zip(results).zip(&batch.owner) {
                     match r {
-                        Ok(_) => ack(d).await,
-                        Err(e) if e.is_unavailable() => self.retry(d).await,
-                        Err(e) => self.fail(d, &e.to_string()).await,
+                        Ok(_) => {}
+                        Err(e) if e.is_unavailable() => verdicts[owner].unavailable = true,
+                        Err(e) => verdicts[owner].refused.push((env, e.to_string())),
+                    }
+                }
+                for (d, v) in deliveries.iter().zip(verdicts) {
+                    if !v.refused.is_empty() {
+                        self.fail(d, &v.refused).await;
+                    } else if v.unavailable {
+                        self.retry(d).await;
+                    } else {
+                        ack(d).await;
                     }
                 }
             }
@@ -322,13 +338,22 @@ impl Ingester {
         let _ = d.retry_later(self.config.backoff(d.delivered)).await;
     }
 
-    /// A message failed: retry with backoff, or dead-letter it once it has used up its deliveries.
-    async fn fail(&self, d: &Delivery, reason: &str) {
-        if d.delivered >= self.config.max_deliver {
-            self.give_up(d, reason).await;
-        } else {
+    /// Commands of a message were refused: retry the message with backoff, or, once it has used up its
+    /// deliveries, dead-letter the refused commands (the message's others are committed) with the reason.
+    async fn fail(&self, d: &Delivery, refused: &[(&CommandEnvelope, String)]) {
+        let reason = refused.first().map(|(_, r)| r.as_str()).unwrap_or_default();
+        if d.delivered < self.config.max_deliver {
             tracing::warn!(msg_id = ?d.msg_id, delivered = d.delivered, reason, "command failed; will retry");
             self.retry(d).await;
+            return;
+        }
+        let commands: Vec<CommandEnvelope> = refused.iter().map(|(e, _)| (*e).clone()).collect();
+        let command_id = commands.first().map(|e| e.command_id.to_string());
+        tracing::error!(command_id, delivered = d.delivered, reason, "dead-lettering command");
+        metrics::counter!("socialnet_ingester_dead_lettered_total").increment(commands.len() as u64);
+        let payload = queue::encode_batch(&commands);
+        if let Err(e) = d.dead_letter_part(reason, command_id.as_deref(), payload).await {
+            tracing::error!(error = %e, "could not dead-letter; the message will be redelivered");
         }
     }
 
@@ -339,6 +364,20 @@ impl Ingester {
             tracing::error!(error = %e, "could not dead-letter; the message will be redelivered");
         }
     }
+}
+
+/// A fetched batch: its commands in order, and for each the index of the message it came in.
+struct Fetched {
+    envelopes: Vec<CommandEnvelope>,
+    deliveries: Vec<Delivery>,
+    owner: Vec<usize>,
+}
+
+/// What isolating a refused batch found for one message.
+#[derive(Default)]
+struct Verdict<'a> {
+    unavailable: bool,
+    refused: Vec<(&'a CommandEnvelope, String)>,
 }
 
 /// The batch being appended while the next one is decided.

@@ -48,6 +48,15 @@ async fn a_redelivered_command_in_an_unchecked_batch_is_refused_then_seen_as_a_d
     let streams = store.read_streams(&[StreamId::user(&UserId::parse("ann").unwrap())]).await.unwrap();
     assert_eq!(streams.values().map(Vec::len).sum::<usize>(), 1, "ann registered once");
 
+    // A batch planned with the check (the ingester does so when a message was redelivered) is appended
+    // at once, its recorded command a duplicate.
+    let third = Processor::new(store.clone() as Arc<dyn EventStore>);
+    let batch = vec![register("fay"), first.clone()];
+    let plan = third.plan_checked(&batch, None).await.unwrap();
+    let out = third.commit(&batch, plan).await.unwrap();
+    assert!(matches!(out[0], Processed::Committed { .. }), "{out:?}");
+    assert!(matches!(out[1], Processed::Duplicate), "{out:?}");
+
     // And a batch of new commands goes through the fast path in one append.
     let batch = vec![register("dan"), register("eve")];
     let plan = other.plan(&batch, None).await.unwrap();

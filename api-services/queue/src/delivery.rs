@@ -60,13 +60,25 @@ impl Delivery {
 
     /// Move the message to the dead-letter queue with `reason`, then ack it here.
     pub async fn dead_letter(&self, reason: &str) -> Result<(), QueueError> {
+        self.dead_letter_part(reason, self.msg_id.as_deref(), self.payload.clone()).await
+    }
+
+    /// Dead-letter only part of a message that carries several commands (those that keep failing, encoded
+    /// with [`crate::encode_batch`], the first one's id as `command_id`); the rest are committed already.
+    /// The whole message is acked here.
+    pub async fn dead_letter_part(
+        &self,
+        reason: &str,
+        command_id: Option<&str>,
+        payload: Bytes,
+    ) -> Result<(), QueueError> {
         match &self.handle {
             Handle::JetStream { message, queue } => {
-                queue.publish_dead_letter(message, self.msg_id.as_deref(), self.delivered, reason).await?;
+                queue.publish_dead_letter(payload, command_id, self.delivered, reason).await?;
                 message.ack().await.map_err(|e| QueueError::Unavailable(e.to_string()))
             }
             Handle::Memory { queue, id } => {
-                queue.dead_letter(*id, reason);
+                queue.dead_letter(*id, reason, command_id, payload);
                 Ok(())
             }
         }

@@ -45,11 +45,9 @@ impl FailoverPublisher {
     }
 }
 
-#[async_trait]
-impl CommandPublisher for FailoverPublisher {
-    async fn publish(&self, envelope: &CommandEnvelope) -> Result<PublishReceipt, QueueError> {
-        let payload = Bytes::from(envelope.encode());
-        let msg_id = envelope.command_id.to_string();
+impl FailoverPublisher {
+    /// Publish one message (one command, or a group: see [`crate::GroupPublisher`]) under `msg_id`.
+    pub async fn publish_payload(&self, msg_id: &str, payload: Bytes) -> Result<PublishReceipt, QueueError> {
         let mut errors = Vec::new();
         let last = self.targets.len().saturating_sub(1);
         for (i, target) in self.targets.iter().enumerate() {
@@ -58,7 +56,7 @@ impl CommandPublisher for FailoverPublisher {
                 continue;
             }
             let attempt =
-                tokio::time::timeout(self.timeout, target.queue.publish_raw(&msg_id, payload.clone())).await;
+                tokio::time::timeout(self.timeout, target.queue.publish_raw(msg_id, payload.clone())).await;
             match attempt {
                 Ok(Ok(receipt)) => {
                     Self::set_skip(target, None);
@@ -74,6 +72,13 @@ impl CommandPublisher for FailoverPublisher {
             tracing::warn!(queue = target.queue.label(), "publish failed, trying the next queue");
         }
         Err(QueueError::Unavailable(errors.join("; ")))
+    }
+}
+
+#[async_trait]
+impl CommandPublisher for FailoverPublisher {
+    async fn publish(&self, envelope: &CommandEnvelope) -> Result<PublishReceipt, QueueError> {
+        self.publish_payload(&envelope.command_id.to_string(), Bytes::from(envelope.encode())).await
     }
 
     async fn ready(&self) -> bool {

@@ -48,6 +48,10 @@ const HDR_REASON: &str = "Socialnet-Error";
 /// How long a fetch waits for more messages after the first one.
 const FILL_WINDOW: Duration = Duration::from_millis(2);
 const HDR_DELIVERIES: &str = "Socialnet-Deliveries";
+/// About one encoded command with its share of a message, for sizing pulls in bytes.
+const BYTES_PER_COMMAND: usize = 384;
+/// A pull must fit the largest message (a group is at most [`crate::GroupLimits::max_bytes`]).
+const MIN_PULL_BYTES: usize = 512 * 1024;
 const HDR_COMMAND: &str = "Socialnet-Command-Id";
 
 fn unavailable(e: impl std::fmt::Display) -> QueueError {
@@ -188,13 +192,13 @@ impl JetStreamQueue {
 
     pub(crate) async fn publish_dead_letter(
         &self,
-        message: &Message,
+        payload: Bytes,
         msg_id: Option<&str>,
         delivered: u64,
         reason: &str,
     ) -> Result<(), QueueError> {
         let mut publish = Publish::build()
-            .payload(message.payload.clone())
+            .payload(payload)
             .header(HDR_REASON, reason.replace(['\r', '\n'], " "))
             .header(HDR_DELIVERIES, delivered.to_string());
         if let Some(id) = msg_id {
@@ -229,6 +233,9 @@ impl CommandSource for JetStreamSource {
             let messages = consumer
                 .stream()
                 .max_messages_per_batch(max.max(1))
+                // Also bounded in bytes, so that messages carrying many commands do not buffer more
+                // work than the ingester finishes within the ack wait (a redelivery storm otherwise).
+                .max_bytes_per_batch((max * BYTES_PER_COMMAND).max(MIN_PULL_BYTES))
                 .heartbeat(Duration::from_secs(5))
                 .expires(Duration::from_secs(30))
                 .messages()
@@ -240,6 +247,8 @@ impl CommandSource for JetStreamSource {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
+        // `max` counts commands; a message may carry several (group commit).
+        let mut commands = 0;
         let first = match tokio::time::timeout(wait, messages.next()).await {
             Err(_) => return Ok(out),
             Ok(None) => {
@@ -253,11 +262,12 @@ impl CommandSource for JetStreamSource {
             }
             Ok(Some(Ok(m))) => m,
         };
+        commands += crate::command_count(&first.payload);
         out.push(wrap(queue, first));
         // Fill the batch with what arrives within a couple of milliseconds: bigger batches mean fewer
         // store round trips per command, and the wait is small next to a commit.
         let fill_until = tokio::time::Instant::now() + FILL_WINDOW;
-        while out.len() < max {
+        while commands < max {
             let next = match messages.next().now_or_never() {
                 Some(n) => n,
                 None => match tokio::time::timeout_at(fill_until, messages.next()).await {
@@ -266,7 +276,10 @@ impl CommandSource for JetStreamSource {
                 },
             };
             match next {
-                Some(Ok(m)) => out.push(wrap(queue, m)),
+                Some(Ok(m)) => {
+                    commands += crate::command_count(&m.payload);
+                    out.push(wrap(queue, m));
+                }
                 _ => break,
             }
         }

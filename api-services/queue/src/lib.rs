@@ -1,24 +1,29 @@
 //! The command queue between the write API and the ingester. The write API publishes each command once
-//! (deduplicated by command id) and answers `202` only after the queue acknowledged it; the ingester pulls
+//! (deduplicated by command id; under load several commands share a message, see [`GroupPublisher`]) and
+//! answers `202` only after the queue acknowledged it; the ingester pulls
 //! batches, acks after commit, retries failures with backoff and moves a message that keeps failing to the
 //! dead-letter queue with its reason. NATS JetStream in production (a primary and a secondary server), an
 //! in-process queue in dev mode.
 
 mod delivery;
 mod failover;
+mod group;
 mod jetstream;
 mod memory;
+mod wire;
 
 pub use delivery::{DeadLetter, Delivery};
 pub use failover::FailoverPublisher;
+pub use group::{GroupLimits, GroupPublisher, GroupStats};
 pub use jetstream::{JetStreamQueue, JetStreamSource, QueueNames};
 pub use memory::MemoryQueue;
+pub use wire::{command_count, decode_batch, encode_batch};
 
 use async_trait::async_trait;
 use domain::CommandEnvelope;
 use std::time::Duration;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {
     /// No queue server took the message (or answered in time): the caller should retry later.
     #[error("queue unavailable: {0}")]
@@ -49,7 +54,8 @@ pub trait CommandPublisher: Send + Sync {
 /// The ingester's side: pull what is waiting.
 #[async_trait]
 pub trait CommandSource: Send + Sync {
-    /// Up to `max` messages, waiting at most `wait` for the first one; an empty batch means none came.
+    /// Messages holding up to about `max` commands (a message may hold several; the last one may pass
+    /// `max`), waiting at most `wait` for the first one; an empty batch means none came.
     async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError>;
     /// A name for logs and metrics.
     fn name(&self) -> &str;

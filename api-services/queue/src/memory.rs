@@ -75,7 +75,7 @@ impl MemoryQueue {
         });
     }
 
-    pub(crate) fn dead_letter(&self, id: u64, reason: &str) {
+    pub(crate) fn dead_letter(&self, id: u64, reason: &str, command_id: Option<&str>, payload: Bytes) {
         let mut s = self.lock();
         if let Some(msg) = s.in_flight.remove(&id) {
             s.next_dead += 1;
@@ -84,10 +84,10 @@ impl MemoryQueue {
                 sequence,
                 DeadLetter {
                     sequence,
-                    command_id: Some(msg.msg_id.clone()),
+                    command_id: command_id.map(str::to_owned),
                     reason: reason.to_owned(),
                     deliveries: msg.delivered,
-                    payload: String::from_utf8_lossy(&msg.payload).into_owned(),
+                    payload: String::from_utf8_lossy(&payload).into_owned(),
                 },
             );
         }

@@ -1,7 +1,7 @@
 //! The command line: one subcommand per role. Every flag has a `SOCIALNET_*` environment fallback;
 //! secrets come only from the environment or files.
 
-use crate::config::{AuthArgs, QueueArgs, StoreArgs};
+use crate::config::{AuthArgs, PublishArgs, QueueArgs, StoreArgs};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,6 +72,8 @@ pub struct WriteApiArgs {
     #[command(flatten)]
     pub queue: QueueArgs,
     #[command(flatten)]
+    pub publish: PublishArgs,
+    #[command(flatten)]
     pub auth: AuthArgs,
 }
 
@@ -85,7 +87,7 @@ pub struct IngesterArgs {
     #[command(flatten)]
     pub queue: QueueArgs,
     /// Commands per batch.
-    #[arg(long, env = "SOCIALNET_BATCH_SIZE", default_value_t = 1024)]
+    #[arg(long, env = "SOCIALNET_BATCH_SIZE", default_value_t = 4096)]
     pub batch_size: usize,
     /// Parallel transactions per batch (groups of commands that share no stream); 1 = one transaction.
     #[arg(long, env = "SOCIALNET_APPEND_PARALLELISM", default_value_t = 3)]

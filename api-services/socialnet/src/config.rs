@@ -4,10 +4,46 @@ use anyhow::{Context, bail};
 use clap::Args;
 use eventstore::{BackupStore, PgEventStore};
 use http_kit::{AuthConfig, JwtVerifier};
-use queue::{JetStreamQueue, QueueNames};
+use queue::{
+    CommandPublisher, FailoverPublisher, GroupLimits, GroupPublisher, GroupStats, JetStreamQueue, QueueNames,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How the write API publishes: group commit (several commands per queue message under load).
+#[derive(Debug, Args, Clone)]
+pub struct PublishArgs {
+    /// Most commands in one queue message; 1 publishes every command as its own message.
+    #[arg(long, env = "SOCIALNET_PUBLISH_GROUP_MAX", default_value_t = 128)]
+    pub publish_group_max: usize,
+    /// Publishes awaiting their ack at once. Commands arriving while all are busy share the next message;
+    /// a command arriving while one is free goes out at once.
+    #[arg(long, env = "SOCIALNET_PUBLISH_IN_FLIGHT", default_value_t = 4)]
+    pub publish_in_flight: usize,
+}
+
+impl PublishArgs {
+    /// The publisher over these queues (primary first), and its group-commit counters when grouping.
+    pub fn publisher(
+        &self,
+        queues: Vec<Arc<JetStreamQueue>>,
+        timeout: Duration,
+    ) -> (Arc<dyn CommandPublisher>, Option<Arc<GroupStats>>) {
+        let failover = Arc::new(FailoverPublisher::new(queues, timeout, Duration::from_secs(5)));
+        if self.publish_group_max <= 1 {
+            return (failover, None);
+        }
+        let limits = GroupLimits {
+            max_commands: self.publish_group_max,
+            in_flight: self.publish_in_flight,
+            ..GroupLimits::default()
+        };
+        let group = GroupPublisher::new(failover, limits);
+        let stats = group.stats();
+        (Arc::new(group), Some(stats))
+    }
+}
 
 #[derive(Debug, Args, Clone)]
 pub struct StoreArgs {

@@ -1,5 +1,6 @@
 //! The write path end to end on real NATS and PostgreSQL: duplicates in every form become one event, a
-//! poison command is dead-lettered with its reason and committed after a fix and a requeue, and dev mode
+//! poison command (alone, or grouped in one message with good ones) is dead-lettered with its reason and
+//! committed after a fix and a requeue, and dev mode
 //! works from a bare data directory and keeps its data across restarts.
 #![allow(clippy::unwrap_used)]
 
@@ -147,31 +148,72 @@ async fn a_poison_command_is_dead_lettered_with_its_reason_and_commits_after_req
         "committed"
     );
 
+    // A second poison command travels in one message with two good ones, as the write API's group
+    // commit sends them under load: the good ones commit, only the poison one is dead-lettered.
+    let post = |body: &str| {
+        CommandEnvelope::new(
+            CommandId::new_v7(),
+            UserId::parse(&users[0].0).unwrap(),
+            Command::PublishPost {
+                post_id: PostId(uuid::Uuid::now_v7()),
+                body: PostBody::parse(body).unwrap(),
+                reply_to: None,
+            },
+        )
+    };
+    let group = vec![post("before"), post("poison"), post("after")];
+    let names = QueueNames::with_prefix(&wiring.queue_prefix, &wiring.queue_prefix.to_lowercase());
+    let q =
+        JetStreamQueue::connect("primary", &wiring.nats_url, names, Duration::from_secs(5)).await.unwrap();
+    assert!(testkit::eventually(Duration::from_secs(5), || async { q.is_connected() }).await);
+    q.publish_raw("batch-poison-test", queue::encode_batch(&group)).await.unwrap();
+    for good in [&group[0], &group[2]] {
+        let outcome = http.wait_decided(tok, &good.command_id.to_string(), Duration::from_secs(20)).await;
+        assert_eq!(outcome["status"], "committed", "{outcome}");
+    }
+    let grouped_poison_id = group[1].command_id.to_string();
+
     let dead = testkit::eventually(Duration::from_secs(20), || async {
-        wiring.admin(&["admin", "dlq", "list"]).1.contains(&poison_id)
+        let listing = wiring.admin(&["admin", "dlq", "list"]).1;
+        listing.contains(&poison_id) && listing.contains(&grouped_poison_id)
     })
     .await;
-    assert!(dead, "the poison command never reached the dead-letter queue");
+    assert!(dead, "the poison commands never reached the dead-letter queue");
     let (ok, listing) = wiring.admin(&["admin", "dlq", "list"]);
     assert!(ok);
-    let letter: serde_json::Value = serde_json::from_str(listing.lines().next().unwrap()).unwrap();
-    assert_eq!(letter["command_id"], poison_id.as_str());
-    assert!(letter["reason"].as_str().unwrap().contains("poison post refused by policy"), "{letter}");
-    assert_eq!(letter["deliveries"], 3);
-    assert_eq!(
-        http.call("GET", &format!("/v1/commands/{poison_id}"), Some(tok), None, &[]).await.1["status"],
-        "queued"
-    );
+    let letters: Vec<serde_json::Value> = listing.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(letters.len(), 2, "{listing}");
+    let letter_of = |id: &str| letters.iter().find(|l| l["command_id"] == id).unwrap().clone();
+    for letter in [letter_of(&poison_id), letter_of(&grouped_poison_id)] {
+        assert!(letter["reason"].as_str().unwrap().contains("poison post refused by policy"), "{letter}");
+        assert_eq!(letter["deliveries"], 3);
+    }
+    // The grouped one's letter holds that command alone, not its committed neighbours.
+    let payload = letter_of(&grouped_poison_id)["payload"].as_str().unwrap().to_owned();
+    assert_eq!(queue::decode_batch(payload.as_bytes()).unwrap(), vec![group[1].clone()]);
+    for id in [&poison_id, &grouped_poison_id] {
+        assert_eq!(
+            http.call("GET", &format!("/v1/commands/{id}"), Some(tok), None, &[]).await.1["status"],
+            "queued"
+        );
+    }
 
     // Fix the cause, requeue, and it commits.
     sqlx::query("DROP TRIGGER refuse_poison ON events").execute(&pool).await.unwrap();
     let (ok, out) = wiring.admin(&["admin", "dlq", "requeue", "--all"]);
     assert!(ok, "{out}");
-    let outcome = http.wait_decided(tok, &poison_id, Duration::from_secs(20)).await;
-    assert_eq!(outcome["status"], "committed");
+    for id in [&poison_id, &grouped_poison_id] {
+        let outcome = http.wait_decided(tok, id, Duration::from_secs(20)).await;
+        assert_eq!(outcome["status"], "committed");
+    }
     assert_eq!(wiring.admin(&["admin", "dlq", "list"]).1.trim(), "");
-    let id = uuid::Uuid::parse_str(&poison_id).unwrap();
-    assert_eq!(events_per_command(&pool, &[id]).await.get(&id), Some(&1));
+    let ids: Vec<uuid::Uuid> = [poison_id.as_str(), &grouped_poison_id]
+        .iter()
+        .map(|id| uuid::Uuid::parse_str(id).unwrap())
+        .chain(group.iter().map(|e| e.command_id.0))
+        .collect();
+    let per = events_per_command(&pool, &ids).await;
+    assert!(ids.iter().all(|id| per.get(id) == Some(&1)), "one event per command: {per:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 
 use super::http_load;
 use super::percentile;
-use crate::config::StoreArgs;
+use crate::config::{PublishArgs, StoreArgs};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
@@ -15,9 +15,7 @@ use http_kit::{AuthConfig, JwtVerifier, Readiness};
 use ingester::{Ingester, IngesterConfig, Processor};
 use projection::{ProjectionTarget, RedisTarget};
 use projector::{Projector, ProjectorConfig};
-use queue::{
-    CommandPublisher, CommandSource, FailoverPublisher, JetStreamQueue, JetStreamSource, QueueNames,
-};
+use queue::{CommandSource, JetStreamQueue, JetStreamSource, QueueNames};
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -31,6 +29,8 @@ pub struct VisibleBenchArgs {
     pub nats_url: String,
     #[arg(long, env = "SOCIALNET_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+    #[command(flatten)]
+    pub publish: PublishArgs,
     /// Writes per second.
     #[arg(long, default_value_t = 1000)]
     pub rate: u64,
@@ -100,8 +100,7 @@ pub async fn run(args: VisibleBenchArgs) -> anyhow::Result<ExitCode> {
     let project = tokio::spawn(projector.run(rx));
     let verifier =
         Arc::new(JwtVerifier::new(&AuthConfig { hs256_secret: SECRET.to_vec(), ..Default::default() }));
-    let publisher: Arc<dyn CommandPublisher> =
-        Arc::new(FailoverPublisher::new(vec![queue.clone()], Duration::from_secs(5), Duration::from_secs(1)));
+    let (publisher, _) = args.publish.publisher(vec![queue.clone()], Duration::from_secs(5));
     let write_state = write_api::AppState {
         publisher,
         commands: Arc::new(write_api::StoreCommandLog { primary: store.clone(), backup: None }),

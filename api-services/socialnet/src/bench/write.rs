@@ -11,7 +11,7 @@
 use super::cpu::CpuSample;
 use super::http_load::{self, MakeRequest};
 use super::percentile;
-use crate::config::StoreArgs;
+use crate::config::{PublishArgs, StoreArgs};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
@@ -22,9 +22,7 @@ use futures::stream::FuturesUnordered;
 use http_body_util::Full;
 use http_kit::{AuthConfig, JwtVerifier, Readiness};
 use ingester::{Ingester, IngesterConfig, Processor};
-use queue::{
-    CommandPublisher, CommandSource, FailoverPublisher, JetStreamQueue, JetStreamSource, QueueNames,
-};
+use queue::{CommandSource, JetStreamQueue, JetStreamSource, QueueNames};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +33,8 @@ pub struct WriteBenchArgs {
     pub store: StoreArgs,
     #[arg(long, env = "SOCIALNET_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    #[command(flatten)]
+    pub publish: PublishArgs,
     /// Concurrent HTTP clients (each its own user).
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
@@ -42,7 +42,7 @@ pub struct WriteBenchArgs {
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
     /// Commands per ingester batch (as `socialnet ingester --batch-size`).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 4096)]
     pub batch_size: usize,
     /// Parallel transactions per ingester batch (as `socialnet ingester --append-parallelism`).
     #[arg(long, default_value_t = 3)]
@@ -142,8 +142,13 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
     };
     let ingest_task = start_ingester();
 
-    let publisher: Arc<dyn CommandPublisher> =
-        Arc::new(FailoverPublisher::new(vec![queue.clone()], Duration::from_secs(5), Duration::from_secs(1)));
+    let (publisher, group) = args.publish.publisher(vec![queue.clone()], Duration::from_secs(5));
+    let group_counts = || {
+        group.as_ref().map_or((0, 0), |g| {
+            use std::sync::atomic::Ordering::Relaxed;
+            (g.messages.load(Relaxed), g.commands.load(Relaxed))
+        })
+    };
     let verifier =
         Arc::new(JwtVerifier::new(&AuthConfig { hs256_secret: SECRET.to_vec(), ..Default::default() }));
     let state = write_api::AppState {
@@ -219,8 +224,16 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
             "round {round}, phase 1, accept: {} clients for {} s, no ingester…",
             args.clients, args.seconds
         );
+        let sent_before = group_counts();
         let accept = http_load::run(args.clients, load, accepted_code, false, make.clone()).await;
         let accepted = accept.ok as f64 / accept.elapsed.as_secs_f64();
+        let sent = group_counts();
+        // Commands per queue message in this accept phase (1 without group commit).
+        let per_message = if sent.0 > sent_before.0 {
+            (sent.1 - sent_before.1) as f64 / (sent.0 - sent_before.0) as f64
+        } else {
+            1.0
+        };
         eprintln!("round {round}, phase 2, commit: an ingester drains {} accepted writes…", accept.ok);
         let drain_started = Instant::now();
         let base = *recorded.borrow();
@@ -232,16 +245,17 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
         let drained = accept.ok as f64 / drain_started.elapsed().as_secs_f64();
         let per_command = |name: &str| cpu.since(&cpu_before, name) * 1e6 / accept.ok.max(1) as f64;
         let cpu_us = [per_command("self"), per_command("postgres"), per_command("nats-server")];
-        rounds.push(Round { raw, accepted, drained, accept, cpu_us });
+        rounds.push(Round { raw, accepted, drained, accept, cpu_us, per_message });
     }
     for (i, r) in rounds.iter().enumerate() {
         eprintln!(
-            "round {}: raw {:.0}/s, accepted {:.0}/s ({:.2}), drained {:.0}/s ({:.2}); drain CPU per command: \
-             ingester {:.1} µs, PostgreSQL {:.1} µs, NATS {:.1} µs",
+            "round {}: raw {:.0}/s, accepted {:.0}/s ({:.2}, {:.1} commands per message), drained {:.0}/s \
+             ({:.2}); drain CPU per command: ingester {:.1} µs, PostgreSQL {:.1} µs, NATS {:.1} µs",
             i + 1,
             r.raw,
             r.accepted,
             r.accepted / r.raw,
+            r.per_message,
             r.drained,
             r.drained / r.accepted,
             r.cpu_us[0],
@@ -300,6 +314,10 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
     );
     println!("     latency                                : p50 {:.2} ms, p99 {:.2} ms", ms(p50), ms(p99));
     println!(
+        "     commands per queue message             : {:.1} (group commit: at most {}, {} publishes in flight)",
+        mid.per_message, args.publish.publish_group_max, args.publish.publish_in_flight
+    );
+    println!(
         "  2. ingester drain of that backlog         : {drain_rate:>10.0} commits/s  ratio to accepted {drain_ratio:.2} (target >= 1)"
     );
     println!(
@@ -326,6 +344,7 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
             "bench": "write", "raw_publish_per_s": raw.round(), "accepted_per_s": accepted_rate.round(),
             "drain_commit_per_s": drain_rate.round(), "p50_ms": ms(p50), "p99_ms": ms(p99),
             "ratio_accepted_to_raw": accept_ratio, "ratio_commit_to_accepted": drain_ratio,
+            "commands_per_message": mid.per_message,
             "rounds": rounds.iter().map(|r| serde_json::json!({"raw": r.raw.round(), "accepted": r.accepted.round(),
                 "drained": r.drained.round(), "drain_cpu_us_per_command": {"ingester": r.cpu_us[0],
                 "postgres": r.cpu_us[1], "nats": r.cpu_us[2]}})).collect::<Vec<_>>(),
@@ -348,6 +367,8 @@ struct Round {
     accept: http_load::LoadResult,
     /// CPU µs per drained command: this process (the ingester; the API is idle then), PostgreSQL, NATS.
     cpu_us: [f64; 3],
+    /// Commands per queue message in the accept phase.
+    per_message: f64,
 }
 
 async fn count(pg: &PgEventStore, command_type: &str, status: &str) -> anyhow::Result<i64> {

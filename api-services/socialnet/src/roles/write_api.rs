@@ -4,16 +4,13 @@
 use crate::cli::WriteApiArgs;
 use eventstore::EventStore;
 use http_kit::Readiness;
-use queue::{CommandPublisher, FailoverPublisher};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub async fn run(args: WriteApiArgs) -> anyhow::Result<ExitCode> {
     let verifier = args.auth.verifier()?;
     let queues = args.queue.connect_all().await?;
-    let publisher: Arc<dyn CommandPublisher> =
-        Arc::new(FailoverPublisher::new(queues, args.queue.timeout(), Duration::from_secs(5)));
+    let (publisher, _) = args.publish.publisher(queues, args.queue.timeout());
     let primary: Arc<dyn EventStore> = Arc::new(args.store.primary()?);
     let commands = Arc::new(write_api::StoreCommandLog { primary, backup: args.store.backup()? });
 
