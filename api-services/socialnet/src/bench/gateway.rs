@@ -30,6 +30,10 @@ pub struct GatewayBenchArgs {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    /// Also measure latency at this fixed offered rate (requests/s, open loop), below saturation: what a
+    /// request pays for the gateway when the machine is not the bottleneck. 0 skips it.
+    #[arg(long, default_value_t = 10_000)]
+    pub paced_rate: u64,
     /// Share the gateway's rate limits through this Redis instead of keeping them in process.
     #[arg(long)]
     pub redis_url: Option<String>,
@@ -244,13 +248,49 @@ limits:
                 "ratio_to_bare_proxy": rate / bare_rate, "p99_ms": p99, "p99_overhead_ms": p99 - direct_p99,
             }));
         }
+        let paced = if args.paced_rate > 0 {
+            paced_overhead(&args, label, direct, gateways[0], &get, &mut failed).await
+        } else {
+            serde_json::Value::Null
+        };
         routes.push(serde_json::json!({
             "route": label, "direct_rps": direct_rate.round(), "direct_p99_ms": direct_p99,
             "bare_proxy_rps": bare_rate.round(), "bare_proxy_p99_ms": bare_p99, "gateways": results,
+            "paced": paced,
         }));
     }
     println!("{}", serde_json::json!({"bench": "gateway", "routes": routes, "failed": failed}));
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Latency directly and through the (first) gateway at `--paced-rate`, open loop, the same offered load
+/// for both: the gateway's latency cost when the cores are not saturated (a real deployment gives it
+/// cores of its own; here it shares them with the load generator and the read API).
+async fn paced_overhead(
+    args: &GatewayBenchArgs,
+    label: &str,
+    direct: SocketAddr,
+    (gw_label, gw): (&str, SocketAddr),
+    get: &dyn Fn(SocketAddr, &'static str) -> MakeRequest,
+    failed: &mut u64,
+) -> serde_json::Value {
+    let suffix = if label.ends_with("/home") { "/home" } else { "" };
+    let d = Duration::from_secs(args.seconds);
+    let ok = hyper::StatusCode::OK;
+    eprintln!("{label}: {} req/s offered, directly and through the {gw_label}…", args.paced_rate);
+    let direct_r = http_load::run_paced(args.clients, args.paced_rate, d, ok, get(direct, suffix)).await;
+    let gw_r = http_load::run_paced(args.clients, args.paced_rate, d, ok, get(gw, suffix)).await;
+    println!("  at {} req/s offered (open loop, below saturation):", args.paced_rate);
+    let (_, direct_p99) = report("read API directly", &direct_r);
+    let (_, gw_p99) = report(gw_label, &gw_r);
+    let p50 = |r: &LoadResult| f64::from(percentile(&r.latencies_us, 0.5)) / 1000.0;
+    let (p50_overhead, p99_overhead) = (p50(&gw_r) - p50(&direct_r), gw_p99 - direct_p99);
+    println!("    overhead: p50 {p50_overhead:.2} ms, p99 {p99_overhead:.2} ms (target < 1 ms)");
+    *failed += direct_r.failed + gw_r.failed;
+    serde_json::json!({
+        "offered_rps": args.paced_rate, "direct_p99_ms": direct_p99, "gateway_p99_ms": gw_p99,
+        "p50_overhead_ms": p50_overhead, "p99_overhead_ms": p99_overhead,
+    })
 }
 
 /// Whether one probe of the home route returns 20 posts.

@@ -158,7 +158,21 @@ pub async fn run(
     keep_bodies: bool,
     make: MakeRequest,
 ) -> LoadResult {
-    run_until(clients, duration, u64::MAX, expect, keep_bodies, make).await
+    run_until(clients, duration, u64::MAX, expect, keep_bodies, None, make).await
+}
+
+/// Open loop: `rate` requests per second in all, spread evenly over `clients` connections, for `duration`.
+/// Each request has a scheduled send time and its latency counts from then, so a request that had to
+/// wait for the one before it (the server fell behind) shows that wait (no coordinated omission).
+pub async fn run_paced(
+    clients: usize,
+    rate: u64,
+    duration: Duration,
+    expect: hyper::StatusCode,
+    make: MakeRequest,
+) -> LoadResult {
+    let interval = Duration::from_secs_f64(clients as f64 / rate.max(1) as f64);
+    run_until(clients, duration, u64::MAX, expect, false, Some(interval), make).await
 }
 
 /// Exactly `requests` requests over `clients` connections (client `c` sends requests `c`, `c + clients`,
@@ -170,15 +184,17 @@ pub async fn run_count(
     expect: hyper::StatusCode,
     make: MakeRequest,
 ) -> LoadResult {
-    run_until(clients, limit, requests, expect, false, make).await
+    run_until(clients, limit, requests, expect, false, None, make).await
 }
 
+/// The loop of every mode: closed when `pace` is `None`, else each client sends every `pace`.
 async fn run_until(
     clients: usize,
     duration: Duration,
     requests: u64,
     expect: hyper::StatusCode,
     keep_bodies: bool,
+    pace: Option<Duration>,
     make: MakeRequest,
 ) -> LoadResult {
     let started = Instant::now();
@@ -190,10 +206,29 @@ async fn run_until(
             let mut r = LoadResult::default();
             let mut n = 0u64;
             let mut conn: Option<Conn> = None;
+            // Paced clients start staggered across one interval, so the offered load is even.
+            let first = pace.map(|p| started + p.mul_f64(c as f64 / clients as f64));
             while Instant::now() < deadline
                 && (c as u64).saturating_add(n.saturating_mul(clients as u64)) < requests
             {
-                let t = Instant::now();
+                let t = match (pace, first) {
+                    (Some(p), Some(first)) => {
+                        let at = first + p.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
+                        if at >= deadline {
+                            break;
+                        }
+                        if at > Instant::now() {
+                            // On time: count from the actual send (the timer wakes up to 1 ms late, which
+                            // is the generator's delay, not the server's).
+                            tokio::time::sleep_until(at.into()).await;
+                            Instant::now()
+                        } else {
+                            // Behind schedule: the server is; count from when the request was due.
+                            at
+                        }
+                    }
+                    _ => Instant::now(),
+                };
                 let req = make(c, n);
                 n += 1;
                 let Some((authority, wire)) = encode(req) else {
