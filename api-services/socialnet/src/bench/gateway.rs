@@ -249,7 +249,7 @@ limits:
             }));
         }
         let paced = if args.paced_rate > 0 {
-            paced_overhead(&args, label, direct, gateways[0], &get, &mut failed).await
+            paced_overhead(&args, label, direct, &gateways, &get, &mut failed).await
         } else {
             serde_json::Value::Null
         };
@@ -263,34 +263,44 @@ limits:
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// Latency directly and through the (first) gateway at `--paced-rate`, open loop, the same offered load
-/// for both: the gateway's latency cost when the cores are not saturated (a real deployment gives it
-/// cores of its own; here it shares them with the load generator and the read API).
+/// Latency directly and through each gateway at `--paced-rate`, open loop, the same offered load for all:
+/// the gateway's latency cost when the cores are not saturated (a real deployment gives it cores of its
+/// own; here it shares them with the load generator and the read API).
 async fn paced_overhead(
     args: &GatewayBenchArgs,
     label: &str,
     direct: SocketAddr,
-    (gw_label, gw): (&str, SocketAddr),
+    gateways: &[(&str, SocketAddr)],
     get: &dyn Fn(SocketAddr, &'static str) -> MakeRequest,
     failed: &mut u64,
 ) -> serde_json::Value {
     let suffix = if label.ends_with("/home") { "/home" } else { "" };
     let d = Duration::from_secs(args.seconds);
     let ok = hyper::StatusCode::OK;
-    eprintln!("{label}: {} req/s offered, directly and through the {gw_label}…", args.paced_rate);
+    eprintln!("{label}: {} req/s offered, directly and through each gateway…", args.paced_rate);
     let direct_r = http_load::run_paced(args.clients, args.paced_rate, d, ok, get(direct, suffix)).await;
-    let gw_r = http_load::run_paced(args.clients, args.paced_rate, d, ok, get(gw, suffix)).await;
+    let mut through = Vec::new();
+    for (gw_label, gw) in gateways {
+        through.push((
+            *gw_label,
+            http_load::run_paced(args.clients, args.paced_rate, d, ok, get(*gw, suffix)).await,
+        ));
+    }
     println!("  at {} req/s offered (open loop, below saturation):", args.paced_rate);
     let (_, direct_p99) = report("read API directly", &direct_r);
-    let (_, gw_p99) = report(gw_label, &gw_r);
+    *failed += direct_r.failed;
     let p50 = |r: &LoadResult| f64::from(percentile(&r.latencies_us, 0.5)) / 1000.0;
-    let (p50_overhead, p99_overhead) = (p50(&gw_r) - p50(&direct_r), gw_p99 - direct_p99);
-    println!("    overhead: p50 {p50_overhead:.2} ms, p99 {p99_overhead:.2} ms (target < 1 ms)");
-    *failed += direct_r.failed + gw_r.failed;
-    serde_json::json!({
-        "offered_rps": args.paced_rate, "direct_p99_ms": direct_p99, "gateway_p99_ms": gw_p99,
-        "p50_overhead_ms": p50_overhead, "p99_overhead_ms": p99_overhead,
-    })
+    let mut out = Vec::new();
+    for (gw_label, r) in &through {
+        let (_, p99) = report(gw_label, r);
+        let (p50_overhead, p99_overhead) = (p50(r) - p50(&direct_r), p99 - direct_p99);
+        println!("    overhead: p50 {p50_overhead:.2} ms, p99 {p99_overhead:.2} ms (target < 1 ms)");
+        *failed += r.failed;
+        out.push(serde_json::json!({
+            "gateway": gw_label, "p99_ms": p99, "p50_overhead_ms": p50_overhead, "p99_overhead_ms": p99_overhead,
+        }));
+    }
+    serde_json::json!({ "offered_rps": args.paced_rate, "direct_p99_ms": direct_p99, "gateways": out })
 }
 
 /// Whether one probe of the home route returns 20 posts.
