@@ -124,8 +124,10 @@ async fn the_operator_fails_over_the_projection_and_runs_rebuilds() {
     for (prefix, plural) in
         [("apis/apps/v1", "deployments"), ("api/v1", "services"), ("api/v1", "configmaps")]
     {
+        // The reconcile applies kinds one after another: the deployments may be there before the rest.
+        wait_for(plural, Duration::from_secs(30), || async { !api.list(prefix, NS, plural).is_empty() })
+            .await;
         let objects = api.list(prefix, NS, plural);
-        assert!(!objects.is_empty(), "no {plural}");
         for o in objects {
             let owner = &o["metadata"]["ownerReferences"][0];
             assert_eq!(
