@@ -50,8 +50,9 @@ const FILL_WINDOW: Duration = Duration::from_millis(2);
 const HDR_DELIVERIES: &str = "Socialnet-Deliveries";
 /// About one encoded command with its share of a message, for sizing pulls in bytes.
 const BYTES_PER_COMMAND: usize = 384;
-/// A pull must fit the largest message (a group is at most [`crate::GroupLimits::max_bytes`]).
-const MIN_PULL_BYTES: usize = 512 * 1024;
+/// A pull must fit the largest message the server accepts (its `max_payload`, 1 MiB by default, plus
+/// headers): a message larger than a pull's byte budget would never be delivered.
+const MIN_PULL_BYTES: usize = 2 * 1024 * 1024;
 const HDR_COMMAND: &str = "Socialnet-Command-Id";
 
 fn unavailable(e: impl std::fmt::Display) -> QueueError {
