@@ -110,18 +110,16 @@ impl Event {
         }
         let tag = self.event_type();
         let head = 10 + tag.len(); // {"type":"Name"
-        let tagged = buf.len() > head
-            && buf.starts_with(b"{\"type\":\"")
-            && buf.get(9..9 + tag.len()) == Some(tag.as_bytes())
-            && buf[9 + tag.len()] == b'"';
-        let rest = match buf.get(head) {
-            Some(b',') if tagged => head + 1,
-            Some(b'}') if tagged => head,
+        let tagged = buf.starts_with(b"{\"type\":\"")
+            && buf[9..].starts_with(tag.as_bytes())
+            && buf.get(head - 1) == Some(&b'"');
+        // Keep the `{`; drop the tag and, when fields follow, its comma.
+        match buf.get(head) {
+            Some(b',') if tagged => buf.drain(1..=head),
+            Some(b'}') if tagged => buf.drain(1..head),
             _ => return self.payload().to_string(),
         };
-        // `{` + everything after the tag; serde_json wrote valid UTF-8.
-        buf[rest - 1] = b'{';
-        String::from_utf8(buf.split_off(rest - 1)).unwrap_or_else(|_| self.payload().to_string())
+        String::from_utf8(buf).unwrap_or_else(|_| self.payload().to_string())
     }
 
     /// Rebuild an event from its stored columns, upcasting older schema versions.

@@ -230,7 +230,7 @@ impl Ingester {
                     fetched.envelopes.extend(envs);
                     fetched.deliveries.push(d);
                 }
-                Err(reason) => self.give_up(&d, &reason).await,
+                Err(reason) => self.give_up(&d, &reason, None).await,
             }
         }
         fetched
@@ -348,19 +348,21 @@ impl Ingester {
             return;
         }
         let commands: Vec<CommandEnvelope> = refused.iter().map(|(e, _)| (*e).clone()).collect();
-        let command_id = commands.first().map(|e| e.command_id.to_string());
-        tracing::error!(command_id, delivered = d.delivered, reason, "dead-lettering command");
-        metrics::counter!("socialnet_ingester_dead_lettered_total").increment(commands.len() as u64);
-        let payload = queue::encode_batch(&commands);
-        if let Err(e) = d.dead_letter_part(reason, command_id.as_deref(), payload).await {
-            tracing::error!(error = %e, "could not dead-letter; the message will be redelivered");
-        }
+        self.give_up(d, reason, Some(&commands)).await;
     }
 
-    async fn give_up(&self, d: &Delivery, reason: &str) {
-        tracing::error!(msg_id = ?d.msg_id, delivered = d.delivered, reason, "dead-lettering command");
-        metrics::counter!("socialnet_ingester_dead_lettered_total").increment(1);
-        if let Err(e) = d.dead_letter(reason).await {
+    /// Dead-letter the message with `reason`: all of it, or only `part` of its commands (the others are
+    /// committed).
+    async fn give_up(&self, d: &Delivery, reason: &str, part: Option<&[CommandEnvelope]>) {
+        let (id, payload, n) = match part {
+            Some(cmds) => {
+                (cmds.first().map(|e| e.command_id.to_string()), queue::encode_batch(cmds), cmds.len())
+            }
+            None => (d.msg_id.clone(), d.payload.clone(), 1),
+        };
+        tracing::error!(id, delivered = d.delivered, reason, "dead-lettering command");
+        metrics::counter!("socialnet_ingester_dead_lettered_total").increment(n as u64);
+        if let Err(e) = d.dead_letter_part(reason, id.as_deref(), payload).await {
             tracing::error!(error = %e, "could not dead-letter; the message will be redelivered");
         }
     }

@@ -40,11 +40,18 @@ struct Pending {
     reply: oneshot::Sender<Result<PublishReceipt, QueueError>>,
 }
 
-/// Counters of what the group commit sent (for benchmarks and `/metrics`).
+/// Counters of what the group commit sent (for benchmarks).
 #[derive(Debug, Default)]
 pub struct GroupStats {
     pub messages: AtomicU64,
     pub commands: AtomicU64,
+}
+
+impl GroupStats {
+    /// (messages, commands) sent so far.
+    pub fn snapshot(&self) -> (u64, u64) {
+        (self.messages.load(Ordering::Relaxed), self.commands.load(Ordering::Relaxed))
+    }
 }
 
 pub struct GroupPublisher {

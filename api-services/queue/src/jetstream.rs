@@ -48,12 +48,12 @@ const HDR_REASON: &str = "Socialnet-Error";
 /// How long a fetch waits for more messages after the first one.
 const FILL_WINDOW: Duration = Duration::from_millis(2);
 const HDR_DELIVERIES: &str = "Socialnet-Deliveries";
+const HDR_COMMAND: &str = "Socialnet-Command-Id";
 /// About one encoded command with its share of a message, for sizing pulls in bytes.
 const BYTES_PER_COMMAND: usize = 384;
 /// A pull must fit the largest message the server accepts (its `max_payload`, 1 MiB by default, plus
 /// headers): a message larger than a pull's byte budget would never be delivered.
 const MIN_PULL_BYTES: usize = 2 * 1024 * 1024;
-const HDR_COMMAND: &str = "Socialnet-Command-Id";
 
 fn unavailable(e: impl std::fmt::Display) -> QueueError {
     QueueError::Unavailable(e.to_string())

@@ -25,14 +25,14 @@ pub(crate) fn join_encoded<'a>(parts: impl Iterator<Item = &'a [u8]>) -> Bytes {
 
 /// The commands of one message, in order; an error names the first line that does not decode.
 pub fn decode_batch(payload: &[u8]) -> Result<Vec<CommandEnvelope>, String> {
-    let lines = payload.split(|&b| b == b'\n');
-    let mut out = Vec::with_capacity(command_count(payload));
-    for (i, line) in lines.enumerate() {
-        let envelope = CommandEnvelope::decode(line)
-            .map_err(|e| if i == 0 { e } else { format!("command {} of the message: {e}", i + 1) })?;
-        out.push(envelope);
-    }
-    Ok(out)
+    payload
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .map(|(i, line)| {
+            CommandEnvelope::decode(line)
+                .map_err(|e| if i == 0 { e } else { format!("command {} of the message: {e}", i + 1) })
+        })
+        .collect()
 }
 
 /// How many commands a payload carries, without decoding it (for sizing fetches).

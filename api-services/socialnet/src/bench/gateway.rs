@@ -249,7 +249,7 @@ limits:
             }));
         }
         let paced = if args.paced_rate > 0 {
-            paced_overhead(&args, label, direct, &gateways, &get, &mut failed).await
+            paced_overhead(&args, label, suffix, direct, &gateways, &get, &mut failed).await
         } else {
             serde_json::Value::Null
         };
@@ -269,12 +269,12 @@ limits:
 async fn paced_overhead(
     args: &GatewayBenchArgs,
     label: &str,
+    suffix: &'static str,
     direct: SocketAddr,
     gateways: &[(&str, SocketAddr)],
     get: &dyn Fn(SocketAddr, &'static str) -> MakeRequest,
     failed: &mut u64,
 ) -> serde_json::Value {
-    let suffix = if label.ends_with("/home") { "/home" } else { "" };
     let d = Duration::from_secs(args.seconds);
     let ok = hyper::StatusCode::OK;
     eprintln!("{label}: {} req/s offered, directly and through each gateway…", args.paced_rate);

@@ -207,12 +207,12 @@ async fn run_until(
             let mut n = 0u64;
             let mut conn: Option<Conn> = None;
             // Paced clients start staggered across one interval, so the offered load is even.
-            let first = pace.map(|p| started + p.mul_f64(c as f64 / clients as f64));
+            let schedule = pace.map(|p| (p, started + p.mul_f64(c as f64 / clients as f64)));
             while Instant::now() < deadline
                 && (c as u64).saturating_add(n.saturating_mul(clients as u64)) < requests
             {
-                let t = match (pace, first) {
-                    (Some(p), Some(first)) => {
+                let t = match schedule {
+                    Some((p, first)) => {
                         let at = first + p.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
                         if at >= deadline {
                             break;
@@ -227,7 +227,7 @@ async fn run_until(
                             at
                         }
                     }
-                    _ => Instant::now(),
+                    None => Instant::now(),
                 };
                 let req = make(c, n);
                 n += 1;

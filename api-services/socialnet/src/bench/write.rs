@@ -143,12 +143,7 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
     let ingest_task = start_ingester();
 
     let (publisher, group) = args.publish.publisher(vec![queue.clone()], Duration::from_secs(5));
-    let group_counts = || {
-        group.as_ref().map_or((0, 0), |g| {
-            use std::sync::atomic::Ordering::Relaxed;
-            (g.messages.load(Relaxed), g.commands.load(Relaxed))
-        })
-    };
+    let group_counts = || group.as_ref().map_or((0, 0), |g| g.snapshot());
     let verifier =
         Arc::new(JwtVerifier::new(&AuthConfig { hs256_secret: SECRET.to_vec(), ..Default::default() }));
     let state = write_api::AppState {
