@@ -123,25 +123,32 @@ fn write_line(b: &mut Vec<u8>, e: &Entry<'_>) {
     let _ = writeln!(b, ",\"ms\":{ms:.3}}},\"target\":\"access\"}}");
 }
 
-/// `s` as a JSON string (quotes, backslashes and control characters escaped).
+/// `s` as a JSON string (quotes, backslashes and control characters escaped). Runs of plain bytes are
+/// copied whole: every other byte of UTF-8, multi-byte characters included, goes out as it is.
 fn string(b: &mut Vec<u8>, s: &str) {
     b.push(b'"');
-    for c in s.chars() {
-        match c {
-            '"' => b.extend_from_slice(b"\\\""),
-            '\\' => b.extend_from_slice(b"\\\\"),
-            '\n' => b.extend_from_slice(b"\\n"),
-            '\r' => b.extend_from_slice(b"\\r"),
-            '\t' => b.extend_from_slice(b"\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(b, "\\u{:04x}", c as u32);
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        let escape: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            c if c < 0x20 => {
+                b.extend_from_slice(&bytes[run..i]);
+                let _ = write!(b, "\\u{:04x}", c);
+                run = i + 1;
+                continue;
             }
-            c => {
-                let mut utf8 = [0u8; 4];
-                b.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
-            }
-        }
+            _ => continue,
+        };
+        b.extend_from_slice(&bytes[run..i]);
+        b.extend_from_slice(escape);
+        run = i + 1;
     }
+    b.extend_from_slice(&bytes[run..]);
     b.push(b'"');
 }
 

@@ -5,6 +5,7 @@
 
 use crate::config::BreakerSettings;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -17,6 +18,8 @@ enum State {
 #[derive(Debug)]
 pub struct Breaker {
     state: Mutex<State>,
+    /// The state last set on the gauge (`u8::MAX`: never), so the gauge is touched on changes only.
+    reported: AtomicU8,
 }
 
 /// Whether a request may go to the upstream.
@@ -28,7 +31,10 @@ pub enum Admit {
 
 impl Default for Breaker {
     fn default() -> Self {
-        Self { state: Mutex::new(State::Closed { since: Instant::now(), total: 0, failed: 0 }) }
+        Self {
+            state: Mutex::new(State::Closed { since: Instant::now(), total: 0, failed: 0 }),
+            reported: AtomicU8::new(u8::MAX),
+        }
     }
 }
 
@@ -86,11 +92,28 @@ impl Breaker {
 
     /// 0 closed, 1 open, 2 half-open (the `socialnet_gateway_breaker_state` gauge).
     pub fn state_code(&self) -> f64 {
-        match *self.lock() {
-            State::Closed { .. } => 0.0,
-            State::Open { .. } => 1.0,
-            State::HalfOpen { .. } => 2.0,
+        f64::from(code(&self.lock()))
+    }
+
+    /// Set `socialnet_gateway_breaker_state{upstream}` if the state changed since it was last set (a
+    /// labelled gauge lookup per request was a measurable part of the gateway's cost). Under the state's
+    /// lock, so two reports cannot leave the gauge on the older state.
+    pub fn report(&self, upstream: &str) {
+        let state = self.lock();
+        let code = code(&state);
+        if self.reported.swap(code, Ordering::Relaxed) != code {
+            metrics::gauge!("socialnet_gateway_breaker_state", "upstream" => upstream.to_owned())
+                .set(f64::from(code));
         }
+    }
+}
+
+/// The gauge's value of a state: 0 closed, 1 open, 2 half-open.
+fn code(state: &State) -> u8 {
+    match state {
+        State::Closed { .. } => 0,
+        State::Open { .. } => 1,
+        State::HalfOpen { .. } => 2,
     }
 }
 
@@ -146,5 +169,65 @@ mod tests {
         }
         b.record(&s, true, t0 + Duration::from_millis(1_500));
         assert_eq!(b.admit(&s, t0 + Duration::from_millis(1_500)), Admit::Yes);
+    }
+
+    /// Records every value set on a gauge, in order.
+    #[derive(Default)]
+    struct Gauges(std::sync::Arc<Mutex<Vec<f64>>>);
+
+    struct Setter(std::sync::Arc<Mutex<Vec<f64>>>);
+
+    impl metrics::GaugeFn for Setter {
+        fn increment(&self, _: f64) {}
+        fn decrement(&self, _: f64) {}
+        fn set(&self, value: f64) {
+            self.0.lock().unwrap().push(value);
+        }
+    }
+
+    impl metrics::Recorder for Gauges {
+        fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+        fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+            metrics::Counter::noop()
+        }
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::from_arc(std::sync::Arc::new(Setter(self.0.clone())))
+        }
+        fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn the_state_gauge_is_set_first_and_then_on_changes_only() {
+        let gauges = Gauges::default();
+        let values = gauges.0.clone();
+        let (s, b, t0) = (settings(), Breaker::default(), Instant::now());
+        metrics::with_local_recorder(&gauges, || {
+            for _ in 0..3 {
+                b.record(&s, true, t0);
+                b.report("up");
+            }
+            for _ in 0..4 {
+                b.record(&s, false, t0);
+                b.report("up");
+            }
+            let later = t0 + Duration::from_millis(600);
+            assert_eq!(b.admit(&s, later), Admit::Yes);
+            b.report("up");
+            b.record(&s, true, later);
+            b.report("up");
+            b.record(&s, true, later);
+            b.report("up");
+        });
+        assert_eq!(*values.lock().unwrap(), vec![0.0, 1.0, 2.0, 0.0], "closed, open, half-open, closed");
     }
 }

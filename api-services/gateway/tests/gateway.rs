@@ -269,6 +269,19 @@ impl Flaky {
                     }
                 }),
             )
+            // Its head at once, then 5 of the 100 bytes it announces, then nothing.
+            .route(
+                "/v1/stalled-body",
+                get(|| async {
+                    use futures::StreamExt;
+                    let chunks = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"start"))])
+                        .chain(futures::stream::pending());
+                    axum::response::Response::builder()
+                        .header("content-length", "100")
+                        .body(axum::body::Body::from_stream(chunks))
+                        .unwrap()
+                }),
+            )
             .route("/public/echo", get(|headers: axum::http::HeaderMap| async move {
                 let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
                 axum::Json(serde_json::json!({"traceparent": h("traceparent"), "x-request-id": h("x-request-id")}))
@@ -333,6 +346,25 @@ async fn a_hanging_upstream_times_out_and_opens_the_breaker() {
         503
     );
     assert!(started.elapsed() < Duration::from_millis(100), "no more waiting on the hung upstream");
+}
+
+#[tokio::test]
+async fn an_answer_whose_body_stalls_times_out_too() {
+    let flaky = Flaky::default();
+    let (_dir, path) = config_dir(&yaml(serve(flaky.router()).await, ROOMY));
+    let (gw, _) = gateway(&path, Limiter::local()).await;
+    let (c, auth) = (client(), bearer());
+    let started = std::time::Instant::now();
+    let answer =
+        send(&c, "GET", format!("http://{gw}/v1/stalled-body"), &[("authorization", &auth)], "").await;
+    // The upstream timeout is 300 ms and a read is tried twice: a clean 504, not a truncated 200.
+    assert_eq!(answer.status, 504, "{}", answer.body);
+    assert!(
+        answer.body["detail"].as_str().unwrap_or("").contains("took longer than 300 ms"),
+        "{}",
+        answer.body
+    );
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
 }
 
 #[tokio::test]

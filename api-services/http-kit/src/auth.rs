@@ -1,7 +1,10 @@
 //! JWT verification. Every service (and the gateway, first) checks the bearer token itself (no internal
 //! header is trusted): the algorithm is pinned per key (HS256 for the shared secret, RS256 for each RSA key
 //! of a JWKS, chosen by `kid`; `alg: none`, any other algorithm and HS/RS confusion are refused), then the
-//! signature, expiry (with a small clock-skew leeway) and, when configured, issuer and audience.
+//! signature, expiry (with a small clock-skew leeway) and, when configured, issuer and audience. A token
+//! that passed is remembered, whole, until it expires: the next request with the same bytes costs a lookup
+//! and an expiry check instead of a signature check (a client sends one token many times; Envoy's JWT
+//! filter keeps the same kind of cache).
 
 use crate::problem::ApiError;
 use axum::extract::{FromRef, FromRequestParts};
@@ -9,8 +12,13 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Verified tokens remembered at most; when full the cache starts over (only signed, valid tokens get in,
+/// so filling it takes that many real tokens).
+const CACHED_TOKENS: usize = 16_384;
 
 /// The claims socialnet reads. `sub` is the acting user; `roles` may contain `admin`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,8 +66,12 @@ pub struct JwtVerifier {
     key: Option<DecodingKey>,
     validation: Validation,
     /// RS256 keys by `kid`.
-    rsa: std::collections::HashMap<String, DecodingKey>,
+    rsa: HashMap<String, DecodingKey>,
     rs_validation: Validation,
+    leeway_secs: u64,
+    /// Tokens that passed, by their exact text. Belongs to this set of keys: changing the keys starts a new
+    /// one, so a removed key stops admitting its tokens at once.
+    verified: Arc<RwLock<HashMap<Box<str>, Claims>>>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -91,6 +103,8 @@ impl JwtVerifier {
             validation: validation(Algorithm::HS256, config),
             rsa: Default::default(),
             rs_validation: validation(Algorithm::RS256, config),
+            leeway_secs: config.leeway_secs,
+            verified: Default::default(),
         }
     }
 
@@ -116,6 +130,7 @@ impl JwtVerifier {
             rsa.insert(kid, key);
         }
         self.rsa = rsa;
+        self.verified = Default::default();
         Ok(self)
     }
 
@@ -125,6 +140,27 @@ impl JwtVerifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let seen = self.verified.read().unwrap_or_else(|p| p.into_inner()).get(token).cloned();
+        if let Some(claims) = seen {
+            // The same test the full check makes: expired once `exp` is more than the leeway in the past.
+            if claims.exp.saturating_add(self.leeway_secs) < now {
+                self.verified.write().unwrap_or_else(|p| p.into_inner()).remove(token);
+                return Err(ApiError::unauthorized("the token has expired"));
+            }
+            return Ok(claims);
+        }
+        let claims = self.check(token)?;
+        let mut verified = self.verified.write().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= CACHED_TOKENS {
+            verified.clear();
+        }
+        verified.insert(token.into(), claims.clone());
+        Ok(claims)
+    }
+
+    /// The full check: header, pinned algorithm, signature, claims.
+    fn check(&self, token: &str) -> Result<Claims, ApiError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             ApiError::unauthorized(match e.kind() {
@@ -278,6 +314,49 @@ mod tests {
             mint_token(b"s", "a", Duration::from_secs(60), &[], Some("https://evil"), Some("socialnet"))
                 .unwrap();
         assert!(v.verify(&bad_iss).unwrap_err().detail.contains("issuer"));
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_but_only_its_exact_text() {
+        let v = verifier();
+        let t = mint_token(b"secret", "alice", Duration::from_secs(60), &[], None, None).unwrap();
+        assert_eq!(v.verify(&t).unwrap().sub, "alice");
+        assert!(v.verified.read().unwrap().contains_key(t.as_str()), "remembered after a full check");
+        assert_eq!(v.verify(&t).unwrap().sub, "alice", "and accepted from memory");
+        // The same header and claims with another signature is checked in full, and refused.
+        let (signed, _) = t.rsplit_once('.').unwrap();
+        let forged = format!("{signed}.{}", "A".repeat(43));
+        assert!(v.verify(&forged).unwrap_err().detail.contains("signature"));
+        // Clones share the memory; new keys start a new one.
+        assert!(v.clone().verified.read().unwrap().contains_key(t.as_str()));
+        let rotated = v.with_jwks(r#"{"keys":[]}"#).unwrap();
+        assert!(rotated.verified.read().unwrap().is_empty(), "a changed key set remembers nothing");
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires() {
+        let v = verifier();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let claims =
+            Claims { sub: "a".into(), exp: now - 10, iat: None, iss: None, aud: None, roles: vec![] };
+        // As if it had passed when it was still valid (the text itself would not even parse).
+        v.verified.write().unwrap().insert("remembered".into(), claims);
+        assert!(v.verify("remembered").unwrap_err().detail.contains("expired"));
+        assert!(v.verify("remembered").unwrap_err().detail.contains("malformed"), "forgotten once expired");
+    }
+
+    #[test]
+    fn the_memory_is_bounded() {
+        let v = verifier();
+        let claims =
+            Claims { sub: "a".into(), exp: u64::MAX / 2, iat: None, iss: None, aud: None, roles: vec![] };
+        v.verified
+            .write()
+            .unwrap()
+            .extend((0..CACHED_TOKENS).map(|i| (i.to_string().into(), claims.clone())));
+        let t = mint_token(b"secret", "bob", Duration::from_secs(60), &[], None, None).unwrap();
+        assert_eq!(v.verify(&t).unwrap().sub, "bob");
+        assert_eq!(v.verified.read().unwrap().len(), 1, "full: starts over with the new token");
     }
 
     /// Minimal unpadded base64url, so the test needs no extra crate.

@@ -34,6 +34,10 @@ pub struct GatewayBenchArgs {
     /// request pays for the gateway when the machine is not the bottleneck. 0 skips it.
     #[arg(long, default_value_t = 10_000)]
     pub paced_rate: u64,
+    /// Then measure again with the gateway on a core of its own (load generator and read API on another),
+    /// as a cluster schedules it: `--own-core false` skips it.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub own_core: bool,
     /// Share the gateway's rate limits through this Redis instead of keeping them in process.
     #[arg(long)]
     pub redis_url: Option<String>,
@@ -50,7 +54,7 @@ async fn serve(app: axum::Router) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-fn report(name: &str, r: &LoadResult) -> (f64, f64) {
+pub(super) fn report(name: &str, r: &LoadResult) -> (f64, f64) {
     let rate = r.ok as f64 / r.elapsed.as_secs_f64();
     let ms = |p| f64::from(percentile(&r.latencies_us, p)) / 1000.0;
     println!(
@@ -64,7 +68,7 @@ fn report(name: &str, r: &LoadResult) -> (f64, f64) {
 
 /// The raw limit of one extra HTTP hop on this machine: forward every request as is, with the same pooled
 /// hyper client the gateway uses, and nothing else.
-fn bare_proxy(upstream: SocketAddr) -> axum::Router {
+pub(super) fn bare_proxy(upstream: SocketAddr) -> axum::Router {
     use http_body_util::BodyExt;
     let client = http_load::client();
     axum::Router::new().fallback(move |req: axum::extract::Request| {
@@ -82,11 +86,19 @@ fn bare_proxy(upstream: SocketAddr) -> axum::Router {
     })
 }
 
-pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<ExitCode> {
-    // The upstream: the real read API on an in-memory projection of `clients` registered users.
+/// The upstream of both measurements: the real read API on an in-memory projection of `clients` registered
+/// users, each following the next ten, each with three posts; and a token per user.
+pub(super) struct Fixture {
+    pub read_api: axum::Router,
+    pub verifier: JwtVerifier,
+    pub tokens: Arc<Vec<(UserId, String)>>,
+}
+
+/// Build the fixture; its projector and the read API's refresher run on the current runtime.
+pub(super) async fn fixture(clients: usize) -> anyhow::Result<Fixture> {
     let store: Arc<dyn EventStore> = Arc::new(SqliteEventStore::in_memory().await?);
     let users: Vec<UserId> =
-        (0..args.clients).map(|i| UserId::parse(format!("gwb{i}"))).collect::<Result<_, _>>()?;
+        (0..clients).map(|i| UserId::parse(format!("gwb{i}"))).collect::<Result<_, _>>()?;
     let register: Vec<CommandEnvelope> = users
         .iter()
         .map(|u| {
@@ -121,17 +133,32 @@ pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<ExitCode> {
     Processor::new(store.clone()).process(&social).await.context("following and posting")?;
     let memory: Arc<dyn ProjectionTarget> = Arc::new(MemoryTarget::new("memory"));
     let projector = Projector::new(store.clone(), vec![memory.clone()], ProjectorConfig::default());
-    let (_commits, rx) = tokio::sync::watch::channel(0u64);
-    tokio::spawn(projector.run(rx));
+    let (commits, rx) = tokio::sync::watch::channel(0u64);
+    tokio::spawn(async move {
+        // Keep the sender alive as long as the projector runs.
+        let _commits = commits;
+        projector.run(rx).await
+    });
     let targets = read_api::TargetSet::new(vec![memory], Default::default());
     targets.spawn_refresher();
     let verifier = JwtVerifier::new(&AuthConfig { hs256_secret: SECRET.to_vec(), ..Default::default() });
     let state = read_api::AppState { targets, store, verifier: Arc::new(verifier.clone()) };
     let ready: Readiness = Arc::new(|| Box::pin(async { Ok(()) }));
-    let direct = serve(read_api::app(state, ready.clone())).await?;
+    let tokens = users
+        .iter()
+        .map(|u| {
+            Ok((
+                u.clone(),
+                http_kit::mint_token(SECRET, u.as_str(), Duration::from_secs(3600), &[], None, None)?,
+            ))
+        })
+        .collect::<Result<_, anyhow::Error>>()?;
+    Ok(Fixture { read_api: read_api::app(state, ready), verifier, tokens: Arc::new(tokens) })
+}
 
-    // The gateway in front of it: token check, a per-user limit far above the load, breaker, proxy.
-    let config = gateway::GatewayConfig::parse(&format!(
+/// The gateway's config in front of `direct`: one read route, a per-user limit far above the load.
+pub(super) fn gateway_config(direct: SocketAddr) -> anyhow::Result<gateway::GatewayConfig> {
+    gateway::GatewayConfig::parse(&format!(
         r#"
 upstreams:
   read: {{ url: "http://{direct}", timeout_ms: 5000 }}
@@ -141,7 +168,68 @@ limits:
   read: {{ per_user: {{ requests: 1000000 }} }}
 "#
     ))
-    .map_err(anyhow::Error::msg)?;
+    .map_err(anyhow::Error::msg)
+}
+
+/// The gateway's router with `limiter`, in front of the fixture's read API at `direct`.
+pub(super) fn gateway_app(
+    fixture: &Fixture,
+    direct: SocketAddr,
+    limiter: gateway::limit::Limiter,
+) -> anyhow::Result<axum::Router> {
+    let runtime = gateway::Runtime::with_verifier(gateway_config(direct)?, fixture.verifier.clone());
+    let ready: Readiness = Arc::new(|| Box::pin(async { Ok(()) }));
+    Ok(gateway::app(gateway::Gateway::new(runtime, limiter, Bytes::new()), ready))
+}
+
+/// A GET of `/v1/users/{id}{suffix}` at `addr`, as client `c`'s user with its token.
+pub(super) fn get(
+    tokens: &Arc<Vec<(UserId, String)>>,
+    addr: SocketAddr,
+    suffix: &'static str,
+) -> MakeRequest {
+    let tokens = tokens.clone();
+    Arc::new(move |c, _| {
+        let (u, t) = &tokens[c];
+        hyper::Request::get(format!("http://{addr}/v1/users/{u}{suffix}"))
+            .header("authorization", format!("Bearer {t}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap_or_default()
+    })
+}
+
+/// Wait until the projection has every user and post (a profile not projected yet is a 404; a home page
+/// is complete once the last post is in it).
+pub(super) async fn wait_projected(
+    clients: usize,
+    tokens: &Arc<Vec<(UserId, String)>>,
+    direct: SocketAddr,
+) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        let probe = http_load::run(
+            clients,
+            Duration::from_millis(20),
+            hyper::StatusCode::OK,
+            false,
+            get(tokens, direct, ""),
+        )
+        .await;
+        if probe.failed == 0 && probe.ok > 0 && home_complete(&get(tokens, direct, "/home")).await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("the bench users never appeared in the projection")
+}
+
+/// The routes measured: the cheapest read (a profile) shows the gateway's own cost; a home page (20
+/// hydrated posts from the in-memory projection) shows it against a read with real work behind it.
+pub(super) const ROUTES: [(&str, &str); 2] =
+    [("GET /v1/users/{id}", ""), ("GET /v1/users/{id}/home", "/home")];
+
+pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<ExitCode> {
+    let fixture = fixture(args.clients).await?;
+    let direct = serve(fixture.read_api.clone()).await?;
     // One gateway with limits in process; with --redis-url another whose limits live in Redis (one
     // script call per request: what sharing a limit between replicas costs).
     let mut limiters = vec![("gateway, local limits", gateway::limit::Limiter::local())];
@@ -153,61 +241,17 @@ limits:
     }
     let mut gateways = Vec::new();
     for (label, limiter) in limiters {
-        let runtime = gateway::Runtime::with_verifier(config.clone(), verifier.clone());
-        let gw = gateway::Gateway::new(runtime, limiter, Bytes::new());
-        gateways.push((label, serve(gateway::app(gw, ready.clone())).await?));
+        gateways.push((label, serve(gateway_app(&fixture, direct, limiter)?).await?));
     }
-
     let bare = serve(bare_proxy(direct)).await?;
-
-    let tokens: Arc<Vec<(UserId, String)>> = Arc::new(
-        users
-            .iter()
-            .map(|u| {
-                Ok((
-                    u.clone(),
-                    http_kit::mint_token(SECRET, u.as_str(), Duration::from_secs(3600), &[], None, None)?,
-                ))
-            })
-            .collect::<Result<_, anyhow::Error>>()?,
-    );
-    let get = |addr: SocketAddr, suffix: &'static str| -> MakeRequest {
-        let tokens = tokens.clone();
-        Arc::new(move |c, _| {
-            let (u, t) = &tokens[c];
-            hyper::Request::get(format!("http://{addr}/v1/users/{u}{suffix}"))
-                .header("authorization", format!("Bearer {t}"))
-                .body(Full::new(Bytes::new()))
-                .unwrap_or_default()
-        })
-    };
-    let profile = |addr| get(addr, "");
-    // Wait until the projection has every user and post (a profile not projected yet is a 404; a home
-    // page is complete once the last post is in it).
-    let mut projected = false;
-    for _ in 0..100 {
-        let probe = http_load::run(
-            args.clients,
-            Duration::from_millis(20),
-            hyper::StatusCode::OK,
-            false,
-            profile(direct),
-        )
-        .await;
-        if probe.failed == 0 && probe.ok > 0 && home_complete(&get(direct, "/home")).await {
-            projected = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::ensure!(projected, "the bench users never appeared in the projection");
+    let tokens = fixture.tokens.clone();
+    let get = |addr: SocketAddr, suffix: &'static str| get(&tokens, addr, suffix);
+    wait_projected(args.clients, &tokens, direct).await?;
 
     let d = Duration::from_secs(args.seconds);
     let mut failed = 0;
     let mut routes = Vec::new();
-    // The cheapest read (a profile) shows the gateway's own cost; a home page (20 hydrated posts from the
-    // in-memory projection) shows it against a read with real work behind it.
-    for (label, suffix) in [("GET /v1/users/{id}", ""), ("GET /v1/users/{id}/home", "/home")] {
+    for (label, suffix) in ROUTES {
         eprintln!("{label}: read API directly, {} clients for {} s…", args.clients, args.seconds);
         let direct_r =
             http_load::run(args.clients, d, hyper::StatusCode::OK, false, get(direct, suffix)).await;
@@ -259,7 +303,22 @@ limits:
             "paced": paced,
         }));
     }
-    println!("{}", serde_json::json!({"bench": "gateway", "routes": routes, "failed": failed}));
+    let own_core = if args.own_core {
+        let (clients, seconds, redis) = (args.clients, args.seconds, args.redis_url.clone());
+        let (own_core, own_failed) = tokio::task::spawn_blocking(move || {
+            let mut failed = 0;
+            super::gateway_own_core::run(clients, seconds, redis, &mut failed).map(|v| (v, failed))
+        })
+        .await??;
+        failed += own_failed;
+        own_core
+    } else {
+        serde_json::Value::Null
+    };
+    println!(
+        "{}",
+        serde_json::json!({"bench": "gateway", "routes": routes, "own_core": own_core, "failed": failed})
+    );
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 

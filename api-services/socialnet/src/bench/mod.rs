@@ -4,6 +4,7 @@
 mod cpu;
 mod dataset;
 mod gateway;
+mod gateway_own_core;
 mod http_load;
 mod read;
 mod visible;
