@@ -10,7 +10,6 @@ pub mod breaker;
 pub mod config;
 mod cors;
 pub mod limit;
-pub mod otlp;
 mod proxy;
 mod reload;
 

@@ -5,7 +5,6 @@
 use crate::breaker::Admit;
 use crate::config::{Rate, Route, Upstream};
 use crate::limit::Verdict;
-use crate::otlp::{Hop, Span};
 use crate::{Gateway, cors};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -14,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use http_kit::ApiError;
+use http_kit::otlp::{Hop, Span};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,7 +95,7 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
             end: wall_start + elapsed,
             method: method.to_string(),
             route: route_label.clone(),
-            upstream: upstream_label.clone(),
+            upstream: Some(upstream_label.clone()),
             status,
             hop: ids.hop.clone(),
         });

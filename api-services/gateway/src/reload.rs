@@ -26,34 +26,14 @@ pub struct Runtime {
     pub config: GatewayConfig,
     pub verifier: JwtVerifier,
     /// Where spans go, when the config names an OTLP endpoint.
-    pub exporter: Option<crate::otlp::Exporter>,
+    pub exporter: Option<http_kit::otlp::Exporter>,
     source: Source,
 }
 
-/// A client for the gateway's own outbound calls (JWKS, span export): http or https with the system's CA
-/// certificates.
-pub(crate) type HttpsClient<B> = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    B,
->;
-type JwksClient = HttpsClient<Empty<Bytes>>;
-
-pub(crate) fn https_client<B>() -> Result<HttpsClient<B>, String>
-where
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-{
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| format!("loading the system's CA certificates: {e}"))?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
-}
+type JwksClient = http_kit::otlp::HttpsClient<Empty<Bytes>>;
 
 fn jwks_client() -> Result<JwksClient, String> {
-    https_client()
+    http_kit::otlp::https_client()
 }
 
 async fn fetch_jwks(client: &JwksClient, url: &str) -> Result<String, String> {
@@ -129,14 +109,14 @@ impl Runtime {
         }
         // A new exporter per loaded config; the previous one flushes and ends when its runtime is dropped.
         let exporter =
-            config.otlp.as_ref().map(|o| crate::otlp::Exporter::spawn(&o.endpoint, &o.service_name));
+            config.otlp.as_ref().map(|o| http_kit::otlp::Exporter::spawn(&o.endpoint, &o.service_name));
         Ok(Self { config, verifier, exporter, source })
     }
 
     /// With a verifier built elsewhere (dev mode shares its own secret).
     pub fn with_verifier(config: GatewayConfig, verifier: JwtVerifier) -> Self {
         let exporter =
-            config.otlp.as_ref().map(|o| crate::otlp::Exporter::spawn(&o.endpoint, &o.service_name));
+            config.otlp.as_ref().map(|o| http_kit::otlp::Exporter::spawn(&o.endpoint, &o.service_name));
         Self { config, verifier, exporter, source: Source::default() }
     }
 

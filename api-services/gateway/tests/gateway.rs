@@ -156,6 +156,11 @@ async fn gateway(path: &Path, limiter: Limiter) -> (SocketAddr, Arc<Gateway>) {
 
 /// The real write API, verifying tokens with the same secret and JWKS as the gateway.
 async fn write_api() -> SocketAddr {
+    write_api_with(|r| r).await
+}
+
+/// The real write API, its router passed through `layer` first (to add span export).
+async fn write_api_with(layer: impl FnOnce(Router) -> Router) -> SocketAddr {
     let jwks = std::fs::read_to_string(fixtures().join("jwks.json")).unwrap();
     let verifier = http_kit::JwtVerifier::new(&http_kit::AuthConfig {
         hs256_secret: SECRET.as_bytes().to_vec(),
@@ -173,7 +178,7 @@ async fn write_api() -> SocketAddr {
         verifier: Arc::new(verifier),
     };
     let ready: http_kit::Readiness = Arc::new(|| Box::pin(async { Ok(()) }));
-    serve(write_api::app(state, ready)).await
+    serve(layer(write_api::app(state, ready))).await
 }
 
 #[tokio::test]
@@ -612,19 +617,7 @@ async fn a_jwks_url_is_fetched_and_refreshed() {
 
 #[tokio::test]
 async fn spans_go_to_the_configured_otlp_collector() {
-    let received = Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
-    let r = received.clone();
-    let collector = serve(Router::new().route(
-        "/v1/traces",
-        axum::routing::post(move |body: axum::Json<serde_json::Value>| {
-            let r = r.clone();
-            async move {
-                r.lock().unwrap().push(body.0);
-                "{}"
-            }
-        }),
-    ))
-    .await;
+    let (collector, received) = collector().await;
     let flaky = Flaky::default();
     let config =
         format!("{}otlp: {{ endpoint: \"http://{collector}\" }}\n", yaml(serve(flaky.router()).await, ROOMY));
@@ -642,6 +635,10 @@ async fn spans_go_to_the_configured_otlp_collector() {
     .await;
     assert!(exported, "no span reached the collector");
     let batch = received.lock().unwrap()[0].clone();
+    assert_eq!(
+        batch["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"][3]["value"]["stringValue"],
+        "api"
+    );
     let rs = &batch["resourceSpans"][0];
     assert_eq!(rs["resource"]["attributes"][0]["value"]["stringValue"], "socialnet-gateway");
     let span = &rs["scopeSpans"][0]["spans"][0];
@@ -657,4 +654,85 @@ async fn spans_go_to_the_configured_otlp_collector() {
     let status =
         span["attributes"].as_array().unwrap().iter().find(|a| a["key"] == "http.response.status_code");
     assert_eq!(status.unwrap()["value"]["intValue"], "200");
+}
+
+/// A stand-in OTLP/HTTP collector: keeps every export request's JSON body.
+async fn collector() -> (SocketAddr, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    let received = Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let r = received.clone();
+    let addr = serve(Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+            let r = r.clone();
+            async move {
+                r.lock().unwrap().push(body.0);
+                "{}"
+            }
+        }),
+    ))
+    .await;
+    (addr, received)
+}
+
+/// Every exported span so far, with the `service.name` it came from.
+fn spans(received: &std::sync::Mutex<Vec<serde_json::Value>>) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for batch in received.lock().unwrap().iter() {
+        for rs in batch["resourceSpans"].as_array().into_iter().flatten() {
+            let service =
+                rs["resource"]["attributes"][0]["value"]["stringValue"].as_str().unwrap_or("").to_owned();
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                for span in ss["spans"].as_array().into_iter().flatten() {
+                    out.push((service.clone(), span.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_write_through_the_gateway_is_one_trace_of_two_spans() {
+    let (collector, received) = collector().await;
+    let endpoint = format!("http://{collector}");
+    let exporter = http_kit::otlp::Exporter::spawn(&endpoint, "socialnet-write-api");
+    let upstream = write_api_with(move |r| {
+        r.layer(axum::middleware::from_fn_with_state(exporter, http_kit::otlp::trace_requests))
+    })
+    .await;
+    let config = format!("{}otlp: {{ endpoint: \"{endpoint}\" }}\n", yaml(upstream, ROOMY));
+    let (_dir, path) = config_dir(&config);
+    let (gw, _) = gateway(&path, Limiter::local()).await;
+    let auth = format!("Bearer {}", hs(&claims("alice", now() + 600, Some("socialnet")), SECRET));
+    let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+    let answer =
+        send(&client(), "POST", format!("http://{gw}/v1/posts"), &headers, r#"{"body":"traced"}"#).await;
+    assert_eq!(answer.status, 202);
+
+    let r = received.clone();
+    let both = testkit::eventually(Duration::from_secs(5), || {
+        let r = r.clone();
+        async move { spans(&r).len() >= 2 }
+    })
+    .await;
+    let all = spans(&received);
+    assert!(both, "expected a span from each hop, got {all:?}");
+    let of = |service: &str| all.iter().find(|(s, _)| s == service).map(|(_, span)| span.clone());
+    let gateway_span = of("socialnet-gateway").expect("the gateway's span");
+    let service_span = of("socialnet-write-api").expect("the write API's span");
+    assert_eq!(service_span["traceId"], gateway_span["traceId"], "one trace");
+    assert_eq!(service_span["parentSpanId"], gateway_span["spanId"], "the gateway's span is the parent");
+    assert!(
+        gateway_span.get("parentSpanId").is_none(),
+        "the client sent no traceparent: the gateway starts it"
+    );
+    assert_eq!(service_span["name"], "POST /v1/posts", "named by the matched route");
+    assert_eq!(service_span["kind"], 2);
+    let status = service_span["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["key"] == "http.response.status_code")
+        .map(|a| a["value"]["intValue"].clone());
+    assert_eq!(status, Some(serde_json::json!("202")));
 }

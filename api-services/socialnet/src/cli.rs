@@ -1,7 +1,7 @@
 //! The command line: one subcommand per role. Every flag has a `SOCIALNET_*` environment fallback;
 //! secrets come only from the environment or files.
 
-use crate::config::{AuthArgs, PublishArgs, QueueArgs, StoreArgs};
+use crate::config::{AuthArgs, PublishArgs, QueueArgs, StoreArgs, TraceArgs};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -75,6 +75,8 @@ pub struct WriteApiArgs {
     pub publish: PublishArgs,
     #[command(flatten)]
     pub auth: AuthArgs,
+    #[command(flatten)]
+    pub trace: TraceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -250,6 +252,8 @@ pub struct ReadApiArgs {
     pub targets: TargetArgs,
     #[command(flatten)]
     pub auth: AuthArgs,
+    #[command(flatten)]
+    pub trace: TraceArgs,
     /// A target further behind the most advanced one than this many positions is not read.
     #[arg(long, env = "SOCIALNET_MAX_LAG", default_value_t = 1000)]
     pub max_lag: i64,

@@ -104,6 +104,34 @@ impl QueueArgs {
     }
 }
 
+/// Span export of a service: one SERVER span per request, child of the caller's `traceparent` (the
+/// gateway's span), so a request's hops form one trace.
+#[derive(Debug, Args, Clone)]
+pub struct TraceArgs {
+    /// OTLP/HTTP collector base URL (e.g. `http://otel-collector:4318`); spans go to `{url}/v1/traces`.
+    /// Unset: nothing is exported (the trace id still reaches the event metadata).
+    #[arg(long, env = "SOCIALNET_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` the spans carry.
+    #[arg(long, env = "SOCIALNET_OTLP_SERVICE_NAME")]
+    pub otlp_service_name: Option<String>,
+}
+
+impl TraceArgs {
+    /// `router`, exporting a span per request when an endpoint is set (`service` names it by default).
+    pub fn layer(&self, router: axum::Router, service: &str) -> axum::Router {
+        match self.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
+            Some(endpoint) => {
+                let name = self.otlp_service_name.as_deref().unwrap_or(service);
+                tracing::info!(endpoint, service = name, "exporting a span per request");
+                let exporter = http_kit::otlp::Exporter::spawn(endpoint, name);
+                router.layer(axum::middleware::from_fn_with_state(exporter, http_kit::otlp::trace_requests))
+            }
+            None => router,
+        }
+    }
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct AuthArgs {
     /// File holding the HS256 secret; otherwise SOCIALNET_JWT_SECRET is used.
@@ -203,4 +231,59 @@ pub fn parse_ttl(s: &str) -> anyhow::Result<Duration> {
         _ => bail!("bad duration unit in {s:?}: use s, m, h or d"),
     };
     Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[tokio::test]
+    async fn with_an_endpoint_each_request_becomes_a_span_named_by_its_route() {
+        let received = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+        let r = received.clone();
+        let collector = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+                let r = r.clone();
+                async move {
+                    r.lock().unwrap().push(body.0);
+                    "{}"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, collector).await });
+
+        let trace = TraceArgs { otlp_endpoint: Some(format!("http://{addr}")), otlp_service_name: None };
+        let app = trace.layer(
+            axum::Router::new().route("/v1/users/{id}", axum::routing::get(|| async { "ok" })),
+            "socialnet-read-api",
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let app_addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut stream = tokio::net::TcpStream::connect(app_addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(b"GET /v1/users/alice HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+        let r = received.clone();
+        let exported = testkit::eventually(Duration::from_secs(5), || {
+            let r = r.clone();
+            async move { !r.lock().unwrap().is_empty() }
+        })
+        .await;
+        assert!(exported, "no span reached the collector");
+        let batch = received.lock().unwrap()[0].clone();
+        let rs = &batch["resourceSpans"][0];
+        assert_eq!(rs["resource"]["attributes"][0]["value"]["stringValue"], "socialnet-read-api");
+        assert_eq!(rs["scopeSpans"][0]["spans"][0]["name"], "GET /v1/users/{id}");
+    }
 }

@@ -192,6 +192,13 @@ fn env(sc: &SocialCluster, c: Component) -> Vec<EnvVar> {
             env.push(plain_env("SOCIALNET_FANOUT_THRESHOLD", f.to_string()));
         }
     }
+    if matches!(c, Component::WriteApi | Component::ReadApi)
+        && let Some(e) = s.gateway_policy.as_ref().and_then(|p| p.otlp_endpoint.as_ref())
+    {
+        // The services export their spans to the gateway's collector: one trace per request, end to end.
+        env.push(plain_env("SOCIALNET_OTLP_ENDPOINT", e.clone()));
+        env.push(plain_env("SOCIALNET_OTLP_SERVICE_NAME", format!("{}-{}", sc.name_any(), c.name())));
+    }
     if c == Component::ReadApi {
         // New read API pods start on the active target recorded in the ConfigMap.
         env.push(EnvVar {

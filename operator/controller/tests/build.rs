@@ -235,6 +235,35 @@ fn the_rebuild_job_runs_the_rebuild_for_its_target() {
 /// The gateway's generated config is one the gateway itself accepts, and it points at the cluster's
 /// write and read Services with the cluster's token settings; the gateway Deployment mounts it.
 #[test]
+fn an_otlp_endpoint_reaches_the_gateway_and_both_apis() {
+    let mut sc = example("full.yaml");
+    let name = sc.metadata.name.clone().unwrap();
+    sc.spec.gateway_policy.get_or_insert_with(Default::default).otlp_endpoint =
+        Some("http://otel-collector:4318".into());
+    let yaml = &build::gateway_config_map(&sc).data.unwrap()["gateway.yaml"];
+    let config = gateway::GatewayConfig::parse(yaml).unwrap();
+    assert_eq!(config.otlp.unwrap().endpoint, "http://otel-collector:4318");
+    let env = |c: Component| -> Vec<(String, String)> {
+        let pod = build::deployment(&sc, c).spec.template.spec.unwrap();
+        let env = pod.containers[0].env.clone().unwrap_or_default();
+        env.into_iter()
+            .filter(|e| e.name.starts_with("SOCIALNET_OTLP"))
+            .map(|e| (e.name, e.value.unwrap()))
+            .collect()
+    };
+    for (c, service) in [(Component::WriteApi, "write-api"), (Component::ReadApi, "read-api")] {
+        assert_eq!(
+            env(c),
+            vec![
+                ("SOCIALNET_OTLP_ENDPOINT".to_owned(), "http://otel-collector:4318".to_owned()),
+                ("SOCIALNET_OTLP_SERVICE_NAME".to_owned(), format!("{name}-{service}")),
+            ]
+        );
+    }
+    assert!(env(Component::Ingester).is_empty(), "the ingester serves no requests to trace");
+}
+
+#[test]
 fn the_gateway_gets_a_config_it_accepts() {
     let mut sc = example("full.yaml");
     sc.spec.auth.issuer = Some("https://id.example/\"quoted\"".into());

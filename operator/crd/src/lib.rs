@@ -193,7 +193,7 @@ pub struct GatewayPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_redis: Option<SecretKeyRef>,
     /// An OpenTelemetry collector (OTLP/HTTP base URL, e.g. `http://otel-collector:4318`) that receives a
-    /// span per request.
+    /// span per request from the gateway and from the write and read APIs: one trace per request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("otlpEndpoint must be an http or https URL"))]
     pub otlp_endpoint: Option<String>,

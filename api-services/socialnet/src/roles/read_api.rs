@@ -37,6 +37,7 @@ pub async fn run(args: ReadApiArgs) -> anyhow::Result<ExitCode> {
         })
     });
     let state = read_api::AppState { targets, store, verifier };
-    crate::serve::serve(args.listen, read_api::app(state, ready), "read API").await?;
+    let app = args.trace.layer(read_api::app(state, ready), "socialnet-read-api");
+    crate::serve::serve(args.listen, app, "read API").await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -26,6 +26,7 @@ pub async fn run(args: WriteApiArgs) -> anyhow::Result<ExitCode> {
         })
     });
     let state = write_api::AppState { publisher, commands, verifier };
-    crate::serve::serve(args.listen, write_api::app(state, ready), "write API").await?;
+    let app = args.trace.layer(write_api::app(state, ready), "socialnet-write-api");
+    crate::serve::serve(args.listen, app, "write API").await?;
     Ok(ExitCode::SUCCESS)
 }

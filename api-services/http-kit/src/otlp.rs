@@ -1,14 +1,39 @@
-//! Trace context and span export. Each request through the gateway is one span: it continues the caller's
-//! W3C trace (or starts one), the upstream gets a `traceparent` naming the gateway's span as its parent,
-//! and, when an OTLP endpoint is configured, the span is sent there (OTLP/HTTP with JSON encoding, batched
-//! by a background task; a full queue drops spans and counts them rather than slow requests down).
+//! Trace context and span export, shared by the gateway and the services. Each request a process serves is
+//! one SERVER span: it continues the caller's W3C trace (or starts one); the gateway sends its upstream a
+//! `traceparent` naming its own span as the parent, so a request's spans in the gateway and in the service
+//! form one trace. When an OTLP endpoint is configured, spans are sent there (OTLP/HTTP with JSON encoding,
+//! batched by a background task; a full queue drops spans and counts them rather than slow requests down).
 
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
 use bytes::Bytes;
 use http_body_util::Full;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
-/// The gateway's hop in a trace.
+/// A client for a process's own outbound calls (JWKS, span export): http or https with the system's CA
+/// certificates.
+pub type HttpsClient<B> = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    B,
+>;
+
+pub fn https_client<B>() -> Result<HttpsClient<B>, String>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| format!("loading the system's CA certificates: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
+}
+
+/// This process's hop in a trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hop {
     pub trace_id: String,
@@ -45,7 +70,7 @@ impl Hop {
         Self { trace_id: hex_id(32), parent_span_id: None, span_id, flags: "01".into() }
     }
 
-    /// The `traceparent` sent upstream: same trace, the gateway's span as parent.
+    /// The `traceparent` sent upstream: same trace, this hop's span as parent.
     pub fn traceparent(&self) -> String {
         format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
     }
@@ -60,7 +85,8 @@ pub struct Span {
     pub end: SystemTime,
     pub method: String,
     pub route: String,
-    pub upstream: String,
+    /// The upstream a gateway forwarded to (`None` in a service).
+    pub upstream: Option<String>,
     pub status: u16,
 }
 
@@ -86,13 +112,13 @@ impl Exporter {
 
     pub fn record(&self, span: Span) {
         if self.tx.try_send(span).is_err() {
-            metrics::counter!("socialnet_gateway_spans_dropped_total").increment(1);
+            metrics::counter!("socialnet_spans_dropped_total").increment(1);
         }
     }
 }
 
 async fn run(mut rx: mpsc::Receiver<Span>, url: String, service: String) {
-    let client = match crate::reload::https_client::<Full<Bytes>>() {
+    let client = match https_client::<Full<Bytes>>() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "span export disabled");
@@ -130,7 +156,7 @@ async fn run(mut rx: mpsc::Receiver<Span>, url: String, service: String) {
                 Err(_) => false,
             };
             let outcome = if ok { "exported" } else { "failed" };
-            metrics::counter!("socialnet_gateway_spans_total", "outcome" => outcome).increment(sent);
+            metrics::counter!("socialnet_spans_total", "outcome" => outcome).increment(sent);
             if !ok {
                 tracing::warn!(url, spans = sent, "span export failed; those spans are dropped");
             }
@@ -149,6 +175,39 @@ fn attr(key: &str, value: serde_json::Value) -> serde_json::Value {
     serde_json::json!({"key": key, "value": value})
 }
 
+fn attributes(s: &Span) -> Vec<serde_json::Value> {
+    let mut out = vec![
+        attr("http.request.method", serde_json::json!({"stringValue": s.method})),
+        attr("http.route", serde_json::json!({"stringValue": s.route})),
+        attr("http.response.status_code", serde_json::json!({"intValue": s.status.to_string()})),
+    ];
+    if let Some(upstream) = &s.upstream {
+        out.push(attr("socialnet.upstream", serde_json::json!({"stringValue": upstream})));
+    }
+    out
+}
+
+/// Middleware for a service's router (`axum::middleware::from_fn_with_state(exporter, trace_requests)`):
+/// one SERVER span per request, named by method and matched route, child of the caller's `traceparent`.
+pub async fn trace_requests(State(exporter): State<Exporter>, req: Request, next: Next) -> Response {
+    let hop = Hop::continuing(req.headers().get("traceparent").and_then(|v| v.to_str().ok()));
+    let method = req.method().to_string();
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let (start, started) = (SystemTime::now(), Instant::now());
+    let response = next.run(req).await;
+    exporter.record(Span {
+        name: format!("{method} {route}"),
+        hop,
+        start,
+        end: start + started.elapsed(),
+        method,
+        route,
+        upstream: None,
+        status: response.status().as_u16(),
+    });
+    response
+}
+
 /// OTLP/HTTP JSON (`ExportTraceServiceRequest`): ids in hex, times as decimal strings.
 pub fn encode(service: &str, spans: &[Span]) -> Vec<u8> {
     let spans: Vec<serde_json::Value> = spans
@@ -161,12 +220,7 @@ pub fn encode(service: &str, spans: &[Span]) -> Vec<u8> {
                 "kind": 2, // SERVER
                 "startTimeUnixNano": nanos(s.start),
                 "endTimeUnixNano": nanos(s.end),
-                "attributes": [
-                    attr("http.request.method", serde_json::json!({"stringValue": s.method})),
-                    attr("http.route", serde_json::json!({"stringValue": s.route})),
-                    attr("http.response.status_code", serde_json::json!({"intValue": s.status.to_string()})),
-                    attr("socialnet.upstream", serde_json::json!({"stringValue": s.upstream})),
-                ],
+                "attributes": attributes(s),
                 // ERROR for 5xx (the gateway's or the upstream's fault), UNSET otherwise.
                 "status": {"code": if s.status >= 500 { 2 } else { 0 }},
             });
@@ -178,7 +232,7 @@ pub fn encode(service: &str, spans: &[Span]) -> Vec<u8> {
         .collect();
     serde_json::json!({"resourceSpans": [{
         "resource": {"attributes": [attr("service.name", serde_json::json!({"stringValue": service}))]},
-        "scopeSpans": [{"scope": {"name": "socialnet-gateway"}, "spans": spans}],
+        "scopeSpans": [{"scope": {"name": "socialnet"}, "spans": spans}],
     }]})
     .to_string()
     .into_bytes()
