@@ -61,6 +61,10 @@ pub struct DevArgs {
     /// Where the event store and the token secret live (kept across restarts).
     #[arg(long, env = "SOCIALNET_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Spans of the gateway and of the services to this OTLP/HTTP collector (e.g. a local Jaeger on
+    /// `http://127.0.0.1:4318`).
+    #[command(flatten)]
+    pub trace: TraceArgs,
 }
 
 #[derive(Debug, Args)]

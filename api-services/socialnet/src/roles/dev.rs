@@ -79,9 +79,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     // The services on a loopback port of their own; the gateway, as in a cluster, on `--listen`.
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the services' port")?;
     let inner_addr = inner.local_addr()?;
+    let app = args.trace.layer(app, "socialnet-dev-services");
     tokio::spawn(async move { axum::serve(inner, app).await });
-    let config =
-        gateway::GatewayConfig::parse(&dev_gateway_config(inner_addr)).map_err(anyhow::Error::msg)?;
+    let mut gateway_yaml = dev_gateway_config(inner_addr);
+    if let Some(endpoint) = args.trace.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
+        gateway_yaml.push_str(&format!("otlp: {{ endpoint: {} }}\n", serde_json::Value::from(endpoint)));
+    }
+    let config = gateway::GatewayConfig::parse(&gateway_yaml).map_err(anyhow::Error::msg)?;
     let gw = gateway::Gateway::new(
         gateway::Runtime::with_verifier(config, JwtVerifier::clone(&verifier)),
         gateway::limit::Limiter::local(),
