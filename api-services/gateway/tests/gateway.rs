@@ -617,10 +617,11 @@ async fn a_jwks_url_is_fetched_and_refreshed() {
 
 #[tokio::test]
 async fn spans_go_to_the_configured_otlp_collector() {
-    let (collector, received) = collector().await;
+    let collector = testkit::OtlpCollector::start().await;
     let flaky = Flaky::default();
+    let endpoint = collector.endpoint();
     let config =
-        format!("{}otlp: {{ endpoint: \"http://{collector}\" }}\n", yaml(serve(flaky.router()).await, ROOMY));
+        format!("{}otlp: {{ endpoint: \"{endpoint}\" }}\n", yaml(serve(flaky.router()).await, ROOMY));
     let (_dir, path) = config_dir(&config);
     let (gw, _) = gateway(&path, Limiter::local()).await;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -629,19 +630,15 @@ async fn spans_go_to_the_configured_otlp_collector() {
     let a = send(&c, "GET", format!("http://{gw}/public/echo"), &[("traceparent", &tp)], "").await;
     let sent_upstream = a.body["traceparent"].as_str().unwrap().to_owned();
     let exported = testkit::eventually(Duration::from_secs(5), || {
-        let r = received.clone();
-        async move { !r.lock().unwrap().is_empty() }
+        let collector = collector.clone();
+        async move { !collector.spans().is_empty() }
     })
     .await;
     assert!(exported, "no span reached the collector");
-    let batch = received.lock().unwrap()[0].clone();
-    assert_eq!(
-        batch["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"][3]["value"]["stringValue"],
-        "api"
-    );
-    let rs = &batch["resourceSpans"][0];
-    assert_eq!(rs["resource"]["attributes"][0]["value"]["stringValue"], "socialnet-gateway");
-    let span = &rs["scopeSpans"][0]["spans"][0];
+    let (service, span) = collector.spans()[0].clone();
+    assert_eq!(service, "socialnet-gateway");
+    let upstream = span["attributes"].as_array().unwrap().iter().find(|a| a["key"] == "socialnet.upstream");
+    assert_eq!(upstream.unwrap()["value"]["stringValue"], "api");
     assert_eq!(span["traceId"], trace);
     assert_eq!(span["parentSpanId"], "00f067aa0ba902b7", "the caller's span is the parent");
     let span_id = span["spanId"].as_str().unwrap();
@@ -656,45 +653,10 @@ async fn spans_go_to_the_configured_otlp_collector() {
     assert_eq!(status.unwrap()["value"]["intValue"], "200");
 }
 
-/// A stand-in OTLP/HTTP collector: keeps every export request's JSON body.
-async fn collector() -> (SocketAddr, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
-    let received = Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
-    let r = received.clone();
-    let addr = serve(Router::new().route(
-        "/v1/traces",
-        axum::routing::post(move |body: axum::Json<serde_json::Value>| {
-            let r = r.clone();
-            async move {
-                r.lock().unwrap().push(body.0);
-                "{}"
-            }
-        }),
-    ))
-    .await;
-    (addr, received)
-}
-
-/// Every exported span so far, with the `service.name` it came from.
-fn spans(received: &std::sync::Mutex<Vec<serde_json::Value>>) -> Vec<(String, serde_json::Value)> {
-    let mut out = Vec::new();
-    for batch in received.lock().unwrap().iter() {
-        for rs in batch["resourceSpans"].as_array().into_iter().flatten() {
-            let service =
-                rs["resource"]["attributes"][0]["value"]["stringValue"].as_str().unwrap_or("").to_owned();
-            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
-                for span in ss["spans"].as_array().into_iter().flatten() {
-                    out.push((service.clone(), span.clone()));
-                }
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn a_write_through_the_gateway_is_one_trace_of_two_spans() {
-    let (collector, received) = collector().await;
-    let endpoint = format!("http://{collector}");
+    let collector = testkit::OtlpCollector::start().await;
+    let endpoint = collector.endpoint();
     let exporter = http_kit::otlp::Exporter::spawn(&endpoint, "socialnet-write-api");
     let upstream = write_api_with(move |r| {
         r.layer(axum::middleware::from_fn_with_state(exporter, http_kit::otlp::trace_requests))
@@ -709,13 +671,12 @@ async fn a_write_through_the_gateway_is_one_trace_of_two_spans() {
         send(&client(), "POST", format!("http://{gw}/v1/posts"), &headers, r#"{"body":"traced"}"#).await;
     assert_eq!(answer.status, 202);
 
-    let r = received.clone();
     let both = testkit::eventually(Duration::from_secs(5), || {
-        let r = r.clone();
-        async move { spans(&r).len() >= 2 }
+        let collector = collector.clone();
+        async move { collector.spans().len() >= 2 }
     })
     .await;
-    let all = spans(&received);
+    let all = collector.spans();
     assert!(both, "expected a span from each hop, got {all:?}");
     let of = |service: &str| all.iter().find(|(s, _)| s == service).map(|(_, span)| span.clone());
     let gateway_span = of("socialnet-gateway").expect("the gateway's span");

@@ -236,27 +236,11 @@ pub fn parse_ttl(s: &str) -> anyhow::Result<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
 
     #[tokio::test]
     async fn with_an_endpoint_each_request_becomes_a_span_named_by_its_route() {
-        let received = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
-        let r = received.clone();
-        let collector = axum::Router::new().route(
-            "/v1/traces",
-            axum::routing::post(move |body: axum::Json<serde_json::Value>| {
-                let r = r.clone();
-                async move {
-                    r.lock().unwrap().push(body.0);
-                    "{}"
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, collector).await });
-
-        let trace = TraceArgs { otlp_endpoint: Some(format!("http://{addr}")), otlp_service_name: None };
+        let collector = testkit::OtlpCollector::start().await;
+        let trace = TraceArgs { otlp_endpoint: Some(collector.endpoint()), otlp_service_name: None };
         let app = trace.layer(
             axum::Router::new().route("/v1/users/{id}", axum::routing::get(|| async { "ok" })),
             "socialnet-read-api",
@@ -274,16 +258,14 @@ mod tests {
         stream.read_to_string(&mut answer).await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
-        let r = received.clone();
         let exported = testkit::eventually(Duration::from_secs(5), || {
-            let r = r.clone();
-            async move { !r.lock().unwrap().is_empty() }
+            let collector = collector.clone();
+            async move { !collector.spans().is_empty() }
         })
         .await;
         assert!(exported, "no span reached the collector");
-        let batch = received.lock().unwrap()[0].clone();
-        let rs = &batch["resourceSpans"][0];
-        assert_eq!(rs["resource"]["attributes"][0]["value"]["stringValue"], "socialnet-read-api");
-        assert_eq!(rs["scopeSpans"][0]["spans"][0]["name"], "GET /v1/users/{id}");
+        let (service, span) = collector.spans()[0].clone();
+        assert_eq!(service, "socialnet-read-api");
+        assert_eq!(span["name"], "GET /v1/users/{id}");
     }
 }

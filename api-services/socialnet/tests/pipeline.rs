@@ -221,33 +221,11 @@ async fn dev_mode_runs_from_an_empty_directory_and_keeps_its_data() {
     let dir = std::env::temp_dir().join(format!("socialnet-dev-{}", uuid::Uuid::new_v4().simple()));
     let port = free_port();
     // A stand-in OTLP collector: dev mode sends the gateway's and the services' spans to it.
-    let spans = Arc::new(std::sync::Mutex::new(Vec::<(String, serde_json::Value)>::new()));
-    let collector = {
-        let spans = spans.clone();
-        let app = axum::Router::new().route(
-            "/v1/traces",
-            axum::routing::post(move |body: axum::Json<serde_json::Value>| {
-                let spans = spans.clone();
-                async move {
-                    for rs in body["resourceSpans"].as_array().into_iter().flatten() {
-                        let service = rs["resource"]["attributes"][0]["value"]["stringValue"].to_string();
-                        for span in rs["scopeSpans"][0]["spans"].as_array().into_iter().flatten() {
-                            spans.lock().unwrap().push((service.trim_matches('"').to_owned(), span.clone()));
-                        }
-                    }
-                    "{}"
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        addr
-    };
+    let collector = testkit::OtlpCollector::start().await;
     let start = || {
         let mut c = socialnet();
         c.env_remove("SOCIALNET_JWT_SECRET")
-            .env("SOCIALNET_OTLP_ENDPOINT", format!("http://{collector}"))
+            .env("SOCIALNET_OTLP_ENDPOINT", collector.endpoint())
             .args(["dev", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(&dir);
         testkit::ChildGuard::spawn(&mut c)
@@ -294,9 +272,9 @@ async fn dev_mode_runs_from_an_empty_directory_and_keeps_its_data() {
     assert_eq!(http.wait_decided(&tok, &post_cmd, Duration::from_secs(10)).await["status"], "committed");
     // The post is one trace: the gateway's span, and the services' span as its child.
     let traced = testkit::eventually(Duration::from_secs(5), || {
-        let spans = spans.clone();
+        let collector = collector.clone();
         async move {
-            let spans = spans.lock().unwrap();
+            let spans = collector.spans();
             spans.iter().any(|(s, span)| {
                 s == "socialnet-dev-services"
                     && span["name"] == "POST /v1/posts"
@@ -309,7 +287,7 @@ async fn dev_mode_runs_from_an_empty_directory_and_keeps_its_data() {
         }
     })
     .await;
-    assert!(traced, "no gateway → services trace of the post: {:?}", spans.lock().unwrap());
+    assert!(traced, "no gateway → services trace of the post: {:?}", collector.spans());
 
     // The gateway is in front: it answers CORS preflights itself, and tags answers with a request id and
     // the caller's remaining rate limit.

@@ -4,7 +4,10 @@
 //! without disturbing other tests.
 #![allow(clippy::unwrap_used)]
 
+mod otlp;
 mod servers;
+
+pub use otlp::OtlpCollector;
 
 pub use servers::{NatsServer, PgServer, RedisServer, free_port};
 
