@@ -629,13 +629,8 @@ async fn spans_go_to_the_configured_otlp_collector() {
     let c = client();
     let a = send(&c, "GET", format!("http://{gw}/public/echo"), &[("traceparent", &tp)], "").await;
     let sent_upstream = a.body["traceparent"].as_str().unwrap().to_owned();
-    let exported = testkit::eventually(Duration::from_secs(5), || {
-        let collector = collector.clone();
-        async move { !collector.spans().is_empty() }
-    })
-    .await;
-    assert!(exported, "no span reached the collector");
-    let (service, span) = collector.spans()[0].clone();
+    let spans = collector.wait_for(1).await;
+    let (service, span) = spans.first().cloned().expect("no span reached the collector");
     assert_eq!(service, "socialnet-gateway");
     let upstream = span["attributes"].as_array().unwrap().iter().find(|a| a["key"] == "socialnet.upstream");
     assert_eq!(upstream.unwrap()["value"]["stringValue"], "api");
@@ -671,13 +666,8 @@ async fn a_write_through_the_gateway_is_one_trace_of_two_spans() {
         send(&client(), "POST", format!("http://{gw}/v1/posts"), &headers, r#"{"body":"traced"}"#).await;
     assert_eq!(answer.status, 202);
 
-    let both = testkit::eventually(Duration::from_secs(5), || {
-        let collector = collector.clone();
-        async move { collector.spans().len() >= 2 }
-    })
-    .await;
-    let all = collector.spans();
-    assert!(both, "expected a span from each hop, got {all:?}");
+    let all = collector.wait_for(2).await;
+    assert!(all.len() >= 2, "expected a span from each hop, got {all:?}");
     let of = |service: &str| all.iter().find(|(s, _)| s == service).map(|(_, span)| span.clone());
     let gateway_span = of("socialnet-gateway").expect("the gateway's span");
     let service_span = of("socialnet-write-api").expect("the write API's span");

@@ -258,13 +258,8 @@ mod tests {
         stream.read_to_string(&mut answer).await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
-        let exported = testkit::eventually(Duration::from_secs(5), || {
-            let collector = collector.clone();
-            async move { !collector.spans().is_empty() }
-        })
-        .await;
-        assert!(exported, "no span reached the collector");
-        let (service, span) = collector.spans()[0].clone();
+        let spans = collector.wait_for(1).await;
+        let (service, span) = spans.first().cloned().expect("no span reached the collector");
         assert_eq!(service, "socialnet-read-api");
         assert_eq!(span["name"], "GET /v1/users/{id}");
     }

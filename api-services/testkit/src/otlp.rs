@@ -49,6 +49,16 @@ impl OtlpCollector {
         format!("http://{}", self.addr)
     }
 
+    /// The spans received once there are at least `n` (or all there are after 5 s).
+    pub async fn wait_for(&self, n: usize) -> Vec<(String, serde_json::Value)> {
+        crate::eventually(std::time::Duration::from_secs(5), || {
+            let c = self.clone();
+            async move { c.spans().len() >= n }
+        })
+        .await;
+        self.spans()
+    }
+
     /// Every span received so far, with its service name.
     pub fn spans(&self) -> Vec<(String, serde_json::Value)> {
         self.spans.lock().unwrap_or_else(|p| p.into_inner()).clone()
