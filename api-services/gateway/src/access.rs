@@ -7,6 +7,7 @@
 //! log writes what is left.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -45,6 +46,8 @@ impl Shared {
 
 pub struct AccessLog {
     shared: Arc<Shared>,
+    /// Successful answers seen, for sampling them.
+    successes: AtomicU64,
 }
 
 impl std::fmt::Debug for AccessLog {
@@ -75,12 +78,19 @@ impl AccessLog {
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "no access-log thread: lines are written when 1 MiB is pending");
         }
-        Self { shared }
+        Self { shared, successes: AtomicU64::new(0) }
     }
 
-    /// Log one request, if the `access` target is enabled at INFO.
-    pub fn record(&self, e: &Entry<'_>) {
+    /// Log one request, if the `access` target is enabled at INFO: always when it failed (status 400 or
+    /// more), and `successes` (0 to 1) of the successful ones.
+    pub fn record(&self, e: &Entry<'_>, successes: f64) {
         if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+            return;
+        }
+        if e.status < 400
+            && successes < 1.0
+            && !keep(successes, self.successes.fetch_add(1, Ordering::Relaxed))
+        {
             return;
         }
         let full = {
@@ -98,6 +108,13 @@ impl Drop for AccessLog {
     fn drop(&mut self) {
         self.shared.flush();
     }
+}
+
+/// Whether the `n`-th success (from 0) is logged when a `fraction` of them are: when `n · fraction` crosses
+/// an integer, so exactly that share is kept, evenly spread (0.25: the 4th, 8th, …).
+fn keep(fraction: f64, n: u64) -> bool {
+    let crossed = |k: u64| (k as f64 * fraction).floor();
+    crossed(n + 1) > crossed(n)
 }
 
 /// Append the JSON line of one entry, newline included, to `b`.
@@ -185,6 +202,16 @@ mod tests {
         assert_eq!(v["fields"]["status"], 200);
         assert_eq!(v["fields"]["ms"], 1.235);
         assert!(chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn a_sample_of_successes_keeps_exactly_its_share() {
+        let kept = |fraction: f64| (0..1000).filter(|n| keep(fraction, *n)).count();
+        assert_eq!(kept(0.25), 250);
+        assert_eq!(kept(0.1), 100);
+        assert_eq!(kept(0.0), 0);
+        assert_eq!(kept(1.0), 1000);
+        assert!(!keep(0.25, 0) && !keep(0.25, 2) && keep(0.25, 3), "spread evenly: every fourth");
     }
 
     #[test]

@@ -100,7 +100,7 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
             hop: ids.hop.clone(),
         });
     }
-    gw.access.record(&crate::access::Entry {
+    let entry = crate::access::Entry {
         request_id: &ids.request_id,
         trace_id: &ids.hop.trace_id,
         method: method.as_str(),
@@ -110,7 +110,8 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         status,
         user: user.as_deref().unwrap_or("-"),
         ms: elapsed.as_secs_f64() * 1e3,
-    });
+    };
+    gw.access.record(&entry, config.access_log.successes);
     response
 }
 

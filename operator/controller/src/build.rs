@@ -258,6 +258,9 @@ pub fn gateway_config_map(sc: &SocialCluster) -> ConfigMap {
     if let Some(h) = &policy.trusted_proxy_header {
         extra.push_str(&format!("trusted_proxy_header: {}\n", quoted(h)));
     }
+    if let Some(p) = policy.access_log_success_percent {
+        extra.push_str(&format!("access_log: {{ successes: {} }}\n", f64::from(p.clamp(0, 100)) / 100.0));
+    }
     if let Some(e) = &policy.otlp_endpoint {
         extra.push_str(&format!(
             "otlp: {{ endpoint: {}, service_name: {} }}\n",

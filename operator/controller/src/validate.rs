@@ -97,6 +97,13 @@ pub fn validate(sc: &SocialCluster) -> Result<(), String> {
         {
             problems.push(format!("spec.gatewayPolicy.otlpEndpoint {e:?} must be an http or https URL"));
         }
+        if let Some(p) = g.access_log_success_percent
+            && !(0..=100).contains(&p)
+        {
+            problems.push(format!(
+                "spec.gatewayPolicy.accessLogSuccessPercent must be between 0 and 100, got {p}"
+            ));
+        }
     }
     let f = &s.projections.failover;
     if !(1..=20).contains(&f.failure_threshold) {

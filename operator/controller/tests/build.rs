@@ -107,6 +107,11 @@ fn invalid_specs_are_refused_with_a_clear_reason() {
         ),
         ("zero reads per user", Box::new(|s| s["gatewayPolicy"]["readsPerUser"] = 0.into()), "readsPerUser"),
         (
+            "access-log share above 100 %",
+            Box::new(|s| s["gatewayPolicy"]["accessLogSuccessPercent"] = 150.into()),
+            "accessLogSuccessPercent",
+        ),
+        (
             "threshold out of range",
             Box::new(|s| s["projections"]["failover"]["failureThreshold"] = 0.into()),
             "failureThreshold",
@@ -235,7 +240,7 @@ fn the_rebuild_job_runs_the_rebuild_for_its_target() {
 /// The gateway's generated config is one the gateway itself accepts, and it points at the cluster's
 /// write and read Services with the cluster's token settings; the gateway Deployment mounts it.
 #[test]
-fn an_otlp_endpoint_reaches_the_gateway_and_both_apis() {
+fn the_otlp_endpoint_and_the_access_log_share_reach_the_configs() {
     let mut sc = example("full.yaml");
     let name = sc.metadata.name.clone().unwrap();
     sc.spec.gateway_policy.get_or_insert_with(Default::default).otlp_endpoint =
@@ -243,6 +248,10 @@ fn an_otlp_endpoint_reaches_the_gateway_and_both_apis() {
     let yaml = &build::gateway_config_map(&sc).data.unwrap()["gateway.yaml"];
     let config = gateway::GatewayConfig::parse(yaml).unwrap();
     assert_eq!(config.otlp.unwrap().endpoint, "http://otel-collector:4318");
+    assert_eq!(config.access_log.successes, 1.0, "every request logged unless the policy says otherwise");
+    sc.spec.gateway_policy.get_or_insert_with(Default::default).access_log_success_percent = Some(10);
+    let yaml = &build::gateway_config_map(&sc).data.unwrap()["gateway.yaml"];
+    assert_eq!(gateway::GatewayConfig::parse(yaml).unwrap().access_log.successes, 0.1);
     let env = |c: Component| -> Vec<(String, String)> {
         let pod = build::deployment(&sc, c).spec.template.spec.unwrap();
         let env = pod.containers[0].env.clone().unwrap_or_default();
