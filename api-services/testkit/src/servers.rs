@@ -6,7 +6,33 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Ports handed out by [`free_port`]: below Linux's ephemeral range (32768 – 60999 by default).
+const PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A port free right now, for a server a test starts. Taken from below the ephemeral range: a port that
+/// `bind(0)` handed out could be taken by any parallel test's outgoing connection before the server bound
+/// it ("Address already in use", seen in CI). Each test process starts at its own random point and
+/// never hands out the same port twice.
 pub fn free_port() -> u16 {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static START: OnceLock<u32> = OnceLock::new();
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = PORTS.end - PORTS.start;
+    let start = *START.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        (std::process::id().wrapping_mul(2_654_435_761) ^ nanos) % span
+    });
+    for _ in 0..span {
+        let port = PORTS.start + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = u16::try_from(port).expect("PORTS fits in u16");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
