@@ -38,17 +38,12 @@ pub struct GatewayConfig {
 
 /// Which requests get an access-log line.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct AccessLogSettings {
     /// The fraction of successful answers (status below 400) logged: 1 logs all (the default), 0.1 every
     /// tenth, 0 none. Every other answer is always logged. Writing the line is a sixth of a busy gateway's
     /// CPU (measured), so a high-traffic gateway may keep a sample of its successes.
-    #[serde(default = "all")]
     pub successes: f64,
-}
-
-fn all() -> f64 {
-    1.0
 }
 
 impl Default for AccessLogSettings {

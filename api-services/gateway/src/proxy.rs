@@ -90,7 +90,6 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         .record(elapsed.as_secs_f64());
     if let Some(exporter) = &rt.exporter {
         exporter.record(Span {
-            name: format!("{method} {route_label}"),
             start: wall_start,
             end: wall_start + elapsed,
             method: method.to_string(),

@@ -30,11 +30,7 @@ pub struct Runtime {
     source: Source,
 }
 
-type JwksClient = http_kit::otlp::HttpsClient<Empty<Bytes>>;
-
-fn jwks_client() -> Result<JwksClient, String> {
-    http_kit::otlp::https_client()
-}
+type JwksClient = http_kit::HttpsClient<Empty<Bytes>>;
 
 async fn fetch_jwks(client: &JwksClient, url: &str) -> Result<String, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("jwks_url {url:?}: {e}"))?;
@@ -122,7 +118,7 @@ impl Runtime {
 
     /// Read, parse, check and build from a file (fetching a JWKS URL if it names one).
     pub async fn load(path: &Path) -> Result<Self, String> {
-        let source = read_source(path, &jwks_client()?, &Source::default(), true).await?;
+        let source = read_source(path, &http_kit::https_client()?, &Source::default(), true).await?;
         Self::build(source, base(path))
     }
 }
@@ -130,7 +126,7 @@ impl Runtime {
 /// Poll the file every `every` (and a JWKS URL every `jwks_refresh_secs`); swap in each valid change.
 /// Runs until the task is dropped.
 pub async fn watch_config(gateway: Arc<Gateway>, path: PathBuf, every: Duration) {
-    let client = match jwks_client() {
+    let client = match http_kit::https_client::<Empty<Bytes>>() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "gateway config watcher cannot start");

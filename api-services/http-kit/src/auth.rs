@@ -140,10 +140,10 @@ impl JwtVerifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let seen = self.verified.read().unwrap_or_else(|p| p.into_inner()).get(token).cloned();
         if let Some(claims) = seen {
             // The same test the full check makes: expired once `exp` is more than the leeway in the past.
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             if claims.exp.saturating_add(self.leeway_secs) < now {
                 self.verified.write().unwrap_or_else(|p| p.into_inner()).remove(token);
                 return Err(ApiError::unauthorized("the token has expired"));

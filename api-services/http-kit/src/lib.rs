@@ -7,9 +7,11 @@ mod auth;
 mod json;
 mod ops;
 pub mod otlp;
+mod outbound;
 mod problem;
 
 pub use auth::{AuthConfig, Authenticated, Claims, JwtVerifier, bearer_token, mint_token};
 pub use json::{JsonBody, PathParams};
 pub use ops::{Readiness, install_metrics_recorder, ops_routes, track_requests};
+pub use outbound::{HttpsClient, https_client};
 pub use problem::ApiError;

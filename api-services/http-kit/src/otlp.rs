@@ -12,27 +12,6 @@ use http_body_util::Full;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
-/// A client for a process's own outbound calls (JWKS, span export): http or https with the system's CA
-/// certificates.
-pub type HttpsClient<B> = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    B,
->;
-
-pub fn https_client<B>() -> Result<HttpsClient<B>, String>
-where
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-{
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| format!("loading the system's CA certificates: {e}"))?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
-}
-
 /// This process's hop in a trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hop {
@@ -80,7 +59,6 @@ impl Hop {
 #[derive(Debug, Clone)]
 pub struct Span {
     pub hop: Hop,
-    pub name: String,
     pub start: SystemTime,
     pub end: SystemTime,
     pub method: String,
@@ -118,7 +96,7 @@ impl Exporter {
 }
 
 async fn run(mut rx: mpsc::Receiver<Span>, url: String, service: String) {
-    let client = match https_client::<Full<Bytes>>() {
+    let client = match crate::https_client::<Full<Bytes>>() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "span export disabled");
@@ -196,7 +174,6 @@ pub async fn trace_requests(State(exporter): State<Exporter>, req: Request, next
     let (start, started) = (SystemTime::now(), Instant::now());
     let response = next.run(req).await;
     exporter.record(Span {
-        name: format!("{method} {route}"),
         hop,
         start,
         end: start + started.elapsed(),
@@ -216,7 +193,7 @@ pub fn encode(service: &str, spans: &[Span]) -> Vec<u8> {
             let mut span = serde_json::json!({
                 "traceId": s.hop.trace_id,
                 "spanId": s.hop.span_id,
-                "name": s.name,
+                "name": format!("{} {}", s.method, s.route),
                 "kind": 2, // SERVER
                 "startTimeUnixNano": nanos(s.start),
                 "endTimeUnixNano": nanos(s.end),

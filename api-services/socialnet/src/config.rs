@@ -118,9 +118,14 @@ pub struct TraceArgs {
 }
 
 impl TraceArgs {
+    /// The collector, if one is set (an empty value, as a template may leave it, is none).
+    pub fn endpoint(&self) -> Option<&str> {
+        self.otlp_endpoint.as_deref().filter(|e| !e.is_empty())
+    }
+
     /// `router`, exporting a span per request when an endpoint is set (`service` names it by default).
     pub fn layer(&self, router: axum::Router, service: &str) -> axum::Router {
-        match self.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
+        match self.endpoint() {
             Some(endpoint) => {
                 let name = self.otlp_service_name.as_deref().unwrap_or(service);
                 tracing::info!(endpoint, service = name, "exporting a span per request");

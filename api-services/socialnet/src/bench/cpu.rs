@@ -13,32 +13,30 @@ pub struct CpuSample(HashMap<String, f64>);
 
 impl CpuSample {
     pub fn take() -> Self {
-        let mut by_name: HashMap<String, f64> = HashMap::new();
         let me = std::process::id().to_string();
-        let Ok(dir) = std::fs::read_dir("/proc") else { return Self::default() };
-        for entry in dir.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.bytes().all(|b| b.is_ascii_digit()) {
-                continue;
-            }
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-            let Some((comm, seconds)) = parse_stat(&stat) else { continue };
-            let key = if name == me { "self".to_owned() } else { comm };
-            *by_name.entry(key).or_default() += seconds;
-        }
-        Self(by_name)
+        Self::sum("/proc", |pid| {
+            let name = (pid == me).then(|| "self".to_owned());
+            pid.bytes().all(|b| b.is_ascii_digit()).then_some(name)
+        })
     }
 
     /// CPU seconds used so far by this process's threads, by thread name (as the kernel keeps it: the
     /// first 15 bytes): lets a benchmark that runs several parts in one process, each on a runtime with
     /// named threads, count each part's CPU.
     pub fn threads() -> Self {
+        Self::sum("/proc/self/task", |_| Some(None))
+    }
+
+    /// The CPU seconds of every `DIR/ID/stat` under `dir`, summed by name. `name(ID)` says under which:
+    /// `None` skips the entry unread, `Some(None)` counts it under its command name, `Some(Some(n))` under `n`.
+    fn sum(dir: &str, name: impl Fn(&str) -> Option<Option<String>>) -> Self {
         let mut by_name: HashMap<String, f64> = HashMap::new();
-        let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return Self::default() };
-        for entry in dir.flatten() {
+        let Ok(entries) = std::fs::read_dir(dir) else { return Self::default() };
+        for entry in entries.flatten() {
+            let Some(fixed) = name(&entry.file_name().to_string_lossy()) else { continue };
             let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
             let Some((comm, seconds)) = parse_stat(&stat) else { continue };
-            *by_name.entry(comm).or_default() += seconds;
+            *by_name.entry(fixed.unwrap_or(comm)).or_default() += seconds;
         }
         Self(by_name)
     }

@@ -82,7 +82,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let app = args.trace.layer(app, "socialnet-dev-services");
     tokio::spawn(async move { axum::serve(inner, app).await });
     let mut gateway_yaml = dev_gateway_config(inner_addr);
-    if let Some(endpoint) = args.trace.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
+    if let Some(endpoint) = args.trace.endpoint() {
         gateway_yaml.push_str(&format!("otlp: {{ endpoint: {} }}\n", serde_json::Value::from(endpoint)));
     }
     let config = gateway::GatewayConfig::parse(&gateway_yaml).map_err(anyhow::Error::msg)?;
