@@ -2,6 +2,7 @@
 //! CORS. Parsed and checked as a whole; a file that fails any check is refused with every reason, and a
 //! running gateway then keeps its previous configuration.
 
+pub use crate::pipelined::PipelineSettings;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -84,6 +85,9 @@ pub struct Upstream {
     /// Extra attempts for a request that is safe to retry (reads, writes with an Idempotency-Key).
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// Reads (GET, HEAD) go over a few pipelined connections; see [`PipelineSettings`].
+    #[serde(default)]
+    pub pipeline: PipelineSettings,
 }
 
 fn default_timeout() -> u64 {
@@ -272,6 +276,7 @@ impl GatewayConfig {
             if u.timeout_ms == 0 {
                 out.push(format!("upstream {name}: timeout_ms must be positive"));
             }
+            u.pipeline.check(name, &mut out);
             let b = &u.breaker;
             if !(0.0..=1.0).contains(&b.failure_rate) || b.failure_rate == 0.0 {
                 out.push(format!("upstream {name}: breaker.failure_rate must be in (0, 1]"));

@@ -10,10 +10,12 @@ pub mod breaker;
 pub mod config;
 mod cors;
 pub mod limit;
+mod pipelined;
 mod proxy;
 mod reload;
 
 pub use config::GatewayConfig;
+pub use pipelined::{PipeError, Pipelined};
 pub use reload::{Runtime, watch_config};
 
 use axum::Router;
@@ -34,6 +36,8 @@ pub struct Gateway {
     runtime: RwLock<Arc<Runtime>>,
     limiter: Limiter,
     breakers: Mutex<HashMap<String, Arc<Breaker>>>,
+    /// Pipelined read connections per upstream name; replaced when its URL or settings change.
+    pipes: Mutex<HashMap<String, Arc<Pipelined>>>,
     client: UpstreamClient,
     retry_tokens: Mutex<f64>,
     openapi: Bytes,
@@ -58,6 +62,7 @@ impl Gateway {
             runtime: RwLock::new(Arc::new(runtime)),
             limiter,
             breakers: Mutex::new(HashMap::new()),
+            pipes: Mutex::new(HashMap::new()),
             client,
             retry_tokens: Mutex::new(10.0),
             openapi,
@@ -77,6 +82,22 @@ impl Gateway {
     fn breaker(&self, upstream: &str) -> Arc<Breaker> {
         let mut map = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(upstream.to_owned()).or_default().clone()
+    }
+
+    /// The pipelined connections for reads to upstream `name`, unless it turns pipelining off.
+    fn pipe(&self, name: &str, upstream: &config::Upstream) -> Option<Arc<Pipelined>> {
+        if !upstream.pipeline.enabled {
+            return None;
+        }
+        let mut map = self.pipes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = map.get(name)
+            && p.serves(&upstream.url, &upstream.pipeline)
+        {
+            return Some(p.clone());
+        }
+        let p = Arc::new(Pipelined::for_url(&upstream.url, upstream.pipeline)?);
+        map.insert(name.to_owned(), p.clone());
+        Some(p)
     }
 
     /// Every request earns a fraction of a retry; a retry spends one. Bounds retries to that fraction of

@@ -5,7 +5,7 @@
 use crate::breaker::Admit;
 use crate::config::{Rate, Route, Upstream};
 use crate::limit::Verdict;
-use crate::{Gateway, cors};
+use crate::{Gateway, PipeError, cors};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -222,12 +222,27 @@ async fn forward(
     let breaker = gw.breaker(&route.upstream);
     let settings = upstream.breaker;
     gw.earn_retry(budget);
-    let uri = format!(
-        "{}{}",
-        upstream.url.trim_end_matches('/'),
-        parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
-    );
+    let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 2);
+    for (k, v) in &parts.headers {
+        if !HOP_BY_HOP.contains(&k.as_str()) && k != header::HOST {
+            headers.append(k, v.clone());
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&ids.request_id) {
+        headers.insert("x-request-id", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ids.hop.traceparent()) {
+        headers.insert("traceparent", v);
+    }
+    // Reads without a body share the pipelined connections; everything else has a connection to itself.
+    let pipe = if matches!(parts.method, Method::GET | Method::HEAD) && body.is_empty() {
+        gw.pipe(&route.upstream, upstream)
+    } else {
+        None
+    };
     let attempts = if retry_safe(parts) { 1 + upstream.retries } else { 1 };
+    let timeout = Duration::from_millis(upstream.timeout_ms);
     let mut last: Option<Response> = None;
     for attempt in 0..attempts {
         if attempt > 0 && !gw.spend_retry() {
@@ -241,34 +256,44 @@ async fn forward(
             );
             return e.into_response();
         }
-        let mut builder = hyper::Request::builder().method(parts.method.clone()).uri(&uri);
-        if let Some(h) = builder.headers_mut() {
-            for (k, v) in &parts.headers {
-                if !HOP_BY_HOP.contains(&k.as_str()) && k != header::HOST {
-                    h.append(k, v.clone());
+        let result = match &pipe {
+            Some(pipe) => tokio::time::timeout(timeout, pipe.send(&parts.method, pq, &headers, timeout))
+                .await
+                .unwrap_or(Err(PipeError::TimedOut))
+                .map_err(|e| match e {
+                    PipeError::TimedOut => SendError::TimedOut,
+                    e => SendError::Pipelined(e),
+                }),
+            None => {
+                let uri = format!("{}{pq}", upstream.url.trim_end_matches('/'));
+                let mut builder = hyper::Request::builder().method(parts.method.clone()).uri(&uri);
+                if let Some(h) = builder.headers_mut() {
+                    h.clone_from(&headers);
                 }
+                let Ok(out) = builder.body(Full::new(body.clone())) else {
+                    return ApiError::bad_request("the request cannot be forwarded").into_response();
+                };
+                tokio::time::timeout(timeout, send(&gw.client, out)).await.unwrap_or(Err(SendError::TimedOut))
             }
-            if let Ok(v) = HeaderValue::from_str(&ids.request_id) {
-                h.insert("x-request-id", v);
-            }
-            if let Ok(v) = HeaderValue::from_str(&ids.hop.traceparent()) {
-                h.insert("traceparent", v);
-            }
-        }
-        let Ok(out) = builder.body(Full::new(body.clone())) else {
-            return ApiError::bad_request("the request cannot be forwarded").into_response();
         };
-        let timeout = Duration::from_millis(upstream.timeout_ms);
-        let result = tokio::time::timeout(timeout, send(&gw.client, out)).await;
         let (response, ok) = match result {
-            Ok(Ok(mut resp)) => {
+            Ok(mut resp) => {
                 let ok = !resp.status().is_server_error();
                 for name in HOP_BY_HOP {
                     resp.headers_mut().remove(name);
                 }
                 (resp, ok)
             }
-            Ok(Err(e)) => {
+            Err(SendError::TimedOut) => (
+                ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "Gateway timeout",
+                    format!("upstream {} took longer than {} ms", route.upstream, upstream.timeout_ms),
+                )
+                .into_response(),
+                false,
+            ),
+            Err(e) => {
                 tracing::warn!(upstream = route.upstream, error = %e, "upstream request failed");
                 (
                     ApiError::new(
@@ -280,15 +305,6 @@ async fn forward(
                     false,
                 )
             }
-            Err(_) => (
-                ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "Gateway timeout",
-                    format!("upstream {} took longer than {} ms", route.upstream, upstream.timeout_ms),
-                )
-                .into_response(),
-                false,
-            ),
         };
         breaker.record(&settings, ok, Instant::now());
         breaker.report(&route.upstream);
@@ -339,4 +355,8 @@ enum SendError {
     Request(hyper_util::client::legacy::Error),
     #[error("reading the answer: {0}")]
     Body(hyper::Error),
+    #[error("{0}")]
+    Pipelined(PipeError),
+    #[error("no answer in time")]
+    TimedOut,
 }

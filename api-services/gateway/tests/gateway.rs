@@ -687,3 +687,59 @@ async fn a_write_through_the_gateway_is_one_trace_of_two_spans() {
         .map(|a| a["value"]["intValue"].clone());
     assert_eq!(status, Some(serde_json::json!("202")));
 }
+
+/// Reads share the upstream's few pipelined connections (as configured), and each answer reaches its own
+/// request; writes never travel on those connections.
+#[tokio::test]
+async fn concurrent_reads_share_the_pipelined_connections_and_writes_keep_their_own() {
+    use axum::extract::{ConnectInfo, Path as UrlPath};
+    use std::collections::HashSet;
+    type Peers = Arc<std::sync::Mutex<HashSet<SocketAddr>>>;
+    let (reads, writes): (Peers, Peers) = Default::default();
+    let (r, w) = (reads.clone(), writes.clone());
+    let upstream = Router::new()
+        .route(
+            "/v1/echo/{n}",
+            axum::routing::get(
+                move |UrlPath(n): UrlPath<u64>, ConnectInfo(peer): ConnectInfo<SocketAddr>| {
+                    r.lock().unwrap().insert(peer);
+                    async move { n.to_string() }
+                },
+            ),
+        )
+        .route(
+            "/v1/write",
+            axum::routing::post(move |ConnectInfo(peer): ConnectInfo<SocketAddr>| {
+                w.lock().unwrap().insert(peer);
+                async { "{}" }
+            }),
+        );
+    let config = yaml(serve(upstream).await, ROOMY).replace(
+        "timeout_ms: 300, retries: 1,",
+        "timeout_ms: 5000, retries: 1, pipeline: { connections: 2 },",
+    );
+    let (_dir, path) = config_dir(&config);
+    let (gw, _) = gateway(&path, Limiter::local()).await;
+    let (c, auth) = (client(), bearer());
+    let tasks: Vec<_> = (0..200u64)
+        .map(|n| {
+            let (c, auth) = (c.clone(), auth.clone());
+            tokio::spawn(async move {
+                let a = send(&c, "GET", format!("http://{gw}/v1/echo/{n}"), &[("authorization", &auth)], "")
+                    .await;
+                (n, a.status, a.body)
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (n, status, body) = t.await.unwrap();
+        assert_eq!((status, body), (200, serde_json::json!(n)), "read {n} got its own answer");
+    }
+    for _ in 0..3 {
+        let a = send(&c, "POST", format!("http://{gw}/v1/write"), &[("authorization", &auth)], "{}").await;
+        assert_eq!(a.status, 200);
+    }
+    let (reads, writes) = (reads.lock().unwrap().clone(), writes.lock().unwrap().clone());
+    assert_eq!(reads.len(), 2, "200 concurrent reads over the 2 configured connections");
+    assert!(!writes.is_empty() && reads.is_disjoint(&writes), "writes on connections of their own");
+}

@@ -9,9 +9,11 @@ mod ops;
 pub mod otlp;
 mod outbound;
 mod problem;
+mod serve;
 
 pub use auth::{AuthConfig, Authenticated, Claims, JwtVerifier, bearer_token, mint_token};
 pub use json::{JsonBody, PathParams};
 pub use ops::{Readiness, install_metrics_recorder, ops_routes, track_requests};
 pub use outbound::{HttpsClient, https_client};
 pub use problem::ApiError;
+pub use serve::{serve, spawn};

@@ -1,4 +1,5 @@
-//! Serving a router until Ctrl-C or SIGTERM, letting in-flight requests finish.
+//! Serving a router until Ctrl-C or SIGTERM, letting in-flight requests finish (`http_kit::serve`: the
+//! peer address is available to handlers, and pipelined answers are written together).
 
 use anyhow::Context;
 use axum::Router;
@@ -8,19 +9,7 @@ pub async fn serve(listen: SocketAddr, app: Router, what: &str) -> anyhow::Resul
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, "{what} listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving")?;
-    Ok(())
-}
-
-/// Like [`serve`], with the peer address available to handlers (the gateway limits per client IP).
-pub async fn serve_with_peer(listen: SocketAddr, app: Router, what: &str) -> anyhow::Result<()> {
-    let listener =
-        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-    tracing::info!(%listen, "{what} listening");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving")?;
+    http_kit::serve(listener, app, shutdown_signal()).await;
     Ok(())
 }
 

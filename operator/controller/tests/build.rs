@@ -285,6 +285,16 @@ fn the_gateway_gets_a_config_it_accepts() {
     assert_eq!(config.upstreams["read"].url, format!("http://{name}-read-api:8080"));
     assert_eq!(config.route("GET", "/v1/users/alice").unwrap().upstream, "read");
     assert_eq!(config.route("POST", "/v1/posts").unwrap().upstream, "write");
+    // Reads are pipelined over two connections per read API pod the HPA may run, 8 at least.
+    let read_pods =
+        sc.spec.read_api.autoscaling.as_ref().map_or(sc.spec.read_api.replicas, |a| a.max_replicas);
+    assert_eq!(config.upstreams["read"].pipeline.connections as i32, (2 * read_pods).max(8));
+    assert!(config.upstreams["read"].pipeline.enabled);
+    sc.spec.read_api.autoscaling = None;
+    sc.spec.read_api.replicas = 2;
+    assert_eq!(build::read_connections(&sc), 8, "never fewer than 8");
+    sc.spec.read_api.replicas = 40;
+    assert_eq!(build::read_connections(&sc), 80);
     assert_eq!(config.auth.hs256_secret_env.as_deref(), Some("SOCIALNET_JWT_SECRET"));
     assert_eq!(config.auth.issuer.as_deref(), Some("https://id.example/\"quoted\""));
     // The full example's gatewayPolicy: 100 reads and 20 writes per user per second, bursts of twice that.

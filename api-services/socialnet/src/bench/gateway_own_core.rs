@@ -4,7 +4,9 @@
 //! the bench also counts the CPU each part spends per request: what sizing a gateway takes per read API.
 
 use super::cpu::CpuSample;
-use super::gateway::{Fixture, ROUTES, bare_proxy, fixture, gateway_app, get, report, wait_projected};
+use super::gateway::{
+    Fixture, ROUTES, bare_pipelined_proxy, bare_proxy, fixture, gateway_app, get, report, wait_projected,
+};
 use super::http_load::{self, LoadResult};
 use super::percentile;
 use anyhow::Context;
@@ -57,9 +59,7 @@ fn serve_on(rt: &Runtime, app: axum::Router) -> anyhow::Result<SocketAddr> {
     let addr = listener.local_addr()?;
     on(rt, async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
-        });
+        http_kit::spawn(listener, app);
         std::io::Result::Ok(())
     })??;
     Ok(addr)
@@ -125,9 +125,14 @@ pub fn run(
         })??;
         gateways.push(("gateway, Redis limits", serve_on(&gw, app)?));
     }
-    // The raw limit: a bare proxy on the same core, forwarding with the same pooled hyper client.
+    // The raw limits: bare proxies on the same core, forwarding with hyper's pool (the gateway's client
+    // for writes) and over pipelined connections (its client for reads).
     let bare = {
         let app = on(&gw, async move { bare_proxy(direct) })?;
+        serve_on(&gw, app)?
+    };
+    let bare_pipelined = {
+        let app = on(&gw, async move { bare_pipelined_proxy(direct) })??;
         serve_on(&gw, app)?
     };
     if unpinned.load(Ordering::Relaxed) {
@@ -140,6 +145,7 @@ pub fn run(
         eprintln!("{label}: gateway on its own core; directly, then through each gateway…");
         let direct_m = measure(&load, clients, seconds, get(&fx.tokens, direct, suffix))?;
         let bare_m = measure(&load, clients, seconds, get(&fx.tokens, bare, suffix))?;
+        let piped_m = measure(&load, clients, seconds, get(&fx.tokens, bare_pipelined, suffix))?;
         let mut through = Vec::new();
         for (gw_label, addr) in &gateways {
             through.push((*gw_label, measure(&load, clients, seconds, get(&fx.tokens, *addr, suffix))?));
@@ -155,7 +161,13 @@ pub fn run(
         let (bare_rate, _) = report("through a bare proxy", &bare_m.result);
         let bare_us = bare_m.us_per_request[2];
         println!("    {:.2} of direct; CPU per request: bare proxy {bare_us:.1} µs", bare_rate / direct_rate);
-        *failed += direct_m.result.failed + bare_m.result.failed;
+        let (piped_rate, _) = report("through a bare pipelined proxy", &piped_m.result);
+        let [_, piped_api_us, piped_us] = piped_m.us_per_request;
+        println!(
+            "    {:.2} of direct; CPU per request: bare pipelined proxy {piped_us:.1} µs, read API {piped_api_us:.1} µs",
+            piped_rate / direct_rate
+        );
+        *failed += direct_m.result.failed + bare_m.result.failed + piped_m.result.failed;
         let mut out = Vec::new();
         for (gw_label, m) in &through {
             let (rate, p99) = report(gw_label, &m.result);
@@ -169,7 +181,8 @@ pub fn run(
             );
             // The sizing a deployment needs: a core of gateway per this many cores of read API.
             println!(
-                "    CPU per request: gateway {gw_us:.1} µs ({:.2} of the bare proxy's), read API {api_us:.1} µs: one gateway core per {:.2} read API cores",
+                "    CPU per request: gateway {gw_us:.1} µs ({:.2} of the bare pipelined proxy's, {:.2} of hyper's), read API {api_us:.1} µs: one gateway core per {:.2} read API cores",
+                gw_us / piped_us.max(f64::EPSILON),
                 gw_us / bare_us.max(f64::EPSILON),
                 api_us / gw_us.max(f64::EPSILON)
             );
@@ -183,7 +196,8 @@ pub fn run(
         routes.push(serde_json::json!({
             "route": label, "direct_rps": direct_rate.round(), "direct_p99_ms": direct_p99,
             "direct_read_api_cpu_us_per_request": direct_api_us, "bare_proxy_rps": bare_rate.round(),
-            "bare_proxy_cpu_us_per_request": bare_us, "gateways": out,
+            "bare_proxy_cpu_us_per_request": bare_us, "bare_pipelined_proxy_rps": piped_rate.round(),
+            "bare_pipelined_proxy_cpu_us_per_request": piped_us, "gateways": out,
         }));
     }
     // The runtimes are dropped here, on this (non-runtime) thread, with their servers.

@@ -138,9 +138,8 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
     // HTTP: hello-world, bare Redis, read API home timeline.
     let hello = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let hello_addr = hello.local_addr()?;
-    let hello_srv = tokio::spawn(async move {
-        axum::serve(hello, axum::Router::new().route("/", axum::routing::get(|| async { "hello" }))).await
-    });
+    let hello_srv =
+        http_kit::spawn(hello, axum::Router::new().route("/", axum::routing::get(|| async { "hello" })));
     let d = Duration::from_secs(args.seconds);
     let make_hello: MakeRequest = Arc::new(move |_, _| {
         hyper::Request::get(format!("http://{hello_addr}/")).body(Full::new(Bytes::new())).unwrap_or_default()
@@ -189,7 +188,7 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
         let ready: Readiness = Arc::new(|| Box::pin(async { Ok(()) }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let srv = tokio::spawn(async move { axum::serve(listener, read_api::app(state, ready)).await });
+        let srv = http_kit::spawn(listener, read_api::app(state, ready));
         let (readers, clients, reader_count) = (readers.clone(), args.clients, readers.len() as u64);
         let make_home: MakeRequest = Arc::new(move |c, n| {
             let i = (c as u64 + n * clients as u64) % readers.len() as u64;

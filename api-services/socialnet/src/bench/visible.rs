@@ -113,7 +113,7 @@ pub async fn run(args: VisibleBenchArgs) -> anyhow::Result<ExitCode> {
     let app = crate::roles::dev_app(write_state, read_state, ready);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = http_kit::spawn(listener, app);
     let base = format!("http://{addr}");
     let client = http_load::client();
 

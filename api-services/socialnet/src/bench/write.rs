@@ -154,7 +154,7 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
     let ready: Readiness = Arc::new(|| Box::pin(async { Ok(()) }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move { axum::serve(listener, write_api::app(state, ready)).await });
+    let server = http_kit::spawn(listener, write_api::app(state, ready));
 
     let run_tag = uuid::Uuid::now_v7().simple().to_string();
     let users: Vec<String> = (0..args.clients).map(|i| format!("b{}-{i}", &run_tag[20..])).collect();

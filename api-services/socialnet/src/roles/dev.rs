@@ -80,7 +80,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the services' port")?;
     let inner_addr = inner.local_addr()?;
     let app = args.trace.layer(app, "socialnet-dev-services");
-    tokio::spawn(async move { axum::serve(inner, app).await });
+    http_kit::spawn(inner, app);
     let mut gateway_yaml = dev_gateway_config(inner_addr);
     if let Some(endpoint) = args.trace.endpoint() {
         gateway_yaml.push_str(&format!("otlp: {{ endpoint: {} }}\n", serde_json::Value::from(endpoint)));
@@ -100,7 +100,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         dev_secret_path(&args.data_dir).display()
     );
     eprintln!("  get a token:  socialnet token --sub alice --data-dir {dir}");
-    crate::serve::serve_with_peer(args.listen, gateway::app(gw, ready), "dev mode").await?;
+    crate::serve::serve(args.listen, gateway::app(gw, ready), "dev mode").await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -33,6 +33,6 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     ));
     // Ready once serving: each upstream has its own readiness, and a failing one is the breaker's business.
     let ready: http_kit::Readiness = std::sync::Arc::new(|| Box::pin(async { Ok(()) }));
-    crate::serve::serve_with_peer(args.listen, gateway::app(gw, ready), "gateway").await?;
+    crate::serve::serve(args.listen, gateway::app(gw, ready), "gateway").await?;
     Ok(ExitCode::SUCCESS)
 }
