@@ -18,8 +18,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -73,6 +73,9 @@ pub enum PipeError {
     /// The connection ended before this request's answer began: it may be sent again.
     #[error("the connection closed before answering")]
     Closed,
+    /// The connection retired or ended before this request was written: it is sent on another.
+    #[error("the connection closed before the request was sent")]
+    NotSent,
     /// The connection broke (reset, refused write): its requests end as [`PipeError::Closed`].
     #[error("the connection failed: {0}")]
     Io(std::io::Error),
@@ -106,7 +109,7 @@ pub struct Pipelined {
 struct Slot {
     tx: RwLock<mpsc::UnboundedSender<Job>>,
     /// Jobs given to this slot and not yet answered: the least loaded slot takes the next one.
-    load: Arc<AtomicUsize>,
+    load: AtomicUsize,
 }
 
 impl std::fmt::Debug for Pipelined {
@@ -147,7 +150,7 @@ impl Pipelined {
         let authority = format!("{host}:{}", uri.port_u16().unwrap_or(80));
         let base_path = uri.path().trim_end_matches('/').to_owned();
         let slots = (0..settings.connections.max(1))
-            .map(|_| Slot { tx: RwLock::new(closed_sender()), load: Arc::new(AtomicUsize::new(0)) })
+            .map(|_| Slot { tx: RwLock::new(closed_sender()), load: AtomicUsize::new(0) })
             .collect();
         Some(Self { url: url.to_owned(), authority, base_path, settings, slots, next: AtomicUsize::new(0) })
     }
@@ -177,7 +180,9 @@ impl Pipelined {
             let _load = Load::on(&slot.load);
             self.dispatch(slot, job);
             match answer.await.unwrap_or(Err(PipeError::Closed)) {
+                Err(PipeError::NotSent) if Instant::now() < deadline => {}
                 Err(PipeError::Closed) if attempt < 2 && Instant::now() < deadline => attempt += 1,
+                Err(PipeError::NotSent) => return Err(PipeError::TimedOut),
                 other => return other,
             }
         }
@@ -409,12 +414,12 @@ impl Conn {
         if progressed { Poll::Ready(Event::Progress) } else { Poll::Pending }
     }
 
-    /// Stop taking jobs; those already queued for this connection are sent again on another.
+    /// Stop taking jobs; those already queued for this connection are sent on another.
     fn retire(&mut self) {
         self.accepting = false;
         self.rx.close();
         while let Ok(job) = self.rx.try_recv() {
-            let _ = job.reply.send(Err(PipeError::Closed));
+            let _ = job.reply.send(Err(PipeError::NotSent));
         }
     }
 

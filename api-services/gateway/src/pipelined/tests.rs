@@ -4,7 +4,7 @@ use axum::routing::get;
 use http_body_util::BodyExt;
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MAX: usize = 1 << 20;
@@ -156,6 +156,27 @@ async fn connections_are_recycled_after_their_share_of_requests() {
         assert_eq!(text(r.unwrap()).await, n.to_string());
     }
     assert_eq!(peers.lock().unwrap().len(), 4, "3 + 3 + 3 + 1 requests");
+}
+
+#[tokio::test]
+async fn recycling_under_concurrent_load_fails_no_read() {
+    let (addr, peers) = echo_server().await;
+    // Every connection retires after 5 requests while 300 reads are in flight over 2 of them.
+    let pipe = Arc::new(Pipelined::for_url(&format!("http://{addr}"), settings(2, 5)).unwrap());
+    let tasks: Vec<_> = (0..300u64)
+        .map(|n| {
+            let pipe = pipe.clone();
+            tokio::spawn(async move {
+                let (path, headers) = (format!("/echo/{n}"), HeaderMap::new());
+                (n, pipe.send(&Method::GET, &path, &headers, Duration::from_secs(20)).await)
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (n, r) = t.await.unwrap();
+        assert_eq!(text(r.unwrap()).await, n.to_string());
+    }
+    assert!(peers.lock().unwrap().len() >= 60, "300 reads at 5 per connection");
 }
 
 /// A raw server whose connections each answer `answers` requests and then close without a word.
