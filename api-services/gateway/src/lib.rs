@@ -35,9 +35,9 @@ pub type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
 pub struct Gateway {
     runtime: RwLock<Arc<Runtime>>,
     limiter: Limiter,
-    breakers: Mutex<HashMap<String, Arc<Breaker>>>,
-    /// Pipelined read connections per upstream name; replaced when its URL or settings change.
-    pipes: Mutex<HashMap<String, Arc<Pipelined>>>,
+    /// Per upstream name: its breaker, and its pipelined read connections (replaced when its URL or
+    /// pipeline settings change). One lock and one lookup per forwarded request.
+    upstreams: Mutex<HashMap<String, UpstreamState>>,
     client: UpstreamClient,
     retry_tokens: Mutex<f64>,
     openapi: Bytes,
@@ -61,8 +61,7 @@ impl Gateway {
         Arc::new(Self {
             runtime: RwLock::new(Arc::new(runtime)),
             limiter,
-            breakers: Mutex::new(HashMap::new()),
-            pipes: Mutex::new(HashMap::new()),
+            upstreams: Mutex::new(HashMap::new()),
             client,
             retry_tokens: Mutex::new(10.0),
             openapi,
@@ -79,25 +78,23 @@ impl Gateway {
         *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(runtime);
     }
 
-    fn breaker(&self, upstream: &str) -> Arc<Breaker> {
-        let mut map = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(upstream.to_owned()).or_default().clone()
-    }
-
-    /// The pipelined connections for reads to upstream `name`, unless it turns pipelining off.
-    fn pipe(&self, name: &str, upstream: &config::Upstream) -> Option<Arc<Pipelined>> {
-        if !upstream.pipeline.enabled {
-            return None;
+    /// Upstream `name`'s breaker, and its pipelined connections when `pipelined` is asked for and its
+    /// config does not turn them off.
+    fn upstream(
+        &self,
+        name: &str,
+        upstream: &config::Upstream,
+        pipelined: bool,
+    ) -> (Arc<Breaker>, Option<Arc<Pipelined>>) {
+        let mut map = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
+        let state = map.entry(name.to_owned()).or_default();
+        if !(pipelined && upstream.pipeline.enabled) {
+            return (state.breaker.clone(), None);
         }
-        let mut map = self.pipes.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = map.get(name)
-            && p.serves(&upstream.url, &upstream.pipeline)
-        {
-            return Some(p.clone());
+        if !state.pipe.as_ref().is_some_and(|p| p.serves(&upstream.url, &upstream.pipeline)) {
+            state.pipe = Pipelined::for_url(&upstream.url, upstream.pipeline).map(Arc::new);
         }
-        let p = Arc::new(Pipelined::for_url(&upstream.url, upstream.pipeline)?);
-        map.insert(name.to_owned(), p.clone());
-        Some(p)
+        (state.breaker.clone(), state.pipe.clone())
     }
 
     /// Every request earns a fraction of a retry; a retry spends one. Bounds retries to that fraction of
@@ -116,6 +113,13 @@ impl Gateway {
             false
         }
     }
+}
+
+/// What the gateway keeps per upstream across reloads.
+#[derive(Default)]
+struct UpstreamState {
+    breaker: Arc<Breaker>,
+    pipe: Option<Arc<Pipelined>>,
 }
 
 /// The gateway's router: its own `/healthz`, `/readyz` (answered by `ready`), `/metrics` and

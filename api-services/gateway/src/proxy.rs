@@ -219,7 +219,9 @@ async fn forward(
     ids: &Ids,
     budget: f64,
 ) -> Response {
-    let breaker = gw.breaker(&route.upstream);
+    // Reads without a body share the pipelined connections; everything else has a connection to itself.
+    let safe_read = matches!(parts.method, Method::GET | Method::HEAD) && body.is_empty();
+    let (breaker, pipe) = gw.upstream(&route.upstream, upstream, safe_read);
     let settings = upstream.breaker;
     gw.earn_retry(budget);
     let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
@@ -235,12 +237,6 @@ async fn forward(
     if let Ok(v) = HeaderValue::from_str(&ids.hop.traceparent()) {
         headers.insert("traceparent", v);
     }
-    // Reads without a body share the pipelined connections; everything else has a connection to itself.
-    let pipe = if matches!(parts.method, Method::GET | Method::HEAD) && body.is_empty() {
-        gw.pipe(&route.upstream, upstream)
-    } else {
-        None
-    };
     let attempts = if retry_safe(parts) { 1 + upstream.retries } else { 1 };
     let timeout = Duration::from_millis(upstream.timeout_ms);
     let mut last: Option<Response> = None;
@@ -257,6 +253,8 @@ async fn forward(
             return e.into_response();
         }
         let result = match &pipe {
+            // The pipelined send keeps its own deadline for a stalled connection; this timeout also
+            // covers a connect that hangs.
             Some(pipe) => tokio::time::timeout(timeout, pipe.send(&parts.method, pq, &headers, timeout))
                 .await
                 .unwrap_or(Err(PipeError::TimedOut))
