@@ -9,6 +9,7 @@ pub mod access;
 pub mod breaker;
 pub mod config;
 mod cors;
+mod latency;
 pub mod limit;
 mod pipelined;
 mod proxy;
@@ -42,6 +43,7 @@ pub struct Gateway {
     retry_tokens: Mutex<f64>,
     openapi: Bytes,
     access: access::AccessLog,
+    latency: latency::LatencyHistograms,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -66,6 +68,7 @@ impl Gateway {
             retry_tokens: Mutex::new(10.0),
             openapi,
             access: access::AccessLog::stderr(),
+            latency: Default::default(),
         })
     }
 

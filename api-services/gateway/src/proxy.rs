@@ -54,18 +54,13 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         && origin.is_some()
         && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
     {
-        (
-            cors::preflight(&config.cors, origin.as_deref().unwrap_or_default()),
-            "preflight".to_owned(),
-            "-".to_owned(),
-            None,
-        )
+        (cors::preflight(&config.cors, origin.as_deref().unwrap_or_default()), "preflight", "-", None)
     } else {
         match config.route(method.as_str(), &path) {
             None => (
                 ApiError::not_found(format!("no route for {method} {path}")).into_response(),
-                "unmatched".into(),
-                "-".into(),
+                "unmatched",
+                "-",
                 None,
             ),
             Some(route) => {
@@ -74,7 +69,7 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
                     Some(up) => pipeline(&gw, &rt, route, up, req, &ids).await,
                     None => (ApiError::internal("route names a missing upstream").into_response(), None),
                 };
-                (r, route.prefix.clone(), route.upstream.clone(), user)
+                (r, route.prefix.as_str(), route.upstream.as_str(), user)
             }
         }
     };
@@ -86,15 +81,14 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    metrics::histogram!("socialnet_gateway_request_seconds", "route" => route_label.clone(), "upstream" => upstream_label.clone(), "status" => status.to_string())
-        .record(elapsed.as_secs_f64());
+    gw.latency.record(route_label, upstream_label, status, elapsed.as_secs_f64());
     if let Some(exporter) = &rt.exporter {
         exporter.record(Span {
             start: wall_start,
             end: wall_start + elapsed,
             method: method.to_string(),
-            route: route_label.clone(),
-            upstream: Some(upstream_label.clone()),
+            route: route_label.to_owned(),
+            upstream: Some(upstream_label.to_owned()),
             status,
             hop: ids.hop.clone(),
         });
@@ -104,8 +98,8 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         trace_id: &ids.hop.trace_id,
         method: method.as_str(),
         path: &path,
-        route: &route_label,
-        upstream: &upstream_label,
+        route: route_label,
+        upstream: upstream_label,
         status,
         user: user.as_deref().unwrap_or("-"),
         ms: elapsed.as_secs_f64() * 1e3,
