@@ -172,9 +172,6 @@ mod tests {
     }
 
     /// Records every value set on a gauge, in order.
-    #[derive(Default)]
-    struct Gauges(std::sync::Arc<Mutex<Vec<f64>>>);
-
     struct Setter(std::sync::Arc<Mutex<Vec<f64>>>);
 
     impl metrics::GaugeFn for Setter {
@@ -185,31 +182,15 @@ mod tests {
         }
     }
 
-    impl metrics::Recorder for Gauges {
-        fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-        fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-        fn describe_histogram(
-            &self,
-            _: metrics::KeyName,
-            _: Option<metrics::Unit>,
-            _: metrics::SharedString,
-        ) {
-        }
-        fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-            metrics::Counter::noop()
-        }
-        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-            metrics::Gauge::from_arc(std::sync::Arc::new(Setter(self.0.clone())))
-        }
-        fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
-            metrics::Histogram::noop()
-        }
-    }
-
     #[test]
     fn the_state_gauge_is_set_first_and_then_on_changes_only() {
-        let gauges = Gauges::default();
-        let values = gauges.0.clone();
+        let values: std::sync::Arc<Mutex<Vec<f64>>> = Default::default();
+        let gauges = {
+            let values = values.clone();
+            crate::test_recorder::TestRecorder::gauges(move |_| {
+                metrics::Gauge::from_arc(std::sync::Arc::new(Setter(values.clone())))
+            })
+        };
         let (s, b, t0) = (settings(), Breaker::default(), Instant::now());
         metrics::with_local_recorder(&gauges, || {
             for _ in 0..3 {

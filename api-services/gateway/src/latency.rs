@@ -55,13 +55,6 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    /// Records every histogram registration (its labels) and every value recorded, with those labels.
-    #[derive(Default, Clone)]
-    struct Recorded {
-        registered: Arc<Mutex<Vec<String>>>,
-        values: Arc<Mutex<Vec<(String, f64)>>>,
-    }
-
     struct Sink(String, Arc<Mutex<Vec<(String, f64)>>>);
 
     impl metrics::HistogramFn for Sink {
@@ -70,33 +63,21 @@ mod tests {
         }
     }
 
-    impl metrics::Recorder for Recorded {
-        fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-        fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-        fn describe_histogram(
-            &self,
-            _: metrics::KeyName,
-            _: Option<metrics::Unit>,
-            _: metrics::SharedString,
-        ) {
-        }
-        fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-            metrics::Counter::noop()
-        }
-        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-            metrics::Gauge::noop()
-        }
-        fn register_histogram(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
-            let labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
-            let name = format!("{}{{{}}}", key.name(), labels.join(","));
-            self.registered.lock().unwrap().push(name.clone());
-            metrics::Histogram::from_arc(Arc::new(Sink(name, self.values.clone())))
-        }
-    }
-
     #[test]
     fn each_label_set_is_registered_once_and_every_value_lands_in_its_own_series() {
-        let recorder = Recorded::default();
+        // Every registration (by its labels), and every value recorded with those labels.
+        let registered: Arc<Mutex<Vec<String>>> = Arc::default();
+        let values: Arc<Mutex<Vec<(String, f64)>>> = Arc::default();
+        let recorder = {
+            let (registered, values) = (registered.clone(), values.clone());
+            crate::test_recorder::TestRecorder::histograms(move |key| {
+                let labels: Vec<String> =
+                    key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+                let name = format!("{}{{{}}}", key.name(), labels.join(","));
+                registered.lock().unwrap().push(name.clone());
+                metrics::Histogram::from_arc(Arc::new(Sink(name, values.clone())))
+            })
+        };
         let latency = LatencyHistograms::default();
         metrics::with_local_recorder(&recorder, || {
             latency.record("/v1/", "read", 200, 0.001);
@@ -109,11 +90,10 @@ mod tests {
             format!("socialnet_gateway_request_seconds{{route={route},upstream={upstream},status={status}}}")
         };
         assert_eq!(
-            *recorder.registered.lock().unwrap(),
+            *registered.lock().unwrap(),
             vec![series("/v1/", "read", 200), series("/v1/", "read", 404), series("/v1/", "write", 200)]
         );
-        let ok_reads: Vec<f64> = recorder
-            .values
+        let ok_reads: Vec<f64> = values
             .lock()
             .unwrap()
             .iter()
@@ -121,6 +101,6 @@ mod tests {
             .map(|(_, v)| *v)
             .collect();
         assert_eq!(ok_reads, vec![0.001, 0.002, 0.005]);
-        assert_eq!(recorder.values.lock().unwrap().len(), 5, "every request recorded once");
+        assert_eq!(values.lock().unwrap().len(), 5, "every request recorded once");
     }
 }

@@ -14,6 +14,8 @@ pub mod limit;
 mod pipelined;
 mod proxy;
 mod reload;
+#[cfg(test)]
+mod test_recorder;
 
 pub use config::GatewayConfig;
 pub use pipelined::{PipeError, Pipelined};
