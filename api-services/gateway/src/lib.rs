@@ -55,8 +55,19 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// `openapi`: the public API document served at `/openapi.json`.
+    /// `openapi`: the public API document served at `/openapi.json`. The access log goes to stderr.
     pub fn new(runtime: Runtime, limiter: Limiter, openapi: Bytes) -> Arc<Self> {
+        Self::with_access_log(runtime, limiter, openapi, access::AccessLog::stderr())
+    }
+
+    /// As [`Gateway::new`], with the access log written to `access` (a benchmark sends it to `/dev/null`:
+    /// formatting and writing it still count, the disk behind a log file does not).
+    pub fn with_access_log(
+        runtime: Runtime,
+        limiter: Limiter,
+        openapi: Bytes,
+        access: access::AccessLog,
+    ) -> Arc<Self> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -69,7 +80,7 @@ impl Gateway {
             client,
             retry_tokens: Mutex::new(10.0),
             openapi,
-            access: access::AccessLog::stderr(),
+            access,
             latency: Default::default(),
         })
     }

@@ -127,6 +127,10 @@ impl Limiter {
                 if map.len() > 200_000 {
                     map.retain(|_, tat| *tat > now);
                 }
+                // Only a new key is copied: a known one is found by reference (most requests).
+                if let Some(tat) = map.get_mut(key) {
+                    return gcra(tat, now, rate);
+                }
                 gcra(map.entry(key.to_owned()).or_insert(0.0), now, rate)
             }
             Self::Redis(batcher) => {

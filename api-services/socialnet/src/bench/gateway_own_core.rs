@@ -5,7 +5,8 @@
 
 use super::cpu::CpuSample;
 use super::gateway::{
-    Fixture, ROUTES, bare_pipelined_proxy, bare_proxy, fixture, gateway_app, get, report, wait_projected,
+    Fixture, Paced, ROUTES, bare_pipelined_proxy, bare_proxy, fixture, gateway_app, get, paced_overhead,
+    report, wait_projected,
 };
 use super::http_load::{self, LoadResult};
 use super::percentile;
@@ -88,11 +89,17 @@ fn measure(
     Ok(Measured { result, us_per_request })
 }
 
-/// The own-core measurement of every route, printed, and returned as JSON. Blocking: call it from a
-/// thread outside any runtime (it builds and drops its own).
+/// Share of a route's direct closed-loop rate offered in the paced measurement: well below saturation,
+/// so that latency shows what the gateway adds to a request rather than queueing for a full core.
+const PACED_SHARE: f64 = 0.5;
+
+/// The own-core measurement of every route, printed, and returned as JSON: closed loop, then (unless
+/// `paced_rounds` is 0) open loop at half the route's direct rate. Blocking: call it from a thread outside
+/// any runtime (it builds and drops its own).
 pub fn run(
     clients: usize,
     seconds: u64,
+    paced_rounds: u32,
     redis_url: Option<String>,
     failed: &mut u64,
 ) -> anyhow::Result<serde_json::Value> {
@@ -193,11 +200,26 @@ pub fn run(
                 "read_api_cpu_us_per_request": api_us,
             }));
         }
+        let paced = if paced_rounds > 0 {
+            let pace = Paced {
+                clients,
+                rate: (direct_rate * PACED_SHARE).round() as u64,
+                seconds,
+                rounds: paced_rounds,
+            };
+            let (tokens, gws) = (fx.tokens.clone(), gateways.clone());
+            let (v, f) =
+                on(&load, async move { paced_overhead(pace, label, suffix, direct, gws, tokens).await })?;
+            *failed += f;
+            v
+        } else {
+            serde_json::Value::Null
+        };
         routes.push(serde_json::json!({
             "route": label, "direct_rps": direct_rate.round(), "direct_p99_ms": direct_p99,
             "direct_read_api_cpu_us_per_request": direct_api_us, "bare_proxy_rps": bare_rate.round(),
             "bare_proxy_cpu_us_per_request": bare_us, "bare_pipelined_proxy_rps": piped_rate.round(),
-            "bare_pipelined_proxy_cpu_us_per_request": piped_us, "gateways": out,
+            "bare_pipelined_proxy_cpu_us_per_request": piped_us, "gateways": out, "paced": paced,
         }));
     }
     // The runtimes are dropped here, on this (non-runtime) thread, with their servers.

@@ -5,6 +5,7 @@ mod cpu;
 mod dataset;
 mod gateway;
 mod gateway_own_core;
+mod gateway_verdict;
 mod http_load;
 mod read;
 mod visible;
