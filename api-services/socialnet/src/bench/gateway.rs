@@ -440,6 +440,7 @@ pub(super) async fn paced_overhead(
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    // The direct side's p99 of every pair, gateway after gateway.
     let direct_p99s: Vec<f64> = overheads.iter().flatten().map(|r| r.3).collect();
     println!(
         "  at {} req/s offered (open loop, below saturation; half directly, half through a gateway, at once), {rounds} rounds of {:.1} s; direct p99 {:.2} ms (median pair):",
@@ -463,7 +464,7 @@ pub(super) async fn paced_overhead(
         }));
     }
     let v = serde_json::json!({
-        "offered_rps": pace.rate, "rounds": rounds, "direct_p99_ms_by_round": direct_p99s, "gateways": out,
+        "offered_rps": pace.rate, "rounds": rounds, "direct_p99_ms_by_pair": direct_p99s, "gateways": out,
     });
     (v, failed)
 }
