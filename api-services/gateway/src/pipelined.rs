@@ -12,6 +12,7 @@
 //! never got an answer are sent again on a fresh connection. Connections are retired after
 //! `recycle_after` requests so that an upstream Service with several pods keeps being balanced.
 
+pub use crate::config::PipelineSettings;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 use bytes::{Buf, Bytes, BytesMut};
@@ -25,46 +26,6 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
-
-/// How a pipelined upstream is used; `upstreams.NAME.pipeline` in the config.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PipelineSettings {
-    /// Send reads over the pipelined connections (false: every request goes through the pool).
-    pub enabled: bool,
-    /// Connections kept to the upstream. Each carries many requests, so a few suffice; behind a Service
-    /// with several pods, give at least two per pod (connections are balanced, not requests).
-    pub connections: usize,
-    /// Requests one connection has written and not yet seen answered, at most.
-    pub depth: usize,
-    /// A connection takes this many requests, then finishes them and closes (rebalancing).
-    pub recycle_after: u64,
-    /// Answers larger than this are refused (502): a pipelined answer is read whole.
-    pub max_answer_bytes: usize,
-}
-
-impl Default for PipelineSettings {
-    fn default() -> Self {
-        Self { enabled: true, connections: 8, depth: 64, recycle_after: 10_000, max_answer_bytes: 8 << 20 }
-    }
-}
-
-impl PipelineSettings {
-    pub(crate) fn check(&self, name: &str, errors: &mut Vec<String>) {
-        if self.connections == 0 || self.connections > 1024 {
-            errors.push(format!("upstream {name}: pipeline.connections must be 1–1024"));
-        }
-        if self.depth == 0 || self.depth > 1024 {
-            errors.push(format!("upstream {name}: pipeline.depth must be 1–1024"));
-        }
-        if self.recycle_after == 0 {
-            errors.push(format!("upstream {name}: pipeline.recycle_after must be at least 1"));
-        }
-        if self.max_answer_bytes < 1024 {
-            errors.push(format!("upstream {name}: pipeline.max_answer_bytes must be at least 1024"));
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipeError {

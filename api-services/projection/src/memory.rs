@@ -61,6 +61,7 @@ struct Generation {
 struct Inner {
     current: Option<u64>,
     generations: BTreeMap<u64, Generation>,
+    rebuild: Option<contract::admin::RebuildProgress>,
 }
 
 #[derive(Debug, Clone)]
@@ -251,6 +252,15 @@ impl KvRead for MemoryView {
 impl ProjectionTarget for MemoryTarget {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    async fn record_rebuild(&self, progress: &contract::admin::RebuildProgress) -> Result<(), ProjectionError> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner()).rebuild = Some(progress.clone());
+        Ok(())
+    }
+
+    async fn last_rebuild(&self) -> Result<Option<contract::admin::RebuildProgress>, ProjectionError> {
+        Ok(self.read().rebuild.clone())
     }
 
     fn view(&self, generation: u64) -> Arc<dyn KvRead> {

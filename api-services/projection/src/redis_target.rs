@@ -9,6 +9,7 @@ use crate::invalidation::Invalidation;
 use crate::keys::Keys;
 use crate::ops::Op;
 use crate::target::{HomeItem, HomePage, KvRead, ProjectionError, ProjectionTarget, TargetState};
+use contract::admin::RebuildProgress;
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -156,6 +157,11 @@ impl RedisTarget {
 
     fn current_key(&self) -> String {
         format!("{}:current", self.name)
+    }
+
+    /// Outside every generation: a rebuild writes it while it builds a new one.
+    fn rebuild_key(&self) -> String {
+        format!("{}:rebuild", self.name)
     }
 
     fn prefix(&self, generation: u64) -> String {
@@ -677,6 +683,33 @@ impl ProjectionTarget for RedisTarget {
             }
         }
         Ok(out)
+    }
+
+    async fn record_rebuild(&self, progress: &RebuildProgress) -> Result<(), ProjectionError> {
+        let json = serde_json::to_string(progress)
+            .map_err(|e| ProjectionError::Corrupt(format!("encoding rebuild progress: {e}")))?;
+        // Kept a week: long enough to be read after the run, gone when nobody cares any more.
+        let _: () = redis::cmd("SET")
+            .arg(self.rebuild_key())
+            .arg(json)
+            .arg("EX")
+            .arg(7 * 86_400)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn last_rebuild(&self) -> Result<Option<RebuildProgress>, ProjectionError> {
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(self.rebuild_key())
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        raw.map(|r| {
+            serde_json::from_str(&r).map_err(|e| ProjectionError::Corrupt(format!("rebuild progress: {e}")))
+        })
+        .transpose()
     }
 
     async fn invalidations(

@@ -5,6 +5,7 @@ use crate::dump::{Dump, ImageValue};
 use crate::invalidation::Invalidation;
 use crate::ops::Op;
 use async_trait::async_trait;
+use contract::admin::RebuildProgress;
 use eventstore::GlobalCursor;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -184,6 +185,18 @@ pub trait ProjectionTarget: Send + Sync {
     async fn drop_generation(&self, generation: u64) -> Result<u64, ProjectionError>;
     async fn dump(&self, generation: u64) -> Result<Dump, ProjectionError>;
     async fn ping(&self) -> Result<(), ProjectionError>;
+
+    /// Record a rebuild's progress in the target, where whoever watches it can read it (only the last
+    /// record is kept). A target that keeps none ignores it.
+    async fn record_rebuild(&self, progress: &RebuildProgress) -> Result<(), ProjectionError> {
+        let _ = progress;
+        Ok(())
+    }
+
+    /// The last rebuild progress recorded in the target, if any.
+    async fn last_rebuild(&self) -> Result<Option<RebuildProgress>, ProjectionError> {
+        Ok(None)
+    }
 
     /// Subscribe to this target's change notices (see [`crate::invalidation`]). `None` when the target
     /// sends none, so readers must not cache its answers. The stream ends when the subscription is lost:

@@ -4,17 +4,16 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use eventstore::EventStore;
-use projection::TargetState;
-use serde::Serialize;
+use contract::admin::{Checkpoint, ProjectorProjections, ProjectorTarget};
+use projection::{ProjectionTarget, TargetState};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct TargetStatus {
     pub name: String,
     pub healthy: bool,
     pub generation: Option<u64>,
-    #[serde(skip)]
     pub state: Option<TargetState>,
     pub error: Option<String>,
 }
@@ -42,46 +41,53 @@ impl Shared {
     }
 }
 
-/// The JSON of one target: health, generation, checkpoint, events applied, lag in events and seconds.
-pub async fn status_of(store: &dyn EventStore, s: &TargetStatus) -> serde_json::Value {
+/// One target's admin view: health, generation, checkpoint, events applied, exact lag in events and
+/// seconds, and the last rebuild recorded in it.
+pub async fn status_of(store: &dyn EventStore, s: &TargetStatus, target: Option<&dyn ProjectionTarget>) -> ProjectorTarget {
     let cursor = s.state.map(|st| st.cursor).unwrap_or_default();
-    let lag_events = store.count_after(cursor).await.ok();
+    let lag_events = store.count_after(cursor).await.ok().map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     let now_ms = chrono::Utc::now().timestamp_millis();
     let lag_seconds = match (lag_events, s.state) {
-        (Some(0), _) => 0.0,
-        (_, Some(st)) if st.last_event_ms > 0 => ((now_ms - st.last_event_ms).max(0) as f64) / 1000.0,
-        _ => f64::NAN,
+        (Some(0), _) => Some(0.0),
+        (_, Some(st)) if st.last_event_ms > 0 => Some(((now_ms - st.last_event_ms).max(0) as f64) / 1000.0),
+        _ => None,
     };
-    serde_json::json!({
-        "name": s.name,
-        "healthy": s.healthy,
-        "generation": s.generation,
-        "checkpoint": s.state.map(|st| serde_json::json!({"tx_id": st.cursor.tx_id, "position": st.cursor.position})),
-        "events_applied": s.state.map(|st| st.events),
-        "lag_events": lag_events,
-        "lag_seconds": if lag_seconds.is_nan() { serde_json::Value::Null } else { serde_json::json!(lag_seconds) },
-        "error": s.error,
-    })
+    let rebuild = match target {
+        Some(t) => t.last_rebuild().await.ok().flatten(),
+        None => None,
+    };
+    ProjectorTarget {
+        name: s.name.clone(),
+        healthy: s.healthy,
+        generation: s.generation,
+        checkpoint: s.state.map(|st| Checkpoint { tx_id: st.cursor.tx_id, position: st.cursor.position }),
+        events_applied: s.state.map(|st| st.events),
+        lag_events,
+        lag_seconds,
+        error: s.error.clone(),
+        rebuild,
+    }
 }
 
 #[derive(Clone)]
 struct AdminState {
     store: Arc<dyn EventStore>,
     status: Shared,
+    targets: Vec<Arc<dyn ProjectionTarget>>,
+}
+
+async fn projections(State(st): State<AdminState>) -> Json<ProjectorProjections> {
+    let mut targets = Vec::new();
+    for s in st.status.all() {
+        let target = st.targets.iter().find(|t| t.name() == s.name).map(|t| t.as_ref());
+        targets.push(status_of(st.store.as_ref(), &s, target).await);
+    }
+    Json(ProjectorProjections { targets })
 }
 
 /// `GET /admin/projections`.
-pub fn admin_routes(store: Arc<dyn EventStore>, status: Shared) -> Router {
+pub fn admin_routes(store: Arc<dyn EventStore>, status: Shared, targets: Vec<Arc<dyn ProjectionTarget>>) -> Router {
     Router::new()
-        .route(
-            "/admin/projections",
-            get(|State(st): State<AdminState>| async move {
-                let mut targets = Vec::new();
-                for s in st.status.all() {
-                    targets.push(status_of(st.store.as_ref(), &s).await);
-                }
-                Json(serde_json::json!({"targets": targets}))
-            }),
-        )
-        .with_state(AdminState { store, status })
+        .route("/admin/projections", get(projections))
+        .with_state(AdminState { store, status, targets })
 }

@@ -4,6 +4,7 @@
 use crate::AppState;
 use crate::cache::CachedPage;
 use axum::Json;
+use contract::admin::SwitchActive;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -274,20 +275,13 @@ pub async fn stream_events(
 
 pub async fn admin_list(State(st): State<AppState>, auth: Authenticated) -> Result<Response, ApiError> {
     require_admin(&auth)?;
-    Ok(Json(serde_json::json!({"active": st.targets.active(), "targets": st.targets.describe()}))
-        .into_response())
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SwitchBody {
-    target: String,
+    Ok(Json(st.targets.view()).into_response())
 }
 
 pub async fn admin_switch(
     State(st): State<AppState>,
     auth: Authenticated,
-    JsonBody(body): JsonBody<SwitchBody>,
+    JsonBody(body): JsonBody<SwitchActive>,
 ) -> Result<Response, ApiError> {
     require_admin(&auth)?;
     if !st.targets.set_active(&body.target) {
@@ -298,8 +292,7 @@ pub async fn admin_switch(
         )));
     }
     tracing::info!(target = %body.target, "active projection target switched");
-    Ok(Json(serde_json::json!({"active": st.targets.active(), "targets": st.targets.describe()}))
-        .into_response())
+    Ok(Json(st.targets.view()).into_response())
 }
 
 pub async fn not_found() -> ApiError {

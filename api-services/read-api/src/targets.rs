@@ -1,7 +1,7 @@
 //! The projection targets a read API can read, their health, breakers, and which one is active.
 
 use crate::cache::{CachedPage, PageCache};
-use eventstore::GlobalCursor;
+use contract::admin::{Breaker, Checkpoint, HomeCache, ReadApiProjections, ReadTarget};
 use futures::StreamExt;
 use projection::{KvRead, ProjectionError, ProjectionTarget, TargetState};
 use std::sync::{Arc, Mutex, RwLock};
@@ -312,7 +312,7 @@ impl TargetSet {
     }
 
     /// The admin view of every target.
-    pub fn describe(&self) -> Vec<serde_json::Value> {
+    pub fn describe(&self) -> Vec<ReadTarget> {
         let best = self.best_position();
         let active = self.active();
         self.entries
@@ -321,25 +321,33 @@ impl TargetSet {
                 let h = e.health.read().unwrap_or_else(|p| p.into_inner()).clone();
                 let usable = self.usable(e, best);
                 let (hits, misses) = e.cache.hits_and_misses();
-                let cursor = h.state.map(|s| s.cursor).unwrap_or(GlobalCursor::START);
-                serde_json::json!({
-                    "name": e.target.name(),
-                    "active": e.target.name() == active,
-                    "healthy": usable.is_ok(),
-                    "reason": usable.err(),
-                    "reachable": h.reachable,
-                    "breaker": if Self::breaker_open(e) { "open" } else { "closed" },
-                    "generation": h.generation,
-                    "checkpoint": h.state.map(|_| serde_json::json!({"tx_id": cursor.tx_id, "position": cursor.position})),
-                    "events_applied": h.state.map(|s| s.events),
-                    "lag_positions": h.state.map(|s| best - s.cursor.position),
-                    "lag_seconds": h.state.map(|s| if s.cursor.position >= best { 0.0 } else {
-                        ((chrono::Utc::now().timestamp_millis() - s.last_event_ms).max(0) as f64) / 1000.0 }),
-                    "error": h.error,
-                    "home_cache": {"live": e.cache.is_live(), "pages": e.cache.len(), "hits": hits,
-                        "misses": misses},
-                })
+                ReadTarget {
+                    name: e.target.name().to_owned(),
+                    active: e.target.name() == active,
+                    healthy: usable.is_ok(),
+                    reason: usable.err(),
+                    reachable: h.reachable,
+                    breaker: if Self::breaker_open(e) { Breaker::Open } else { Breaker::Closed },
+                    generation: h.generation,
+                    checkpoint: h.state.map(|s| Checkpoint { tx_id: s.cursor.tx_id, position: s.cursor.position }),
+                    events_applied: h.state.map(|s| s.events),
+                    lag_events: h.state.map(|s| best - s.cursor.position),
+                    lag_seconds: h.state.map(|s| {
+                        if s.cursor.position >= best {
+                            0.0
+                        } else {
+                            ((chrono::Utc::now().timestamp_millis() - s.last_event_ms).max(0) as f64) / 1000.0
+                        }
+                    }),
+                    error: h.error,
+                    home_cache: HomeCache { live: e.cache.is_live(), pages: e.cache.len() as u64, hits, misses },
+                }
             })
             .collect()
+    }
+
+    /// The admin view of this pod: its active target and every target.
+    pub fn view(&self) -> ReadApiProjections {
+        ReadApiProjections { active: self.active(), targets: self.describe() }
     }
 }

@@ -233,6 +233,10 @@ pub enum ProjectorCommand {
         /// does not fit in this process's memory).
         #[arg(long)]
         streaming: bool,
+        /// A name for this run, kept with the progress it records in the target (the operator passes its
+        /// Job's name, to tell this rebuild's progress from an older one's).
+        #[arg(long, env = "SOCIALNET_REBUILD_RUN_ID")]
+        run_id: Option<String>,
     },
     /// Replay the event store in memory and list every difference with one target (exit 1 if any).
     Verify {

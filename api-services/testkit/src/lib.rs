@@ -62,6 +62,21 @@ impl ChildGuard {
         Self(Some(cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"))))
     }
 
+    /// Stop it as Kubernetes stops a pod (SIGTERM) and wait up to `limit` for it to exit; true when it did.
+    pub fn terminate(&mut self, limit: Duration) -> bool {
+        let Some(c) = self.0.as_mut() else { return true };
+        let _ = std::process::Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if matches!(c.try_wait(), Ok(Some(_))) {
+                self.0 = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     /// Kill it hard, as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.0.take() {

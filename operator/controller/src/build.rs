@@ -17,6 +17,8 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
+use crate::children::Child;
+use contract::gateway::{ClassLimits, GatewayConfig, Otlp, Rate, Route, Upstream};
 use socialnet_crd::{ComponentSpec, SecretKeyRef, SocialCluster};
 use std::collections::BTreeMap;
 
@@ -144,53 +146,21 @@ fn env(sc: &SocialCluster, c: Component) -> Vec<EnvVar> {
     let s = &sc.spec;
     let mut env =
         vec![plain_env("SOCIALNET_LISTEN", format!("0.0.0.0:{PORT}")), plain_env("RUST_LOG", "info")];
-    let needs_store =
-        matches!(c, Component::WriteApi | Component::Ingester | Component::Projector | Component::ReadApi);
-    let needs_queue = matches!(c, Component::WriteApi | Component::Ingester);
-    let needs_auth = matches!(c, Component::Gateway | Component::WriteApi | Component::ReadApi);
-    let needs_targets = matches!(c, Component::Projector | Component::ReadApi);
-    if needs_store {
+    if matches!(c, Component::WriteApi | Component::Ingester | Component::Projector | Component::ReadApi) {
         env.push(secret_env("SOCIALNET_DATABASE_URL", &s.event_store.primary));
-        if let Some(b) = &s.event_store.backup {
-            env.push(secret_env("SOCIALNET_BACKUP_DATABASE_URL", b));
-        }
+        env.extend(s.event_store.backup.as_ref().map(|b| secret_env("SOCIALNET_BACKUP_DATABASE_URL", b)));
     }
-    if needs_queue {
+    if matches!(c, Component::WriteApi | Component::Ingester) {
         env.push(secret_env("SOCIALNET_NATS_URL", &s.queue.primary));
-        if let Some(q) = &s.queue.secondary {
-            env.push(secret_env("SOCIALNET_NATS_SECONDARY_URL", q));
-        }
+        env.extend(s.queue.secondary.as_ref().map(|q| secret_env("SOCIALNET_NATS_SECONDARY_URL", q)));
     }
-    if needs_auth {
+    if matches!(c, Component::Gateway | Component::WriteApi | Component::ReadApi) {
         env.push(secret_env("SOCIALNET_JWT_SECRET", &s.auth.jwt_secret));
-        if let Some(i) = &s.auth.issuer {
-            env.push(plain_env("SOCIALNET_JWT_ISSUER", i.clone()));
-        }
-        if let Some(a) = &s.auth.audience {
-            env.push(plain_env("SOCIALNET_JWT_AUDIENCE", a.clone()));
-        }
+        env.extend(s.auth.issuer.as_ref().map(|i| plain_env("SOCIALNET_JWT_ISSUER", i.clone())));
+        env.extend(s.auth.audience.as_ref().map(|a| plain_env("SOCIALNET_JWT_AUDIENCE", a.clone())));
     }
-    if needs_targets {
-        // Each URL comes from its Secret; SOCIALNET_TARGETS refers to them with $(VAR) expansion.
-        let mut parts = Vec::new();
-        let mut mongo = Vec::new();
-        for t in &s.projections.targets {
-            let var = format!("SOCIALNET_REDIS_{}", t.name.to_uppercase().replace('-', "_"));
-            env.push(secret_env(&var, &t.redis));
-            parts.push(format!("{}=$({var})", t.name));
-            if let Some(m) = t.mongodb.as_ref().filter(|_| c == Component::Projector) {
-                let mvar = format!("SOCIALNET_MONGO_{}", t.name.to_uppercase().replace('-', "_"));
-                env.push(secret_env(&mvar, m));
-                mongo.push(format!("{}-docs=$({mvar})", t.name));
-            }
-        }
-        env.push(plain_env("SOCIALNET_TARGETS", parts.join(",")));
-        if !mongo.is_empty() {
-            env.push(plain_env("SOCIALNET_MONGO_TARGETS", mongo.join(",")));
-        }
-        if let Some(f) = s.projections.fanout_threshold {
-            env.push(plain_env("SOCIALNET_FANOUT_THRESHOLD", f.to_string()));
-        }
+    if matches!(c, Component::Projector | Component::ReadApi) {
+        env.extend(target_env(sc, c));
     }
     if matches!(c, Component::WriteApi | Component::ReadApi)
         && let Some(e) = s.gateway_policy.as_ref().and_then(|p| p.otlp_endpoint.as_ref())
@@ -201,25 +171,41 @@ fn env(sc: &SocialCluster, c: Component) -> Vec<EnvVar> {
     }
     if c == Component::ReadApi {
         // New read API pods start on the active target recorded in the ConfigMap.
+        let key = ConfigMapKeySelector { name: config_map_name(sc), key: "active".into(), optional: Some(true) };
         env.push(EnvVar {
             name: "SOCIALNET_ACTIVE_TARGET".into(),
-            value_from: Some(EnvVarSource {
-                config_map_key_ref: Some(ConfigMapKeySelector {
-                    name: config_map_name(sc),
-                    key: "active".into(),
-                    optional: Some(true),
-                }),
-                ..EnvVarSource::default()
-            }),
+            value_from: Some(EnvVarSource { config_map_key_ref: Some(key), ..EnvVarSource::default() }),
             ..EnvVar::default()
         });
     }
     if c == Component::Gateway {
         env.push(plain_env("SOCIALNET_GATEWAY_CONFIG", format!("{GATEWAY_CONFIG_DIR}/{GATEWAY_CONFIG_KEY}")));
-        if let Some(r) = s.gateway_policy.as_ref().and_then(|p| p.rate_limit_redis.as_ref()) {
-            env.push(secret_env("SOCIALNET_GATEWAY_REDIS_URL", r));
+        let redis = s.gateway_policy.as_ref().and_then(|p| p.rate_limit_redis.as_ref());
+        env.extend(redis.map(|r| secret_env("SOCIALNET_GATEWAY_REDIS_URL", r)));
+    }
+    env
+}
+
+/// The projection targets: each URL from its Secret, `SOCIALNET_TARGETS` referring to them with `$(VAR)`.
+fn target_env(sc: &SocialCluster, c: Component) -> Vec<EnvVar> {
+    let s = &sc.spec;
+    let var = |kind: &str, name: &str| format!("SOCIALNET_{kind}_{}", name.to_uppercase().replace('-', "_"));
+    let (mut env, mut parts, mut mongo) = (Vec::new(), Vec::new(), Vec::new());
+    for t in &s.projections.targets {
+        let redis = var("REDIS", &t.name);
+        env.push(secret_env(&redis, &t.redis));
+        parts.push(format!("{}=$({redis})", t.name));
+        if let Some(m) = t.mongodb.as_ref().filter(|_| c == Component::Projector) {
+            let docs = var("MONGO", &t.name);
+            env.push(secret_env(&docs, m));
+            mongo.push(format!("{}-docs=$({docs})", t.name));
         }
     }
+    env.push(plain_env("SOCIALNET_TARGETS", parts.join(",")));
+    if !mongo.is_empty() {
+        env.push(plain_env("SOCIALNET_MONGO_TARGETS", mongo.join(",")));
+    }
+    env.extend(s.projections.fanout_threshold.map(|f| plain_env("SOCIALNET_FANOUT_THRESHOLD", f.to_string())));
     env
 }
 
@@ -230,69 +216,57 @@ pub fn gateway_config_name(sc: &SocialCluster) -> String {
 const GATEWAY_CONFIG_DIR: &str = "/etc/socialnet/gateway";
 const GATEWAY_CONFIG_KEY: &str = "gateway.yaml";
 
-/// A YAML (JSON) string literal.
-fn quoted(s: &str) -> String {
-    serde_json::Value::from(s).to_string()
-}
-
-/// The gateway's config file: the write and read APIs' Services as upstreams, the cluster's token
-/// settings, default limits. Mounted from a ConfigMap; the gateway reloads it when the kubelet updates the
-/// file, so a change here needs no rollout.
-pub fn gateway_config_map(sc: &SocialCluster) -> ConfigMap {
+/// The gateway's config: the write and read APIs' Services as upstreams, the cluster's token settings,
+/// the spec's gateway policy (limits, CORS, trusted proxy header, span export, access-log share).
+pub fn gateway_config(sc: &SocialCluster) -> GatewayConfig {
     let auth = &sc.spec.auth;
     let policy = sc.spec.gateway_policy.clone().unwrap_or_default();
-    let mut auth_lines = vec!["  hs256_secret_env: SOCIALNET_JWT_SECRET".to_owned()];
-    if let Some(i) = &auth.issuer {
-        auth_lines.push(format!("  issuer: {}", quoted(i)));
+    let upstream = |c: Component| Upstream::new(format!("http://{}:{PORT}", object_name(sc, c)));
+    let mut read = upstream(Component::ReadApi);
+    read.pipeline.connections = usize::try_from(read_connections(sc)).unwrap_or(8);
+    let upstreams = BTreeMap::from([("write".to_owned(), upstream(Component::WriteApi)), ("read".to_owned(), read)]);
+    let route = |methods: &[&str], upstream: &str| Route {
+        prefix: "/v1/".into(),
+        methods: methods.iter().map(|m| (*m).to_owned()).collect(),
+        upstream: upstream.into(),
+        class: Some(upstream.into()),
+        auth: true,
+    };
+    let mut config = GatewayConfig::new(upstreams, vec![route(&["GET", "HEAD"], "read"), route(&[], "write")]);
+    config.auth.hs256_secret_env = Some("SOCIALNET_JWT_SECRET".into());
+    config.auth.issuer = auth.issuer.clone();
+    config.auth.audience = auth.audience.clone();
+    let rate = |n: i32| {
+        let n = u32::try_from(n.max(1)).unwrap_or(1);
+        Rate { requests: n, per_secs: 1, burst: Some(n.saturating_mul(2)) }
+    };
+    let per_ip = Some(rate(policy.requests_per_ip.unwrap_or(200)));
+    for (class, per_user) in [("read", policy.reads_per_user.unwrap_or(50)), ("write", policy.writes_per_user.unwrap_or(10))] {
+        config.limits.insert(class.into(), ClassLimits { per_user: Some(rate(per_user)), per_ip });
     }
-    if let Some(a) = &auth.audience {
-        auth_lines.push(format!("  audience: {}", quoted(a)));
-    }
-    let rate = |n: i32| format!("{{ requests: {n}, burst: {} }}", n.saturating_mul(2));
-    let per_ip = rate(policy.requests_per_ip.unwrap_or(200));
-    let mut extra = String::new();
-    if !policy.cors_allowed_origins.is_empty() {
-        let origins: Vec<String> = policy.cors_allowed_origins.iter().map(|o| quoted(o)).collect();
-        extra.push_str(&format!("cors: {{ allowed_origins: [{}] }}\n", origins.join(", ")));
-    }
-    if let Some(h) = &policy.trusted_proxy_header {
-        extra.push_str(&format!("trusted_proxy_header: {}\n", quoted(h)));
-    }
+    config.cors.allowed_origins = policy.cors_allowed_origins.clone();
+    config.trusted_proxy_header = policy.trusted_proxy_header.clone();
     if let Some(p) = policy.access_log_success_percent {
-        extra.push_str(&format!("access_log: {{ successes: {} }}\n", f64::from(p.clamp(0, 100)) / 100.0));
+        config.access_log.successes = f64::from(p.clamp(0, 100)) / 100.0;
     }
-    if let Some(e) = &policy.otlp_endpoint {
-        extra.push_str(&format!(
-            "otlp: {{ endpoint: {}, service_name: {} }}\n",
-            quoted(e),
-            quoted(&format!("{}-gateway", sc.name_any()))
-        ));
-    }
-    let yaml = format!(
-        r#"# Generated by socialnet-operator for SocialCluster {name}; edits are overwritten.
-upstreams:
-  write: {{ url: "http://{write}:{PORT}", timeout_ms: 5000 }}
-  read: {{ url: "http://{read}:{PORT}", timeout_ms: 5000, pipeline: {{ connections: {read_connections} }} }}
-routes:
-  - {{ prefix: /v1/, methods: [GET, HEAD], upstream: read, class: read }}
-  - {{ prefix: /v1/, upstream: write, class: write }}
-auth:
-{auth}
-limits:
-  read: {{ per_user: {reads}, per_ip: {per_ip} }}
-  write: {{ per_user: {writes}, per_ip: {per_ip} }}
-{extra}"#,
-        name = sc.name_any(),
-        write = object_name(sc, Component::WriteApi),
-        read = object_name(sc, Component::ReadApi),
-        auth = auth_lines.join("\n"),
-        reads = rate(policy.reads_per_user.unwrap_or(50)),
-        writes = rate(policy.writes_per_user.unwrap_or(10)),
-        read_connections = read_connections(sc),
+    config.otlp = policy
+        .otlp_endpoint
+        .clone()
+        .map(|endpoint| Otlp { endpoint, service_name: format!("{}-gateway", sc.name_any()) });
+    config
+}
+
+/// The gateway's config file in a ConfigMap. The gateway reloads it when the kubelet updates the mounted
+/// file, so a change here needs no rollout.
+pub fn gateway_config_map(sc: &SocialCluster) -> ConfigMap {
+    let yaml = gateway_config(sc).to_yaml().unwrap_or_default();
+    let text = format!(
+        "# Generated by socialnet-operator for SocialCluster {}; edits are overwritten.\n{yaml}",
+        sc.name_any()
     );
     ConfigMap {
         metadata: meta(sc, gateway_config_name(sc), Some(Component::Gateway)),
-        data: Some(BTreeMap::from([(GATEWAY_CONFIG_KEY.to_owned(), yaml)])),
+        data: Some(BTreeMap::from([(GATEWAY_CONFIG_KEY.to_owned(), text)])),
         ..ConfigMap::default()
     }
 }
@@ -326,7 +300,7 @@ pub fn deployment(sc: &SocialCluster, c: Component) -> Deployment {
     let container = Container {
         name: c.name().to_owned(),
         image: Some(sc.spec.image.clone()),
-        image_pull_policy: sc.spec.image_pull_policy.clone(),
+        image_pull_policy: sc.spec.image_pull_policy.map(|p| p.as_str().to_owned()),
         args: Some(c.args()),
         env: Some(env(sc, c)),
         ports: Some(vec![ContainerPort {
@@ -336,7 +310,7 @@ pub fn deployment(sc: &SocialCluster, c: Component) -> Deployment {
         }]),
         readiness_probe: Some(probe("/readyz", 2)),
         liveness_probe: Some(probe("/healthz", 10)),
-        resources: spec.resources.clone(),
+        resources: spec.resources.as_ref().map(socialnet_crd::Resources::to_k8s),
         volume_mounts: (c == Component::Gateway).then(|| {
             vec![VolumeMount {
                 name: "gateway-config".into(),
@@ -460,6 +434,19 @@ pub struct Desired {
     pub pdbs: Vec<PodDisruptionBudget>,
     pub config_map: Option<ConfigMap>,
     pub gateway_config: Option<ConfigMap>,
+}
+
+impl Desired {
+    /// Every object, each carrying the hash of its content; ConfigMaps first (the pods mount them).
+    pub fn children(&self) -> Vec<Child> {
+        let mut out: Vec<Child> = Vec::new();
+        out.extend(self.config_map.iter().chain(&self.gateway_config).cloned().map(Child::ConfigMap));
+        out.extend(self.deployments.iter().cloned().map(Child::Deployment));
+        out.extend(self.services.iter().cloned().map(Child::Service));
+        out.extend(self.hpas.iter().cloned().map(Child::HorizontalPodAutoscaler));
+        out.extend(self.pdbs.iter().cloned().map(Child::PodDisruptionBudget));
+        out.into_iter().map(Child::hashed).collect()
+    }
 }
 
 pub fn desired(sc: &SocialCluster, active: &str) -> Desired {

@@ -1,69 +1,29 @@
 //! The failover decision, as a pure function of the policy, the observed health of each projection target
-//! and the clock. It never names two primaries: it returns at most one target to promote, and only a
-//! healthy standby within the lag bound, the most caught up first.
+//! and the clock. The primary fails over when it stopped answering or lost its data, for the policy's
+//! number of checks and delay; a primary that is only behind does not (the read APIs already read the
+//! most caught-up target meanwhile). It never names two primaries: it returns at most one target to
+//! promote, and only a healthy standby within the lag bound, the most caught up first. Unknown health
+//! decides nothing.
 
+use crate::health::TargetHealth;
 use chrono::{DateTime, Utc};
-use socialnet_crd::{FailoverPolicy, ProjectionHealth};
+use socialnet_crd::{FailoverPolicy, FailoverReason};
+use std::time::Duration;
 
-/// One health sample of a target.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    pub healthy: bool,
-    /// The target answers (it may still be unusable: empty, or far behind).
-    pub reachable: bool,
-    pub lag_events: Option<i64>,
-    pub generation: Option<i64>,
-}
-
-/// Fold new samples into the running health (consecutive failures, when failing started).
-pub fn observe(
-    previous: &[ProjectionHealth],
-    samples: &[Sample],
-    now: DateTime<Utc>,
-) -> Vec<ProjectionHealth> {
-    samples
-        .iter()
-        .map(|s| {
-            let prev = previous.iter().find(|p| p.name == s.name);
-            if s.healthy {
-                ProjectionHealth {
-                    name: s.name.clone(),
-                    healthy: true,
-                    consecutive_failures: 0,
-                    lag_events: s.lag_events,
-                    // Filled in from the projector's view by the caller.
-                    lag_seconds: None,
-                    generation: s.generation,
-                    failing_since: None,
-                }
-            } else {
-                ProjectionHealth {
-                    name: s.name.clone(),
-                    healthy: false,
-                    consecutive_failures: prev.map(|p| p.consecutive_failures).unwrap_or(0).saturating_add(1),
-                    lag_events: s.lag_events,
-                    lag_seconds: None,
-                    generation: s.generation,
-                    failing_since: prev
-                        .and_then(|p| p.failing_since.clone())
-                        .or_else(|| Some(now.to_rfc3339())),
-                }
-            }
-        })
-        .collect()
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Nothing to do.
     Stay,
-    /// The primary is failing but the policy says not yet (threshold or delay), or paused.
-    Wait(String),
+    /// The primary is failing but the policy says not yet; look again after `recheck` if given.
+    Wait { why: String, recheck: Option<Duration> },
     /// Failing over is needed but no standby qualifies.
     NoCandidate(String),
-    /// Promote this target (reason: `PrimaryFailed` or `Switchover`).
-    Promote { to: String, reason: &'static str },
+    /// Promote this target.
+    Promote { to: String, reason: FailoverReason },
+}
+
+fn wait(why: String) -> Decision {
+    Decision::Wait { why, recheck: None }
 }
 
 /// Decide whether to change the primary.
@@ -71,53 +31,43 @@ pub fn decide(
     policy: &FailoverPolicy,
     paused: bool,
     current: &str,
-    health: &[ProjectionHealth],
+    health: &[TargetHealth],
     switchover: Option<&str>,
     now: DateTime<Utc>,
 ) -> Decision {
     if paused {
-        return Decision::Wait("paused".into());
+        return wait("paused".into());
     }
     let find = |n: &str| health.iter().find(|h| h.name == n);
     if let Some(to) = switchover.filter(|t| *t != current) {
-        return match find(to) {
-            Some(h) if h.healthy => Decision::Promote { to: to.to_owned(), reason: "Switchover" },
-            Some(_) => Decision::Wait(format!("switchover target {to} is not healthy")),
-            None => Decision::Wait(format!("switchover target {to} is unknown")),
+        return match find(to).and_then(|h| h.healthy) {
+            Some(true) => Decision::Promote { to: to.to_owned(), reason: FailoverReason::Switchover },
+            Some(false) => wait(format!("switchover target {to} is not healthy")),
+            None => wait(format!("switchover target {to}: health unknown")),
         };
     }
-    let Some(primary) = find(current) else {
-        return Decision::Wait(format!("no health known for primary {current}"));
+    let Some((primary, failing)) = find(current).and_then(|p| Some((p, p.failing()?))) else {
+        return wait(format!("health of primary {current} unknown"));
     };
-    if primary.healthy || !policy.enabled {
+    if !failing || !policy.enabled {
         return Decision::Stay;
     }
-    if primary.consecutive_failures < policy.failure_threshold {
-        return Decision::Wait(format!(
-            "primary {current} failed {} of {} checks",
-            primary.consecutive_failures, policy.failure_threshold
-        ));
+    let threshold = u32::try_from(policy.failure_threshold).unwrap_or(1);
+    if primary.consecutive_failures < threshold {
+        return wait(format!("primary {current} failed {} of {threshold} checks", primary.consecutive_failures));
     }
-    let since = primary.failing_since.as_deref().and_then(|s| DateTime::parse_from_rfc3339(s).ok());
-    if let Some(since) = since {
-        let waited = now.signed_duration_since(since.with_timezone(&Utc));
-        if waited < chrono::Duration::seconds(i64::from(policy.delay_seconds)) {
-            return Decision::Wait(format!(
-                "primary {current} failing for {}s of the {}s delay",
-                waited.num_seconds(),
-                policy.delay_seconds
-            ));
-        }
+    let delay = chrono::Duration::seconds(i64::from(policy.delay_seconds));
+    if let Some(since) = primary.failing_since
+        && now.signed_duration_since(since) < delay
+    {
+        let left = (since + delay).signed_duration_since(now).to_std().unwrap_or_default();
+        return Decision::Wait {
+            why: format!("primary {current} failing, within the {}s delay", policy.delay_seconds),
+            recheck: Some(left),
+        };
     }
-    let mut candidates: Vec<&ProjectionHealth> = health
-        .iter()
-        .filter(|h| h.name != current && h.healthy && h.lag_events.is_none_or(|l| l <= policy.max_lag_events))
-        .collect();
-    candidates.sort_by(|a, b| {
-        a.lag_events.unwrap_or(i64::MAX).cmp(&b.lag_events.unwrap_or(i64::MAX)).then(a.name.cmp(&b.name))
-    });
-    match candidates.first() {
-        Some(c) => Decision::Promote { to: c.name.clone(), reason: "PrimaryFailed" },
+    match best_standby(policy, current, health) {
+        Some(to) => Decision::Promote { to, reason: FailoverReason::PrimaryFailed },
         None => Decision::NoCandidate(format!(
             "primary {current} failed and no healthy standby within {} events",
             policy.max_lag_events
@@ -125,8 +75,20 @@ pub fn decide(
     }
 }
 
+fn best_standby(policy: &FailoverPolicy, current: &str, health: &[TargetHealth]) -> Option<String> {
+    let mut candidates: Vec<&TargetHealth> = health
+        .iter()
+        .filter(|h| h.name != current && h.healthy == Some(true))
+        .filter(|h| h.lag_events.is_none_or(|l| l <= policy.max_lag_events))
+        .collect();
+    candidates.sort_by(|a, b| {
+        a.lag_events.unwrap_or(i64::MAX).cmp(&b.lag_events.unwrap_or(i64::MAX)).then(a.name.cmp(&b.name))
+    });
+    candidates.first().map(|c| c.name.clone())
+}
+
 /// A target that was failed over from and now answers again but is not usable (it came back empty, or
 /// far behind) needs a rebuild.
-pub fn needs_rebuild(sample: &Sample, was_failed_over_from: bool) -> bool {
-    was_failed_over_from && sample.reachable && !sample.healthy
+pub fn needs_rebuild(health: &TargetHealth) -> bool {
+    health.reachable == Some(true) && health.healthy == Some(false)
 }

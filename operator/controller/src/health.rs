@@ -1,145 +1,265 @@
-//! Talking to the cluster's own pods: find the read API pods through their Service's EndpointSlices, ask
-//! each for its view of the projection targets (`GET /admin/projections`), and switch every one of them
-//! (`PUT /admin/projections/active`). Requests carry an admin token signed with the cluster's secret.
+//! What the health monitor knows about one cluster, and how one poll of its pods is folded into it
+//! (pure). A target is healthy when most read API pods that answered can serve from it; its lag is the
+//! projector's exact count when the projector answers, else the read API pods' estimate. Nothing is
+//! counted when no pod answered: health is then unknown, never assumed.
 
-use crate::failover::Sample;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ListParams};
-use std::time::Duration;
+use chrono::{DateTime, Utc};
+use contract::admin::{ProjectorProjections, ReadApiProjections, RebuildProgress, RebuildStage};
+use std::collections::BTreeMap;
 
-pub type Http = HttpClient<HttpConnector, Full<Bytes>>;
-
-pub fn http() -> Http {
-    HttpClient::builder(TokioExecutor::new()).build(HttpConnector::new())
+/// One target, as the monitor has seen it over its recent polls.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetHealth {
+    pub name: String,
+    /// The read API pods would serve from it (`None`: no pod answered, so nothing is known).
+    pub healthy: Option<bool>,
+    /// It answers.
+    pub reachable: Option<bool>,
+    /// It holds a projection (a current generation).
+    pub has_data: Option<bool>,
+    /// Polls in a row that found it failing (see [`TargetHealth::failing`]).
+    pub consecutive_failures: u32,
+    pub failing_since: Option<DateTime<Utc>>,
+    pub lag_events: Option<i64>,
+    pub lag_seconds: Option<f64>,
+    pub generation: Option<u64>,
 }
 
-/// `ip:port` of every ready endpoint of a Service.
-pub async fn endpoints(client: &kube::Client, ns: &str, service: &str) -> Result<Vec<String>, kube::Error> {
-    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
-    let slices =
-        api.list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}"))).await?;
-    let mut out = Vec::new();
-    for s in slices {
-        let port =
-            s.ports.as_ref().and_then(|p| p.first()).and_then(|p| p.port).unwrap_or(crate::build::PORT);
-        for e in s.endpoints.unwrap_or_default() {
-            if e.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
-                continue;
-            }
-            for a in e.addresses {
-                let host = if a.contains(':') { format!("[{a}]") } else { a };
-                out.push(format!("{host}:{port}"));
-            }
+/// One read API pod: which target it serves (`None` when it did not answer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodView {
+    pub endpoint: String,
+    pub active: Option<String>,
+}
+
+/// The monitor's latest view of a cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthView {
+    pub checked_at: DateTime<Utc>,
+    pub read_pods: Vec<PodView>,
+    pub targets: Vec<TargetHealth>,
+    /// The last rebuild recorded in each target, as the projector reports it.
+    pub rebuilds: BTreeMap<String, RebuildProgress>,
+    /// Why health could not be checked, when it could not (no endpoints, no token, no answer).
+    pub problem: Option<String>,
+}
+
+impl TargetHealth {
+    /// Nothing known about a target.
+    pub fn unknown(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            healthy: None,
+            reachable: None,
+            has_data: None,
+            consecutive_failures: 0,
+            failing_since: None,
+            lag_events: None,
+            lag_seconds: None,
+            generation: None,
         }
     }
-    out.sort();
-    out.dedup();
-    Ok(out)
-}
 
-async fn call(
-    http: &Http,
-    method: &str,
-    url: &str,
-    token: &str,
-    body: Option<serde_json::Value>,
-) -> Result<serde_json::Value, String> {
-    let mut b =
-        hyper::Request::builder().method(method).uri(url).header("authorization", format!("Bearer {token}"));
-    let body = match body {
-        Some(v) => {
-            b = b.header("content-type", "application/json");
-            Full::new(Bytes::from(v.to_string()))
-        }
-        None => Full::new(Bytes::new()),
-    };
-    let req = b.body(body).map_err(|e| e.to_string())?;
-    let resp = tokio::time::timeout(Duration::from_secs(2), http.request(req))
-        .await
-        .map_err(|_| format!("{url}: timed out"))?
-        .map_err(|e| format!("{url}: {e}"))?;
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-    if !status.is_success() {
-        return Err(format!("{url}: {status} {}", String::from_utf8_lossy(&bytes)));
-    }
-    serde_json::from_slice(&bytes).map_err(|e| format!("{url}: {e}"))
-}
-
-/// Each reachable read API pod's list of targets (pods that do not answer are left out).
-pub async fn views(http: &Http, endpoints: &[String], token: &str) -> Vec<Vec<serde_json::Value>> {
-    let mut out = Vec::new();
-    for e in endpoints {
-        if let Ok(v) = call(http, "GET", &format!("http://{e}/admin/projections"), token, None).await {
-            out.push(v["targets"].as_array().cloned().unwrap_or_default());
+    /// Failed: it does not answer, or answers without data. A target that is only behind is not failed
+    /// (the read APIs already read the most caught-up target); `None` when nothing is known.
+    pub fn failing(&self) -> Option<bool> {
+        match (self.reachable, self.has_data) {
+            (Some(false), _) | (_, Some(false)) => Some(true),
+            (Some(true), Some(true)) => Some(false),
+            _ => None,
         }
     }
-    out
 }
 
-/// The projector's view of each target: (lag in events, lag in seconds), from the first projector pod that
-/// answers (there is one writer). Empty when none answers; the read APIs' view is used alone then.
-pub async fn projector_lag(
-    http: &Http,
-    endpoints: &[String],
-    token: &str,
-) -> std::collections::HashMap<String, (Option<i64>, Option<f64>)> {
-    for e in endpoints {
-        if let Ok(v) = call(http, "GET", &format!("http://{e}/admin/projections"), token, None).await {
-            return v["targets"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|t| {
-                    let name = t["name"].as_str()?.to_owned();
-                    Some((name, (t["lag_events"].as_i64(), t["lag_seconds"].as_f64())))
-                })
-                .collect();
-        }
+impl HealthView {
+    pub fn target(&self, name: &str) -> Option<&TargetHealth> {
+        self.targets.iter().find(|t| t.name == name)
     }
-    std::collections::HashMap::new()
+
+    /// Whether any read API pod answered this poll.
+    pub fn known(&self) -> bool {
+        self.read_pods.iter().any(|p| p.active.is_some())
+    }
 }
 
-/// Reduce the pods' views to one sample per target: healthy when a majority of the pods that answered can
-/// use it; lag and generation from the most favourable view.
-pub fn samples(views: &[Vec<serde_json::Value>], targets: &[String]) -> Vec<Sample> {
-    targets
+/// What one poll brought back.
+#[derive(Debug, Clone, Default)]
+pub struct Poll {
+    /// Each read API endpoint and its answer (`None`: it did not answer).
+    pub read: Vec<(String, Option<ReadApiProjections>)>,
+    pub projector: Option<ProjectorProjections>,
+    pub problem: Option<String>,
+}
+
+/// Fold a poll into the previous view.
+pub fn fold(previous: Option<&HealthView>, poll: &Poll, targets: &[String], now: DateTime<Utc>) -> HealthView {
+    let answers: Vec<&ReadApiProjections> = poll.read.iter().filter_map(|(_, a)| a.as_ref()).collect();
+    let folded = targets
         .iter()
         .map(|name| {
-            let seen: Vec<&serde_json::Value> =
-                views.iter().filter_map(|v| v.iter().find(|t| t["name"] == name.as_str())).collect();
-            let healthy_votes = seen.iter().filter(|t| t["healthy"] == true).count();
-            Sample {
-                name: name.clone(),
-                healthy: !seen.is_empty() && healthy_votes * 2 > seen.len(),
-                reachable: seen.iter().filter(|t| t["reachable"] == true).count() * 2 > seen.len(),
-                lag_events: seen.iter().filter_map(|t| t["lag_positions"].as_i64()).min(),
-                generation: seen.iter().filter_map(|t| t["generation"].as_i64()).max(),
-            }
+            let prev = previous.and_then(|v| v.target(name));
+            fold_target(name, prev, &answers, poll.projector.as_ref(), now)
         })
-        .collect()
+        .collect();
+    let problem = poll.problem.clone().or_else(|| match (poll.read.is_empty(), answers.is_empty()) {
+        (true, _) => Some("no ready read API endpoints".to_owned()),
+        (false, true) => Some(format!("none of {} read API pods answered", poll.read.len())),
+        _ => None,
+    });
+    HealthView {
+        checked_at: now,
+        read_pods: poll
+            .read
+            .iter()
+            .map(|(endpoint, a)| PodView { endpoint: endpoint.clone(), active: a.as_ref().map(|a| a.active.clone()) })
+            .collect(),
+        targets: folded,
+        rebuilds: poll
+            .projector
+            .iter()
+            .flat_map(|p| &p.targets)
+            .filter_map(|t| t.rebuild.clone().map(|r| (t.name.clone(), r)))
+            .collect(),
+        problem,
+    }
 }
 
-/// Switch every read API pod to `target`; fails if any pod does not confirm.
-pub async fn switch_all(
-    http: &Http,
-    endpoints: &[String],
-    token: &str,
-    target: &str,
-) -> Result<usize, String> {
-    let mut errors = Vec::new();
-    for e in endpoints {
-        let url = format!("http://{e}/admin/projections/active");
-        match call(http, "PUT", &url, token, Some(serde_json::json!({"target": target}))).await {
-            Ok(v) if v["active"] == target => {}
-            Ok(v) => errors.push(format!("{url}: still {}", v["active"])),
-            Err(err) => errors.push(err),
-        }
+fn fold_target(
+    name: &str,
+    prev: Option<&TargetHealth>,
+    answers: &[&ReadApiProjections],
+    projector: Option<&ProjectorProjections>,
+    now: DateTime<Utc>,
+) -> TargetHealth {
+    let seen: Vec<_> = answers.iter().filter_map(|a| a.targets.iter().find(|t| t.name == name)).collect();
+    let majority = |n: usize| (!seen.is_empty()).then(|| n * 2 > seen.len());
+    let healthy = majority(seen.iter().filter(|t| t.healthy).count());
+    let reachable = majority(seen.iter().filter(|t| t.reachable).count());
+    let has_data = majority(seen.iter().filter(|t| t.generation.is_some()).count());
+    let exact = projector.and_then(|p| p.targets.iter().find(|t| t.name == name));
+    let failing = TargetHealth { reachable, has_data, ..TargetHealth::unknown(name) }.failing();
+    let (failures, since) = match (failing, prev) {
+        (Some(false), _) => (0, None),
+        (Some(true), p) => (
+            p.map_or(0, |p| p.consecutive_failures).saturating_add(1),
+            p.and_then(|p| p.failing_since).or(Some(now)),
+        ),
+        (None, p) => (p.map_or(0, |p| p.consecutive_failures), p.and_then(|p| p.failing_since)),
+    };
+    TargetHealth {
+        name: name.to_owned(),
+        healthy,
+        reachable,
+        has_data,
+        consecutive_failures: failures,
+        failing_since: since,
+        lag_events: exact.and_then(|t| t.lag_events).or_else(|| seen.iter().filter_map(|t| t.lag_events).min()),
+        lag_seconds: exact.and_then(|t| t.lag_seconds),
+        generation: seen.iter().filter_map(|t| t.generation).max().or(exact.and_then(|t| t.generation)),
     }
-    if errors.is_empty() { Ok(endpoints.len()) } else { Err(errors.join("; ")) }
+}
+
+/// The part of a view that should wake the controller when it changes: each target's health, whether it
+/// answers and holds data, its failure count up to the failover threshold and whether it is within the lag bound; which target each
+/// pod serves; rebuild progress in 5 % steps; whether health is known at all. Lag itself is left out,
+/// so steady traffic wakes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digest(Vec<String>);
+
+pub fn digest(view: &HealthView, threshold: u32, max_lag: i64) -> Digest {
+    let mut parts = vec![format!("known={}", view.problem.is_none())];
+    for t in &view.targets {
+        parts.push(format!(
+            "{} {:?} {:?} {:?} {} {:?}",
+            t.name,
+            t.healthy,
+            t.reachable,
+            t.has_data,
+            t.consecutive_failures.min(threshold),
+            t.lag_events.map(|l| l <= max_lag)
+        ));
+    }
+    parts.extend(view.read_pods.iter().map(|p| format!("{} {:?}", p.endpoint, p.active)));
+    for (target, r) in &view.rebuilds {
+        let step = if r.total == 0 { 20 } else { r.done.saturating_mul(20) / r.total };
+        parts.push(format!("{target} {:?} {:?} {step}", r.run_id, r.stage));
+    }
+    Digest(parts)
+}
+
+/// The rebuild progress a view holds for `run_id`, if the projector reported it.
+pub fn progress_of<'a>(view: Option<&'a HealthView>, target: &str, run_id: &str) -> Option<&'a RebuildProgress> {
+    view.and_then(|v| v.rebuilds.get(target)).filter(|r| r.run_id.as_deref() == Some(run_id))
+}
+
+/// Whether a recorded rebuild finished (successfully or not).
+pub fn finished(r: &RebuildProgress) -> bool {
+    matches!(r.stage, RebuildStage::Done | RebuildStage::Failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use contract::admin::{Breaker, HomeCache, ReadTarget};
+
+    fn pod(active: &str, healthy: &[(&str, bool)]) -> Option<ReadApiProjections> {
+        let targets = healthy
+            .iter()
+            .map(|(n, h)| ReadTarget {
+                name: (*n).into(),
+                active: *n == active,
+                healthy: *h,
+                reason: None,
+                reachable: *h,
+                breaker: Breaker::Closed,
+                generation: Some(1),
+                checkpoint: None,
+                events_applied: None,
+                lag_events: Some(0),
+                lag_seconds: Some(0.0),
+                error: None,
+                home_cache: HomeCache::default(),
+            })
+            .collect();
+        Some(ReadApiProjections { active: active.into(), targets })
+    }
+
+    #[test]
+    fn failures_are_counted_by_majority_and_not_at_all_when_no_pod_answers() {
+        let names = vec!["p".to_owned(), "s".to_owned()];
+        let now = Utc::now();
+        let failing = Poll {
+            read: vec![
+                ("a".into(), pod("p", &[("p", false), ("s", true)])),
+                ("b".into(), pod("p", &[("p", false), ("s", true)])),
+                ("c".into(), pod("p", &[("p", true), ("s", true)])),
+            ],
+            ..Poll::default()
+        };
+        let v1 = fold(None, &failing, &names, now);
+        let v2 = fold(Some(&v1), &failing, &names, now);
+        assert_eq!((v2.target("p").unwrap().healthy, v2.target("p").unwrap().consecutive_failures), (Some(false), 2));
+        assert_eq!(v2.target("p").unwrap().failing_since, Some(now));
+        let silent = Poll { read: vec![("a".into(), None)], ..Poll::default() };
+        let v3 = fold(Some(&v2), &silent, &names, now);
+        assert_eq!(v3.target("p").unwrap().healthy, None, "unknown, not assumed");
+        assert_eq!(v3.target("p").unwrap().consecutive_failures, 2, "unknown polls count nothing");
+        assert!(v3.problem.as_deref().is_some_and(|p| p.contains("answered")));
+        let none = fold(Some(&v3), &Poll::default(), &names, now);
+        assert_eq!(none.problem.as_deref(), Some("no ready read API endpoints"));
+    }
+
+    #[test]
+    fn the_digest_ignores_lag_within_bounds_but_not_crossing_them() {
+        let names = vec!["p".to_owned()];
+        let mut poll = Poll { read: vec![("a".into(), pod("p", &[("p", true)]))], ..Poll::default() };
+        let v = fold(None, &poll, &names, Utc::now());
+        let mut moved = v.clone();
+        moved.targets[0].lag_events = Some(40);
+        assert_eq!(digest(&v, 3, 100), digest(&moved, 3, 100));
+        moved.targets[0].lag_events = Some(400);
+        assert_ne!(digest(&v, 3, 100), digest(&moved, 3, 100));
+        poll.read[0].1 = pod("s", &[("p", true)]);
+        assert_ne!(digest(&v, 3, 100), digest(&fold(None, &poll, &names, Utc::now()), 3, 100), "a pod's active target");
+    }
 }

@@ -31,7 +31,9 @@ pub fn rebuild_job(sc: &SocialCluster, target: &str, token: &str) -> Job {
         spec.restart_policy = Some("Never".into());
         for c in &mut spec.containers {
             c.name = "rebuild".into();
-            let mut args = vec!["projector".into(), "rebuild".into(), "--target".into(), target.to_owned()];
+            let run_id = job_name(sc, target, token);
+            let mut args =
+                vec!["projector".into(), "rebuild".into(), "--target".into(), target.to_owned(), "--run-id".into(), run_id];
             if streaming {
                 args.push("--streaming".into());
             }
@@ -64,20 +66,29 @@ pub fn rebuild_job(sc: &SocialCluster, target: &str, token: &str) -> Job {
     }
 }
 
-/// `Running`, `Succeeded` or `Failed` from a Job's status.
-pub fn job_phase(job: &Job) -> &'static str {
+/// Where a Job is, from its status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    Active,
+    Succeeded,
+    /// Failed, with the reason its `Failed` condition gives (or the retries used up).
+    Failed(String),
+}
+
+pub fn job_state(job: &Job) -> JobState {
     let s = job.status.as_ref();
     let backoff_limit = job.spec.as_ref().and_then(|s| s.backoff_limit).unwrap_or(6);
-    let exhausted = s.and_then(|s| s.failed).unwrap_or(0) > backoff_limit;
     let failed_condition = s
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Failed" && c.status == "True"));
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Failed" && c.status == "True"));
     if s.and_then(|s| s.succeeded).unwrap_or(0) > 0 {
-        "Succeeded"
-    } else if exhausted || failed_condition {
-        "Failed"
+        JobState::Succeeded
+    } else if let Some(c) = failed_condition {
+        JobState::Failed(c.message.clone().or_else(|| c.reason.clone()).unwrap_or_else(|| "failed".into()))
+    } else if s.and_then(|s| s.failed).unwrap_or(0) > backoff_limit {
+        JobState::Failed(format!("failed {} times", backoff_limit + 1))
     } else {
-        "Running"
+        JobState::Active
     }
 }
 

@@ -1,603 +1,258 @@
-//! Reconcile, the pipeline: validate → build (pure) → apply (server-side apply, one field manager, owner
-//! references) → observe → decide failover and rebuilds → status. It requeues every half second while it
-//! watches projection health, so a failed primary is replaced within the policy's threshold and delay.
+//! The controller: one watch cache (reflector) per kind the operator reads, the health monitors, and
+//! reconcile = observe → plan → act. The `SocialCluster` watch wakes reconcile only when a spec changes
+//! (generation), not on the operator's own status writes; a child's change wakes its owner; a monitor
+//! wakes its cluster when health changes in a way that matters; and each cluster is looked at again
+//! after a slow resync.
 
-use crate::build::{self, COMPONENTS, Component, Desired};
-use crate::conditions;
-use crate::failover::{self, Decision};
-use crate::health;
-use crate::jobs;
+use crate::children::{Child, ChildKind};
+use crate::error::Error;
+use crate::events::EventSink;
+use crate::monitor::Monitors;
+use crate::pods::Http;
+use crate::plan::{CACHE_GRACE, RESYNC};
 use chrono::Utc;
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Resource, ResourceExt};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
-use socialnet_crd::{FailoverRecord, RebuildStatus, SocialCluster, SocialClusterStatus};
+use socialnet_crd::SocialCluster;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
-pub const FIELD_MANAGER: &str = "socialnet-operator";
+/// The watch caches reconcile and the monitors read.
+#[derive(Clone)]
+pub struct Stores {
+    pub clusters: Store<SocialCluster>,
+    pub deployments: Store<Deployment>,
+    pub services: Store<Service>,
+    pub hpas: Store<HorizontalPodAutoscaler>,
+    pub pdbs: Store<PodDisruptionBudget>,
+    pub config_maps: Store<ConfigMap>,
+    pub jobs: Store<Job>,
+    pub slices: Store<EndpointSlice>,
+}
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("{0}")]
-    Other(String),
+/// How the operator runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Only this namespace (default: all).
+    pub namespace: Option<String>,
+    /// How often the monitors poll the pods.
+    pub health_interval: Duration,
+    /// Who this replica is (in Events).
+    pub identity: String,
 }
 
 pub struct Ctx {
     pub client: kube::Client,
-    pub recorder: Recorder,
-    pub http: health::Http,
-    /// Per cluster: the spec generation last applied and when.
-    applied: Mutex<HashMap<String, (i64, Instant)>>,
-    /// Per cluster: the admin token for the read APIs and when it was signed (reused for a minute, so the
-    /// half-second health loop does not read the Secret every time; a rotated secret is picked up within it).
-    tokens: Mutex<HashMap<String, (String, Instant)>>,
-    /// How often health is checked while a cluster has standbys.
-    pub health_every: Duration,
+    pub stores: Stores,
+    pub monitors: Arc<Monitors>,
+    pub events: EventSink,
+    pub http: Http,
+    /// Per cluster: children applied moments ago, with the hash applied and when.
+    applied: Mutex<HashMap<(ObjectRef<SocialCluster>, ChildKind, String), (String, Instant)>>,
 }
 
 impl Ctx {
-    pub fn new(client: kube::Client, recorder: Recorder) -> Self {
-        Self {
-            client,
-            recorder,
-            http: health::http(),
-            applied: Mutex::new(HashMap::new()),
-            tokens: Mutex::new(HashMap::new()),
-            health_every: Duration::from_millis(500),
-        }
+    /// Remember that a child was just applied (the watch cache may lag behind).
+    pub fn remember(&self, cluster: &SocialCluster, child: &Child) {
+        let key = (ObjectRef::from_obj(cluster), child.kind(), child.name());
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        applied.retain(|_, (_, at)| at.elapsed() < CACHE_GRACE);
+        applied.insert(key, (child.hash().unwrap_or_default(), Instant::now()));
+    }
+
+    /// Forget the children of `cluster` the cache now shows as applied.
+    pub fn caught_up(&self, cluster: &ObjectRef<SocialCluster>, shown: impl Fn(ChildKind, &str, &str) -> bool) {
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        applied.retain(|(c, kind, name), (hash, _)| c != cluster || !shown(*kind, name, hash));
+    }
+
+    /// The children of `cluster` applied within the cache grace period.
+    pub fn recently_applied(&self, cluster: &ObjectRef<SocialCluster>) -> HashMap<(ChildKind, String), String> {
+        let applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        applied
+            .iter()
+            .filter(|((c, ..), (_, at))| c == cluster && at.elapsed() < CACHE_GRACE)
+            .map(|((_, kind, name), (hash, _))| ((*kind, name.clone()), hash.clone()))
+            .collect()
     }
 }
 
-async fn apply<K>(api: &Api<K>, obj: &K) -> Result<(), Error>
+/// The operator's moving parts, started: caches filling, monitors ready to start. `controller` runs the
+/// reconcile loop; tests may call [`reconcile`] with `ctx` directly instead.
+pub struct Operator {
+    pub ctx: Arc<Ctx>,
+    triggers: mpsc::UnboundedReceiver<ObjectRef<SocialCluster>>,
+}
+
+fn api<K>(client: &kube::Client, ns: Option<&str>) -> Api<K>
 where
-    K: Resource + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
 {
-    let name = obj.meta().name.clone().unwrap_or_default();
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj)).await?;
-    Ok(())
-}
-
-async fn event(ctx: &Ctx, sc: &SocialCluster, warning: bool, reason: &str, note: String) {
-    let ev = Event {
-        type_: if warning { EventType::Warning } else { EventType::Normal },
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: reason.to_owned(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &sc.object_ref(&())).await {
-        tracing::debug!(error = %e, "could not publish event");
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     }
 }
 
-async fn apply_all(ctx: &Ctx, sc: &SocialCluster, ns: &str, desired: &Desired) -> Result<(), Error> {
-    let c = &ctx.client;
-    let deployments: Api<Deployment> = Api::namespaced(c.clone(), ns);
-    let services: Api<Service> = Api::namespaced(c.clone(), ns);
-    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(c.clone(), ns);
-    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(c.clone(), ns);
-    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), ns);
-    for cm in desired.config_map.iter().chain(&desired.gateway_config) {
-        apply(&cms, cm).await?;
-    }
-    for d in &desired.deployments {
-        apply(&deployments, d).await?;
-    }
-    for s in &desired.services {
-        apply(&services, s).await?;
-    }
-    for h in &desired.hpas {
-        apply(&hpas, h).await?;
-    }
-    for p in &desired.pdbs {
-        apply(&pdbs, p).await?;
-    }
-    // Remove HPAs and PDBs the spec no longer asks for.
-    let selector = format!(
-        "app.kubernetes.io/instance={},app.kubernetes.io/managed-by=socialnet-operator",
-        sc.name_any()
-    );
-    let lp = ListParams::default().labels(&selector);
-    let want_hpa: Vec<String> = desired.hpas.iter().filter_map(|h| h.metadata.name.clone()).collect();
-    for h in hpas.list(&lp).await? {
-        if !want_hpa.contains(&h.name_any()) {
-            hpas.delete(&h.name_any(), &DeleteParams::default()).await?;
+/// The cluster that controls an object, from its owner references.
+fn owner(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<ObjectRef<SocialCluster>> {
+    let o = meta.owner_references.as_ref()?.iter().find(|o| o.controller == Some(true) && o.kind == "SocialCluster")?;
+    Some(ObjectRef::new(&o.name).within(meta.namespace.as_deref().unwrap_or_default()))
+}
+
+/// A watch cache of `K` (with `labels`), kept filled by a task that also sends each changed object's
+/// owning cluster to `wake` (when given).
+fn cache<K>(api: Api<K>, labels: Option<&str>, wake: Option<mpsc::UnboundedSender<ObjectRef<SocialCluster>>>) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let config = labels.map_or_else(watcher::Config::default, |l| watcher::Config::default().labels(l));
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff().touched_objects();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(obj) => {
+                    if let (Some(wake), Some(owner)) = (&wake, owner(obj.meta())) {
+                        let _ = wake.send(owner);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, kind = %K::kind(&()), "watch"),
+            }
         }
-    }
-    let want_pdb: Vec<String> = desired.pdbs.iter().filter_map(|p| p.metadata.name.clone()).collect();
-    for p in pdbs.list(&lp).await? {
-        if !want_pdb.contains(&p.name_any()) {
-            pdbs.delete(&p.name_any(), &DeleteParams::default()).await?;
-        }
-    }
-    Ok(())
+    });
+    reader
 }
 
-async fn admin_token(ctx: &Ctx, sc: &SocialCluster, ns: &str) -> Result<String, Error> {
-    let key = format!("{ns}/{}", sc.name_any());
-    let cached = ctx.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
-    if let Some((token, _)) = cached.filter(|(_, at)| at.elapsed() < Duration::from_secs(60)) {
-        return Ok(token);
-    }
-    let token = sign_admin_token(ctx, sc, ns).await?;
-    ctx.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (token.clone(), Instant::now()));
-    Ok(token)
+/// The SocialCluster cache; spec changes (a new generation) wake reconcile, status writes do not.
+fn clusters(api: Api<SocialCluster>, wake: mpsc::UnboundedSender<ObjectRef<SocialCluster>>) -> Store<SocialCluster> {
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(sc) => {
+                    let _ = wake.send(ObjectRef::from_obj(&sc));
+                }
+                Err(e) => tracing::warn!(error = %e, "watch socialclusters"),
+            }
+        }
+    });
+    reader
 }
 
-async fn sign_admin_token(ctx: &Ctx, sc: &SocialCluster, ns: &str) -> Result<String, Error> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let r = &sc.spec.auth.jwt_secret;
-    let secret = secrets.get(&r.name).await?;
-    let value = secret
-        .data
-        .and_then(|d| d.get(&r.key).cloned())
-        .ok_or_else(|| Error::Other(format!("secret {} has no key {}", r.name, r.key)))?;
-    let mut bytes = value.0;
-    while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
-        bytes.pop();
+impl Operator {
+    /// Start the caches (and nothing that writes).
+    pub fn start(client: kube::Client, settings: &Settings) -> Self {
+        let (tx, triggers) = mpsc::unbounded_channel();
+        let ns = settings.namespace.as_deref();
+        let owned = Some("app.kubernetes.io/managed-by=socialnet-operator");
+        let stores = Stores {
+            clusters: clusters(api(&client, ns), tx.clone()),
+            deployments: cache(api(&client, ns), owned, Some(tx.clone())),
+            services: cache(api(&client, ns), owned, Some(tx.clone())),
+            hpas: cache(api(&client, ns), owned, Some(tx.clone())),
+            pdbs: cache(api(&client, ns), owned, Some(tx.clone())),
+            config_maps: cache(api(&client, ns), owned, Some(tx.clone())),
+            jobs: cache(api(&client, ns), owned, Some(tx.clone())),
+            // EndpointSlices carry their Service's labels: only the operator's own Services' slices.
+            slices: cache(api(&client, ns), owned, None),
+        };
+        let monitors =
+            Monitors::new(client.clone(), stores.slices.clone(), stores.clusters.clone(), tx, settings.health_interval);
+        let ctx = Ctx {
+            events: EventSink::new(client.clone(), &settings.identity),
+            http: crate::pods::http(),
+            client,
+            stores,
+            monitors,
+            applied: Mutex::default(),
+        };
+        Self { ctx: Arc::new(ctx), triggers }
     }
-    http_kit::mint_token(
-        &bytes,
-        "socialnet-operator",
-        Duration::from_secs(300),
-        &["admin".to_owned()],
-        sc.spec.auth.issuer.as_deref(),
-        sc.spec.auth.audience.as_deref(),
-    )
-    .map_err(|e| Error::Other(format!("signing the operator's token: {e}")))
+
+    /// Reconcile until a shutdown signal.
+    pub async fn run(self) {
+        use kube::runtime::Controller;
+        let triggers = tokio_stream_of(self.triggers);
+        let reader = self.ctx.stores.clusters.clone();
+        Controller::for_stream(futures::stream::pending::<Result<SocialCluster, watcher::Error>>(), reader)
+            .reconcile_on(triggers)
+            .shutdown_on_signal()
+            .run(reconcile, error_policy, self.ctx)
+            .for_each(|r| async move {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "reconcile");
+                }
+            })
+            .await;
+    }
 }
 
-async fn patch_status(
-    ctx: &Ctx,
-    sc: &SocialCluster,
-    ns: &str,
-    status: &SocialClusterStatus,
-) -> Result<(), Error> {
-    let api: Api<SocialCluster> = Api::namespaced(ctx.client.clone(), ns);
-    // A merge patch only removes a field given as null: null every field the new status no longer has.
-    let mut new = serde_json::to_value(status).unwrap_or_default();
-    if let (Some(old), Some(map)) =
-        (sc.status.as_ref().and_then(|o| serde_json::to_value(o).ok()), new.as_object_mut())
-    {
-        for key in old.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
-            map.entry(key).or_insert(serde_json::Value::Null);
-        }
-    }
-    for key in ["targetPrimary", "targetPrimaryTimestamp", "message"] {
-        if let Some(map) = new.as_object_mut() {
-            map.entry(key).or_insert(serde_json::Value::Null);
-        }
-    }
-    let patch = serde_json::json!({"status": new});
-    api.patch_status(&sc.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    Ok(())
+fn tokio_stream_of<T: Send + 'static>(mut rx: mpsc::UnboundedReceiver<T>) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 pub async fn reconcile(sc: Arc<SocialCluster>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_inner(&sc, &ctx).await;
+    let result = reconcile_once(&ctx, &ObjectRef::from_obj(sc.as_ref())).await;
     metrics::histogram!("socialnet_operator_reconcile_seconds").record(started.elapsed().as_secs_f64());
     metrics::counter!("socialnet_operator_reconciles_total").increment(1);
-    if result.is_err() {
+    if result.as_ref().is_err_and(|e| !e.is_conflict()) {
         metrics::counter!("socialnet_operator_reconcile_errors_total").increment(1);
     }
     result
 }
 
-async fn reconcile_inner(sc: &SocialCluster, ctx: &Ctx) -> Result<Action, Error> {
-    let ns = sc.namespace().unwrap_or_else(|| "default".into());
-    let key = format!("{ns}/{}", sc.name_any());
-    let generation = sc.metadata.generation;
-    let now = Utc::now();
-    let mut status = sc.status.clone().unwrap_or_default();
-    status.observed_generation = generation;
-
-    // 1. Validate.
-    if let Err(why) = crate::validate::validate(sc) {
-        if status.message.as_deref() != Some(why.as_str()) {
-            event(ctx, sc, true, "InvalidSpec", why.clone()).await;
-        }
-        conditions::set(&mut status, "Degraded", true, "InvalidSpec", &why, generation, now);
-        conditions::set(
-            &mut status,
-            "Available",
-            false,
-            "InvalidSpec",
-            "the spec cannot be applied",
-            generation,
-            now,
-        );
-        status.message = Some(why);
-        status.phase = Some(conditions::phase(&status, false, true).into());
-        patch_status(ctx, sc, &ns, &status).await?;
-        return Ok(Action::requeue(Duration::from_secs(300)));
+/// Observe, plan, act. When pods were switched, plan once more with their answers: a switch that every
+/// pod confirmed completes in the same reconcile.
+pub async fn reconcile_once(ctx: &Ctx, key: &ObjectRef<SocialCluster>) -> Result<Action, Error> {
+    let Some(mut observed) = crate::observe::observe(ctx, key).await? else {
+        return Ok(Action::await_change());
+    };
+    let plan = crate::plan::plan(&observed, Utc::now());
+    let outcome = crate::act::act(ctx, &observed.cluster, &plan).await?;
+    if !outcome.switched.iter().any(|(_, r)| r.is_ok()) {
+        return Ok(Action::requeue(plan.requeue.unwrap_or(RESYNC)));
     }
-    status.message = None;
-    let current = status
-        .current_primary
-        .clone()
-        .or_else(|| sc.spec.initial_primary().map(str::to_owned))
-        .unwrap_or_default();
-    if status.current_primary.is_none() {
-        status.current_primary = Some(current.clone());
-        status.current_primary_timestamp = Some(now.to_rfc3339());
-    }
-
-    // 2. Build and 3. apply (unless paused): on a new generation, when an owned Deployment went missing,
-    // and every 10 seconds in any case.
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let selector = format!(
-        "app.kubernetes.io/instance={},app.kubernetes.io/managed-by=socialnet-operator",
-        sc.name_any()
-    );
-    let observed = deployments.list(&ListParams::default().labels(&selector)).await?;
-    if !sc.spec.paused {
-        let desired = build::desired(sc, &current);
-        let missing = desired
-            .deployments
-            .iter()
-            .any(|d| !observed.items.iter().any(|o| o.metadata.name == d.metadata.name));
-        let due = {
-            let applied = ctx.applied.lock().unwrap_or_else(|p| p.into_inner());
-            applied
-                .get(&key)
-                .is_none_or(|(g, at)| Some(*g) != generation || at.elapsed() > Duration::from_secs(10))
-        };
-        if missing || due {
-            apply_all(ctx, sc, &ns, &desired).await?;
-            ctx.applied
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key.clone(), (generation.unwrap_or(0), Instant::now()));
-        }
-    }
-
-    // 4. Observe the components.
-    let observed = deployments.list(&ListParams::default().labels(&selector)).await?;
-    let (mut ready_all, mut want_all) = (0, 0);
-    for c in COMPONENTS {
-        let name = build::object_name(sc, c);
-        let d = observed.items.iter().find(|d| d.name_any() == name);
-        // With an HPA the spec has no replicas: the Deployment's own count is what is wanted.
-        let want =
-            d.and_then(|d| d.spec.replicas.or(d.status.as_ref().and_then(|s| s.replicas))).unwrap_or(0);
-        let ready = d.and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0);
-        ready_all += ready;
-        want_all += want;
-        status.components.insert(
-            c.name().to_owned(),
-            socialnet_crd::ComponentStatus { ready_replicas: ready, replicas: want },
-        );
-    }
-    status.ready = Some(format!("{ready_all}/{want_all}"));
-    let all_ready = status.components.values().all(|c| c.ready_replicas >= c.replicas) && want_all > 0;
-    conditions::set(
-        &mut status,
-        "Available",
-        all_ready,
-        if all_ready { "AllReady" } else { "ComponentsNotReady" },
-        &format!("{ready_all}/{want_all} pods ready"),
-        generation,
-        now,
-    );
-    conditions::set(
-        &mut status,
-        "Progressing",
-        !all_ready,
-        if all_ready { "Stable" } else { "RollingOut" },
-        &format!("{ready_all}/{want_all} pods ready"),
-        generation,
-        now,
-    );
-
-    // 5. Projection health and failover.
-    let targets: Vec<String> = sc.spec.projections.targets.iter().map(|t| t.name.clone()).collect();
-    let read_service = build::object_name(sc, Component::ReadApi);
-    let endpoints = health::endpoints(&ctx.client, &ns, &read_service).await.unwrap_or_default();
-    let token = if endpoints.is_empty() { None } else { admin_token(ctx, sc, &ns).await.ok() };
-    let mut degraded: Option<String> = None;
-    if let Some(token) = &token {
-        let views = health::views(&ctx.http, &endpoints, token).await;
-        if !views.is_empty() {
-            let mut samples = health::samples(&views, &targets);
-            // The projector (the one writer) knows each target's lag exactly; the read APIs estimate it.
-            let projector_service = build::object_name(sc, Component::Projector);
-            let projector = health::endpoints(&ctx.client, &ns, &projector_service).await.unwrap_or_default();
-            let lag = health::projector_lag(&ctx.http, &projector, token).await;
-            for s in &mut samples {
-                if let Some((Some(events), _)) = lag.get(&s.name) {
-                    s.lag_events = Some(*events);
-                }
-            }
-            status.projections = failover::observe(&status.projections, &samples, now);
-            for h in &mut status.projections {
-                h.lag_seconds = lag.get(&h.name).and_then(|l| l.1);
-            }
-            let switchover = sc
-                .spec
-                .switchover
-                .as_ref()
-                .map(|s| s.target.as_str())
-                .filter(|t| status.handled_switchover.as_deref() != Some(*t));
-            match failover::decide(
-                &sc.spec.projections.failover,
-                sc.spec.paused,
-                &current,
-                &status.projections,
-                switchover,
-                now,
-            ) {
-                Decision::Promote { to, reason } => {
-                    promote(ctx, sc, &ns, &mut status, &endpoints, token, &current, &to, reason).await?;
-                    if reason == "Switchover" {
-                        status.handled_switchover = Some(to);
-                    }
-                }
-                Decision::NoCandidate(why) => degraded = Some(why),
-                Decision::Wait(why) => {
-                    if status.projections.iter().any(|h| h.name == current && !h.healthy) {
-                        degraded = Some(why);
-                    }
-                }
-                Decision::Stay => {}
-            }
-            // A target that was failed over and came back without data gets rebuilt automatically.
-            if let Some(last) = status.last_failover.clone() {
-                let sample = samples.iter().find(|s| s.name == last.from);
-                let busy =
-                    status.rebuild.as_ref().is_some_and(|r| r.phase == "Running" || r.phase == "Pending");
-                // Once per failover, even after another rebuild replaced this one in status.
-                let done_for = last.rebuilt
-                    || status
-                        .rebuild
-                        .as_ref()
-                        .is_some_and(|r| r.automatic && r.target == last.from && r.token == last.at);
-                if let Some(sample) = sample
-                    && !busy
-                    && !done_for
-                    && failover::needs_rebuild(sample, true)
-                {
-                    start_rebuild(ctx, sc, &ns, &mut status, &last.from, &last.at, true).await?;
-                    if let Some(l) = status.last_failover.as_mut() {
-                        l.rebuilt = true;
-                    }
-                }
+    observed.cluster = outcome.cluster;
+    observed.recently_applied = ctx.recently_applied(key);
+    if let Some(view) = observed.health.as_mut() {
+        for (endpoint, r) in &outcome.switched {
+            if let (Ok(active), Some(pod)) = (r, view.read_pods.iter_mut().find(|p| &p.endpoint == endpoint)) {
+                pod.active = Some(active.clone());
             }
         }
     }
-    conditions::set(
-        &mut status,
-        "Degraded",
-        degraded.is_some(),
-        if degraded.is_some() { "PrimaryProjectionFailing" } else { "Healthy" },
-        degraded.as_deref().unwrap_or("projection targets healthy"),
-        generation,
-        now,
-    );
-    if degraded.is_none() && status.target_primary.is_none() {
-        conditions::set(
-            &mut status,
-            "FailingOver",
-            false,
-            "NoFailover",
-            "the primary projection target is in use",
-            generation,
-            now,
-        );
-    }
-
-    // 6. Rebuild requests.
-    if !sc.spec.paused {
-        follow_rebuild(ctx, sc, &ns, &mut status).await?;
-    }
-    let rebuilding = status.rebuild.as_ref().is_some_and(|r| r.phase == "Running" || r.phase == "Pending");
-    let rb_msg = status
-        .rebuild
-        .as_ref()
-        .map(|r| format!("{} of {}: {}", r.phase, r.target, r.progress.clone().unwrap_or_default()))
-        .unwrap_or_default();
-    conditions::set(
-        &mut status,
-        "Rebuilding",
-        rebuilding,
-        if rebuilding { "JobRunning" } else { "Idle" },
-        &rb_msg,
-        generation,
-        now,
-    );
-
-    status.phase = Some(conditions::phase(&status, sc.spec.paused, false).into());
-    patch_status(ctx, sc, &ns, &status).await?;
-    let every = if targets.len() > 1 && !sc.spec.paused { ctx.health_every } else { Duration::from_secs(10) };
-    Ok(Action::requeue(every))
+    let again = crate::plan::plan(&observed, Utc::now());
+    crate::act::act(ctx, &observed.cluster, &again).await?;
+    Ok(Action::requeue(again.requeue.unwrap_or(RESYNC)))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn promote(
-    ctx: &Ctx,
-    sc: &SocialCluster,
-    ns: &str,
-    status: &mut SocialClusterStatus,
-    endpoints: &[String],
-    token: &str,
-    from: &str,
-    to: &str,
-    reason: &str,
-) -> Result<(), Error> {
-    let gen_ = sc.metadata.generation;
-    let started = Instant::now();
-    let now = Utc::now();
-    // Phase one: pending (no primary is being promoted yet), recorded before anything changes.
-    status.target_primary = Some("pending".into());
-    status.target_primary_timestamp = Some(now.to_rfc3339());
-    conditions::set(status, "FailingOver", true, reason, &format!("leaving {from}"), gen_, now);
-    patch_status(ctx, sc, ns, status).await?;
-    event(
-        ctx,
-        sc,
-        reason != "Switchover",
-        "FailoverStarted",
-        format!("{reason}: moving reads from {from} to {to}"),
-    )
-    .await;
-    // Phase two: the chosen standby.
-    status.target_primary = Some(to.to_owned());
-    patch_status(ctx, sc, ns, status).await?;
-    match health::switch_all(&ctx.http, endpoints, token, to).await {
-        Ok(pods) => {
-            let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-            apply(&cms, &build::config_map(sc, to)).await?;
-            let done = Utc::now();
-            let ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-            status.current_primary = Some(to.to_owned());
-            status.current_primary_timestamp = Some(done.to_rfc3339());
-            status.target_primary = None;
-            status.target_primary_timestamp = None;
-            status.last_failover = Some(FailoverRecord {
-                from: from.to_owned(),
-                to: to.to_owned(),
-                reason: reason.to_owned(),
-                at: done.to_rfc3339(),
-                duration_ms: Some(ms),
-                rebuilt: false,
-            });
-            conditions::set(
-                status,
-                "FailingOver",
-                false,
-                "Completed",
-                &format!("{to} is the primary"),
-                gen_,
-                done,
-            );
-            metrics::counter!("socialnet_operator_failovers_total", "reason" => reason.to_owned())
-                .increment(1);
-            event(
-                ctx,
-                sc,
-                false,
-                "FailoverCompleted",
-                format!("{pods} read API pods now read {to} (was {from}), {ms} ms"),
-            )
-            .await;
-            Ok(())
-        }
-        Err(why) => {
-            event(ctx, sc, true, "FailoverIncomplete", format!("switching the read APIs to {to}: {why}"))
-                .await;
-            Err(Error::Other(why))
-        }
+pub fn error_policy(sc: Arc<SocialCluster>, err: &Error, _ctx: Arc<Ctx>) -> Action {
+    if err.is_conflict() {
+        tracing::debug!(cluster = %sc.name_any(), error = %err, "conflict; reconciling again");
+        return Action::requeue(Duration::from_millis(200));
     }
-}
-
-async fn start_rebuild(
-    ctx: &Ctx,
-    sc: &SocialCluster,
-    ns: &str,
-    status: &mut SocialClusterStatus,
-    target: &str,
-    token: &str,
-    automatic: bool,
-) -> Result<(), Error> {
-    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
-    let job = jobs::rebuild_job(sc, target, token);
-    apply(&jobs_api, &job).await?;
-    status.rebuild = Some(RebuildStatus {
-        target: target.to_owned(),
-        token: token.to_owned(),
-        phase: "Running".into(),
-        job: job.metadata.name.clone(),
-        progress: None,
-        started_at: Some(Utc::now().to_rfc3339()),
-        finished_at: None,
-        error: None,
-        automatic,
-    });
-    metrics::counter!("socialnet_operator_rebuilds_total").increment(1);
-    event(
-        ctx,
-        sc,
-        false,
-        "RebuildStarted",
-        format!("rebuilding projection target {target} (job {})", job.metadata.name.unwrap_or_default()),
-    )
-    .await;
-    Ok(())
-}
-
-async fn follow_rebuild(
-    ctx: &Ctx,
-    sc: &SocialCluster,
-    ns: &str,
-    status: &mut SocialClusterStatus,
-) -> Result<(), Error> {
-    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
-    // Follow the current one.
-    if let Some(r) = status.rebuild.clone().filter(|r| r.phase == "Running" || r.phase == "Pending")
-        && let Some(job_name) = &r.job
-    {
-        match jobs_api.get_opt(job_name).await? {
-            Some(job) => {
-                let phase = jobs::job_phase(&job);
-                if phase != "Running" {
-                    let mut done = r.clone();
-                    done.phase = phase.to_owned();
-                    done.finished_at = Some(Utc::now().to_rfc3339());
-                    done.progress = Some(if phase == "Succeeded" { "100%".into() } else { "stopped".into() });
-                    if phase == "Failed" {
-                        done.error = Some(format!("job {job_name} failed"));
-                    }
-                    event(
-                        ctx,
-                        sc,
-                        phase == "Failed",
-                        &format!("Rebuild{phase}"),
-                        format!("rebuild of {}: {phase}", r.target),
-                    )
-                    .await;
-                    status.rebuild = Some(done);
-                } else if let Some(active) = job.status.as_ref().and_then(|s| s.active) {
-                    let mut running = r.clone();
-                    running.progress = Some(format!("{active} pod(s) running"));
-                    status.rebuild = Some(running);
-                }
-            }
-            None => {
-                let mut gone = r.clone();
-                gone.phase = "Failed".into();
-                gone.error = Some(format!("job {job_name} disappeared"));
-                gone.finished_at = Some(Utc::now().to_rfc3339());
-                status.rebuild = Some(gone);
-            }
-        }
-        return Ok(());
-    }
-    // Start a requested one whose token is new. One at a time per cluster, so never two for one target.
-    if let Some(req) = &sc.spec.rebuild {
-        let already = status
-            .rebuild
-            .as_ref()
-            .is_some_and(|r| r.token == req.token && r.target == req.target && !r.automatic);
-        if !already {
-            start_rebuild(ctx, sc, ns, status, &req.target, &req.token, false).await?;
-        }
-    }
-    Ok(())
-}
-
-pub fn error_policy(_sc: Arc<SocialCluster>, err: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "reconcile failed; retrying");
+    tracing::warn!(cluster = %sc.name_any(), error = %err, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(2))
 }

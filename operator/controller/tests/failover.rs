@@ -1,91 +1,88 @@
 //! The failover decision as a pure function: never two primaries, only a healthy and most caught-up
-//! standby, the threshold and the delay respected, paused respected, switchovers take the same path.
+//! standby, the threshold and the delay respected, unknown health decides nothing, paused respected,
+//! switchovers take the same path; and the status summary shows what an operator needs.
 #![allow(clippy::unwrap_used)]
 
 use chrono::{Duration, Utc};
-use socialnet_crd::{FailoverPolicy, ProjectionHealth};
-use socialnet_operator::failover::{Decision, Sample, decide, observe};
+use socialnet_crd::{FailoverPolicy, FailoverReason};
+use socialnet_operator::failover::{Decision, decide, needs_rebuild};
+use socialnet_operator::health::TargetHealth;
 
-fn sample(name: &str, healthy: bool, lag: Option<i64>) -> Sample {
-    Sample { name: name.into(), healthy, reachable: true, lag_events: lag, generation: Some(1) }
+fn target(name: &str, healthy: Option<bool>, failures: u32, failing_for_s: i64, lag: Option<i64>) -> TargetHealth {
+    TargetHealth {
+        name: name.into(),
+        healthy,
+        reachable: healthy,
+        has_data: healthy.map(|_| true),
+        consecutive_failures: failures,
+        failing_since: (failures > 0).then(|| Utc::now() - Duration::seconds(failing_for_s)),
+        lag_events: lag,
+        lag_seconds: None,
+        generation: Some(1),
+    }
+}
+
+fn ok(name: &str, lag: i64) -> TargetHealth {
+    target(name, Some(true), 0, 0, Some(lag))
+}
+
+fn failed(name: &str, failures: u32, for_s: i64) -> TargetHealth {
+    target(name, Some(false), failures, for_s, None)
 }
 
 fn policy() -> FailoverPolicy {
-    FailoverPolicy::default() // threshold 3, delay 2 s, max lag 10 000
+    FailoverPolicy::default() // threshold 3, delay 1 s, max lag 10 000
 }
 
-/// Observe the same samples `n` times, one second apart, starting `start` seconds ago.
-fn observed(samples: &[Sample], n: usize, start: i64) -> Vec<ProjectionHealth> {
-    let mut h = Vec::new();
-    for i in 0..n {
-        h = observe(&h, samples, Utc::now() - Duration::seconds(start - i as i64));
-    }
-    h
+fn promote(to: &str, reason: FailoverReason) -> Decision {
+    Decision::Promote { to: to.into(), reason }
 }
 
 #[test]
 fn a_healthy_primary_stays() {
-    let h = observed(&[sample("p", true, Some(0)), sample("s", true, Some(0))], 5, 5);
-    assert_eq!(decide(&policy(), false, "p", &h, None, Utc::now()), Decision::Stay);
+    assert_eq!(decide(&policy(), false, "p", &[ok("p", 0), ok("s", 0)], None, Utc::now()), Decision::Stay);
 }
 
 #[test]
 fn the_threshold_and_the_delay_are_respected() {
-    let samples = [sample("p", false, None), sample("s", true, Some(3))];
-    let h = observed(&samples, 2, 10);
-    assert!(
-        matches!(decide(&policy(), false, "p", &h, None, Utc::now()), Decision::Wait(w) if w.contains("2 of 3"))
-    );
-    // Three failures, but the first only a second ago: the 2 s delay is not over.
-    let h = observe(
-        &observe(&observe(&[], &samples, Utc::now() - Duration::milliseconds(1000)), &samples, Utc::now()),
-        &samples,
-        Utc::now(),
-    );
-    assert!(
-        matches!(decide(&policy(), false, "p", &h, None, Utc::now()), Decision::Wait(w) if w.contains("delay"))
-    );
-    let h = observed(&samples, 3, 10);
-    assert_eq!(
-        decide(&policy(), false, "p", &h, None, Utc::now()),
-        Decision::Promote { to: "s".into(), reason: "PrimaryFailed" }
-    );
+    let d = decide(&policy(), false, "p", &[failed("p", 2, 10), ok("s", 3)], None, Utc::now());
+    assert!(matches!(d, Decision::Wait { ref why, .. } if why.contains("2 of 3")), "{d:?}");
+    let d = decide(&policy(), false, "p", &[failed("p", 3, 0), ok("s", 3)], None, Utc::now());
+    assert!(matches!(d, Decision::Wait { recheck: Some(r), .. } if r <= std::time::Duration::from_secs(1)), "{d:?}");
+    let d = decide(&policy(), false, "p", &[failed("p", 3, 2), ok("s", 3)], None, Utc::now());
+    assert_eq!(d, promote("s", FailoverReason::PrimaryFailed));
+}
+
+#[test]
+fn unknown_health_decides_nothing() {
+    let unknown = target("p", None, 0, 0, None);
+    let d = decide(&policy(), false, "p", &[unknown, ok("s", 0)], None, Utc::now());
+    assert!(matches!(d, Decision::Wait { ref why, .. } if why.contains("unknown")), "{d:?}");
+    let d = decide(&policy(), false, "p", &[ok("p", 0), target("s", None, 0, 0, None)], Some("s"), Utc::now());
+    assert!(matches!(d, Decision::Wait { .. }), "no switchover to a target nobody could check: {d:?}");
 }
 
 #[test]
 fn only_a_healthy_most_caught_up_standby_is_promoted() {
-    let samples = [
-        sample("p", false, None),
-        sample("far", true, Some(5000)),
-        sample("near", true, Some(12)),
-        sample("sick", false, Some(0)),
-        sample("too-far", true, Some(50_000)),
-    ];
-    let h = observed(&samples, 4, 10);
-    assert_eq!(
-        decide(&policy(), false, "p", &h, None, Utc::now()),
-        Decision::Promote { to: "near".into(), reason: "PrimaryFailed" }
-    );
-    let h = observed(
-        &[sample("p", false, None), sample("sick", false, Some(0)), sample("too-far", true, Some(50_000))],
-        4,
-        10,
-    );
-    assert!(matches!(decide(&policy(), false, "p", &h, None, Utc::now()), Decision::NoCandidate(_)));
+    let all = [failed("p", 4, 10), ok("far", 5000), ok("near", 12), failed("sick", 4, 10), ok("too-far", 50_000)];
+    assert_eq!(decide(&policy(), false, "p", &all, None, Utc::now()), promote("near", FailoverReason::PrimaryFailed));
+    let none = [failed("p", 4, 10), failed("sick", 4, 10), ok("too-far", 50_000)];
+    assert!(matches!(decide(&policy(), false, "p", &none, None, Utc::now()), Decision::NoCandidate(_)));
 }
 
 #[test]
 fn never_two_primaries_and_never_the_failed_one() {
-    // Whatever the health, a decision names at most one target, and never the current primary.
     let names = ["p", "a", "b"];
     for mask in 0..8u8 {
-        let samples: Vec<Sample> =
-            names.iter().enumerate().map(|(i, n)| sample(n, mask & (1 << i) != 0, Some(i as i64))).collect();
-        let h = observed(&samples, 5, 10);
-        match decide(&policy(), false, "p", &h, None, Utc::now()) {
+        let health: Vec<TargetHealth> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| if mask & (1 << i) != 0 { ok(n, i as i64) } else { failed(n, 5, 10) })
+            .collect();
+        match decide(&policy(), false, "p", &health, None, Utc::now()) {
             Decision::Promote { to, .. } => {
                 assert_ne!(to, "p");
-                assert!(h.iter().any(|x| x.name == to && x.healthy));
+                assert!(health.iter().any(|x| x.name == to && x.healthy == Some(true)));
                 assert!(mask & 1 == 0, "promoted away from a healthy primary");
             }
             Decision::Stay => assert!(mask & 1 != 0),
@@ -95,90 +92,36 @@ fn never_two_primaries_and_never_the_failed_one() {
 }
 
 #[test]
+fn a_primary_that_is_only_behind_stays() {
+    let behind = TargetHealth { healthy: Some(false), reachable: Some(true), has_data: Some(true), ..ok("p", 90_000) };
+    assert_eq!(decide(&policy(), false, "p", &[behind, ok("s", 0)], None, Utc::now()), Decision::Stay);
+    let empty = TargetHealth { has_data: Some(false), ..failed("p", 5, 10) };
+    assert_eq!(decide(&policy(), false, "p", &[empty, ok("s", 0)], None, Utc::now()), promote("s", FailoverReason::PrimaryFailed), "empty is failed");
+}
+
+#[test]
 fn paused_and_disabled_policies_do_nothing() {
-    let h = observed(&[sample("p", false, None), sample("s", true, Some(0))], 5, 10);
-    assert!(matches!(decide(&policy(), true, "p", &h, None, Utc::now()), Decision::Wait(w) if w == "paused"));
+    let h = [failed("p", 5, 10), ok("s", 0)];
+    assert!(matches!(decide(&policy(), true, "p", &h, None, Utc::now()), Decision::Wait { ref why, .. } if why == "paused"));
     let off = FailoverPolicy { enabled: false, ..policy() };
     assert_eq!(decide(&off, false, "p", &h, None, Utc::now()), Decision::Stay);
 }
 
 #[test]
 fn a_switchover_takes_the_same_path_to_a_healthy_target_only() {
-    let h =
-        observed(&[sample("p", true, Some(0)), sample("s", true, Some(0)), sample("x", false, None)], 2, 5);
-    assert_eq!(
-        decide(&policy(), false, "p", &h, Some("s"), Utc::now()),
-        Decision::Promote { to: "s".into(), reason: "Switchover" }
-    );
-    assert!(matches!(decide(&policy(), false, "p", &h, Some("x"), Utc::now()), Decision::Wait(_)));
+    let h = [ok("p", 0), ok("s", 0), failed("x", 5, 10)];
+    assert_eq!(decide(&policy(), false, "p", &h, Some("s"), Utc::now()), promote("s", FailoverReason::Switchover));
+    assert!(matches!(decide(&policy(), false, "p", &h, Some("x"), Utc::now()), Decision::Wait { .. }));
     assert_eq!(decide(&policy(), false, "p", &h, Some("p"), Utc::now()), Decision::Stay, "already there");
-    assert!(matches!(decide(&policy(), true, "p", &h, Some("s"), Utc::now()), Decision::Wait(_)), "paused");
-}
-
-#[test]
-fn observing_counts_failures_and_resets_on_recovery() {
-    let h = observed(&[sample("p", false, None)], 3, 3);
-    assert_eq!(h[0].consecutive_failures, 3);
-    assert!(h[0].failing_since.is_some());
-    let h = observe(&h, &[sample("p", true, Some(0))], Utc::now());
-    assert_eq!(h[0].consecutive_failures, 0);
-    assert!(h[0].failing_since.is_none());
+    assert!(matches!(decide(&policy(), true, "p", &h, Some("s"), Utc::now()), Decision::Wait { .. }), "paused");
 }
 
 #[test]
 fn a_failed_over_target_is_rebuilt_once_it_answers_again_unusable() {
-    use socialnet_operator::failover::needs_rebuild;
-    let dead = Sample { reachable: false, ..sample("p", false, None) };
-    let back_empty = Sample { reachable: true, generation: None, ..sample("p", false, None) };
-    let fine = sample("p", true, Some(0));
-    assert!(!needs_rebuild(&dead, true), "still down: nothing to rebuild into");
-    assert!(needs_rebuild(&back_empty, true));
-    assert!(!needs_rebuild(&fine, true));
-    assert!(!needs_rebuild(&back_empty, false), "only a target that was failed over from");
-}
-
-#[test]
-fn the_status_summary_shows_what_an_operator_needs() {
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/full.yaml")).unwrap();
-    let mut sc: socialnet_crd::SocialCluster = serde_yaml::from_str(&text).unwrap();
-    sc.metadata.namespace = Some("apps".into());
-    let mut status = socialnet_crd::SocialClusterStatus {
-        phase: Some("Available".into()),
-        current_primary: Some("standby".into()),
-        ready: Some("9/9".into()),
-        ..Default::default()
-    };
-    status
-        .components
-        .insert("read-api".into(), socialnet_crd::ComponentStatus { ready_replicas: 2, replicas: 2 });
-    status.projections =
-        observe(&[], &[sample("primary", false, None), sample("standby", true, Some(4))], Utc::now());
-    status.last_failover = Some(socialnet_crd::FailoverRecord {
-        from: "primary".into(),
-        to: "standby".into(),
-        reason: "PrimaryFailed".into(),
-        at: "2026-11-27T00:00:00Z".into(),
-        duration_ms: Some(2200),
-        rebuilt: false,
-    });
-    sc.status = Some(status);
-    let events = vec![(
-        "Normal".to_owned(),
-        "FailoverCompleted".to_owned(),
-        "2 read API pods now read standby".to_owned(),
-    )];
-    let out = socialnet_operator::summary::render(&sc, &events);
-    for needle in [
-        "SocialCluster apps/social: Available",
-        "read-api   2/2",
-        "primary standby",
-        "FAILING",
-        "lag 4",
-        "last failover: primary -> standby (PrimaryFailed)",
-        "2200 ms",
-        "FailoverCompleted",
-    ] {
-        assert!(out.contains(needle), "summary lacks {needle:?}:\n{out}");
-    }
+    let dead = TargetHealth { reachable: Some(false), ..failed("p", 5, 10) };
+    let back_empty = TargetHealth { reachable: Some(true), generation: None, ..failed("p", 5, 10) };
+    assert!(!needs_rebuild(&dead), "still down: nothing to rebuild into");
+    assert!(needs_rebuild(&back_empty));
+    assert!(!needs_rebuild(&ok("p", 0)));
+    assert!(!needs_rebuild(&target("p", None, 0, 0, None)), "unknown is not unusable");
 }

@@ -1,8 +1,9 @@
-//! FAKE-API, BINARY-LEVEL TEST of leader election: two real `socialnet-operator run` processes against the
+//! FAKE-API, BINARY-LEVEL TEST of leader election: real `socialnet-operator run` processes against the
 //! emulated Kubernetes API (tests/fake_api). Only the Lease holder reconciles (the other's reconcile
-//! counter stays at zero); when the holder is killed, the standby takes the Lease over once it expires and
-//! reconciles from then on. What a real cluster adds (API server latency, pods rescheduled) is listed in
-//! e2e/README.md.
+//! counter stays at zero); when the holder is killed, the standby takes the Lease over once it has seen
+//! it unrenewed for a whole lease (on its own clock) and reconciles from then on; a holder stopped with
+//! SIGTERM releases the Lease and a standby takes over at once. What a real cluster adds (API server
+//! latency, pods rescheduled) is listed in e2e/README.md.
 #![allow(clippy::unwrap_used)]
 
 mod fake_api;
@@ -116,4 +117,20 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
         "LEADER: leader killed -> standby holds the Lease in {} ms (lease {LEASE_SECONDS} s)",
         took_over.as_millis()
     );
+    assert!(took_over >= Duration::from_secs(LEASE_SECONDS), "took over a lease that had not expired");
+
+    // A leader stopped as Kubernetes stops a pod gives the Lease up: a new replica leads well within a lease.
+    let port_c = free_port();
+    let _c = operator(&kubectl, "op-c", port_c);
+    wait_for("op-c to serve its metrics", Duration::from_secs(20), || async { reconciles(port_c).await.is_some() }).await;
+    let mut b = _b;
+    assert!(b.terminate(Duration::from_secs(10)), "op-b did not stop on SIGTERM");
+    let stopped = Instant::now();
+    wait_for("op-c to lead", Duration::from_secs(4 * LEASE_SECONDS), || async {
+        holder().await.is_some_and(|(h, _)| h == "op-c")
+    })
+    .await;
+    let handed = stopped.elapsed();
+    eprintln!("LEADER: leader stopped with SIGTERM -> the next holds the Lease in {} ms", handed.as_millis());
+    assert!(handed < Duration::from_secs(LEASE_SECONDS), "the Lease was not released on shutdown");
 }

@@ -1,61 +1,64 @@
 //! FAKE-API TESTS: reconcile against an emulated Kubernetes API on loopback (tests/fake_api), not a real
-//! cluster. The test plays the Deployment and Job controllers. What only a real cluster proves (garbage
-//! collection through owner references, CEL at admission, HPAs acting, pods actually running) is listed
-//! in e2e/README.md and checked by the kind end-to-end script.
+//! cluster, with stand-in read API and projector pods (tests/pods). The test plays the Deployment and
+//! Job controllers. Besides final states, these tests read the fake's log of every request and check
+//! the sequence of writes: nothing done twice, no status going backwards, also when the watches lag
+//! behind the writes as they do on a busy API server. What only a real cluster proves is listed in
+//! e2e/README.md.
 #![allow(clippy::unwrap_used)]
 
 mod fake_api;
+mod pods;
 
-use fake_api::FakeApi;
-use kube::api::Api;
-use kube::runtime::events::{Recorder, Reporter};
+use fake_api::{FakeApi, Request};
+use kube::runtime::reflector::ObjectRef;
+use pods::FakePod;
 use serde_json::{Value, json};
-use socialnet_crd::SocialCluster;
-use socialnet_operator::reconcile::{Ctx, reconcile};
+use socialnet_operator::reconcile::{Operator, Settings, reconcile_once};
 use std::sync::Arc;
+use std::time::Duration;
 
 const NS: &str = "apps";
 const SC: &str = "apis/socialnet.io/v1alpha1";
 const APPS: &str = "apis/apps/v1";
 
 fn example(name: &str) -> Value {
-    let text = std::fs::read_to_string(
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name),
-    )
-    .unwrap();
-    let v: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    serde_json::to_value(v).unwrap()
+    let text = std::fs::read_to_string(format!("{}/../../examples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(&text).unwrap()).unwrap()
 }
 
 struct World {
     api: FakeApi,
-    ctx: Arc<Ctx>,
-    clusters: Api<SocialCluster>,
+    ctx: Arc<socialnet_operator::reconcile::Ctx>,
 }
 
 impl World {
-    async fn new() -> World {
+    /// The fake API with the auth Secret; the operator's caches and monitors started. `run`: the whole
+    /// controller runs too (else the test calls reconcile itself).
+    async fn new(watch_delay: Duration, run: bool) -> World {
         let api = FakeApi::start().await;
-        let client = api.client();
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter { controller: "socialnet-operator".into(), instance: None },
-        );
-        let ctx = Arc::new(Ctx::new(client.clone(), recorder));
-        api.put(
-            "api/v1",
-            NS,
-            "secrets",
-            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "socialnet-auth"},
-            "data": {"jwt-secret": "Y2hhbmdlLW1lLXRvLWEtbG9uZy1yYW5kb20tc3RyaW5n"}}),
-        );
-        World { api, ctx, clusters: Api::namespaced(client, NS) }
+        api.set_watch_delay(watch_delay);
+        api.put("api/v1", NS, "secrets", json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "socialnet-auth"},
+            "data": {"jwt-secret": "Y2hhbmdlLW1lLXRvLWEtbG9uZy1yYW5kb20tc3RyaW5n"}}));
+        let settings = Settings {
+            namespace: Some(NS.into()),
+            health_interval: Duration::from_millis(100),
+            identity: "test-0".into(),
+        };
+        let operator = Operator::start(api.client(), &settings);
+        let ctx = operator.ctx.clone();
+        if run {
+            tokio::spawn(operator.run());
+        }
+        World { api, ctx }
     }
 
-    async fn reconcile(&self, name: &str) -> SocialCluster {
-        let sc = self.clusters.get(name).await.unwrap();
-        reconcile(Arc::new(sc), self.ctx.clone()).await.unwrap();
-        self.clusters.get(name).await.unwrap()
+    async fn reconcile(&self, name: &str) -> Value {
+        reconcile_once(&self.ctx, &ObjectRef::new(name).within(NS)).await.unwrap();
+        self.status(name)
+    }
+
+    fn status(&self, name: &str) -> Value {
+        self.api.get(SC, NS, "socialclusters", name).map(|c| c["status"].clone()).unwrap_or(Value::Null)
     }
 
     fn edit(&self, name: &str, f: impl FnOnce(&mut Value)) {
@@ -76,113 +79,205 @@ impl World {
             self.api.put(APPS, NS, "deployments", d);
         }
     }
+
+    /// Wait until the caches have caught up (the watch delay, and a little).
+    async fn settle(&self) {
+        tokio::time::sleep(self.api.watch_delay() + Duration::from_millis(300)).await;
+    }
+
+    async fn wait(&self, what: &str, limit: Duration, f: impl Fn(&World) -> bool) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !f(self) {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}; status: {}", self.status("social"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn writes(&self) -> Vec<Request> {
+        self.api.requests().into_iter().filter(|r| r.is_write() && !r.is_lease()).collect()
+    }
+}
+
+fn events_with(w: &World, reason: &str) -> usize {
+    w.api.list("api/v1", NS, "events").iter().filter(|e| e["reason"] == reason).count()
 }
 
 #[tokio::test]
-async fn a_cluster_is_provisioned_owned_updated_repaired_and_reported() {
-    let w = World::new().await;
+async fn a_cluster_is_provisioned_owned_updated_repaired_and_garbage_collected() {
+    let w = World::new(Duration::ZERO, false).await;
     w.api.put(SC, NS, "socialclusters", example("full.yaml"));
-    let sc = w.reconcile("social").await;
-    let uid = sc.metadata.uid.clone().unwrap();
-
+    let st = w.reconcile("social").await;
+    let uid = w.api.get(SC, NS, "socialclusters", "social").unwrap()["metadata"]["uid"].clone();
     let deployments = w.deployments();
     assert_eq!(deployments.len(), 5);
-    for d in &deployments {
-        assert_eq!(
-            d["metadata"]["ownerReferences"][0]["uid"],
-            uid.as_str(),
-            "owner reference on {}",
-            d["metadata"]["name"]
-        );
-    }
+    assert!(deployments.iter().all(|d| d["metadata"]["ownerReferences"][0]["uid"] == uid));
     assert_eq!(w.api.list("api/v1", NS, "services").len(), 5);
     assert_eq!(w.api.list("apis/autoscaling/v2", NS, "horizontalpodautoscalers").len(), 1);
     assert_eq!(w.api.list("apis/policy/v1", NS, "poddisruptionbudgets").len(), 4);
-    let cm = w.api.get("api/v1", NS, "configmaps", "social-projections").unwrap();
-    assert_eq!(cm["data"]["active"], "primary");
-    assert_eq!(cm["metadata"]["ownerReferences"][0]["uid"], uid.as_str());
-    let write = w.api.get(APPS, NS, "deployments", "social-write-api").unwrap();
-    assert!(write["spec"].get("replicas").is_none(), "replicas left to the HPA");
+    assert_eq!(w.api.get("api/v1", NS, "configmaps", "social-projections").unwrap()["data"]["active"], "primary");
+    assert!(w.api.get(APPS, NS, "deployments", "social-write-api").unwrap()["spec"].get("replicas").is_none());
+    assert_eq!((st["observedGeneration"].clone(), st["phase"].clone()), (json!(1), json!("Provisioning")));
+    assert!(w.api.list("apis/batch/v1", NS, "jobs").is_empty(), "the example's token is recorded, not run");
+    assert_eq!(st["handledRebuildToken"], "initial");
 
-    let st = sc.status.clone().unwrap();
-    assert_eq!(st.observed_generation, Some(1));
-    assert_eq!(st.phase.as_deref(), Some("Rebuilding"), "the full example asks for a rebuild: {st:?}");
-    assert_eq!(st.current_primary.as_deref(), Some("primary"));
-    assert_eq!(st.components.len(), 5);
-    assert!(st.conditions.iter().any(|c| c.type_ == "Available" && c.status == "False"));
-
-    // The test plays the Deployment and Job controllers: everything ready, the rebuild done.
+    w.settle().await;
     w.make_ready();
-    let jobs = w.api.list("apis/batch/v1", NS, "jobs");
-    assert_eq!(jobs.len(), 1);
-    assert_eq!(
-        jobs[0]["spec"]["template"]["spec"]["containers"][0]["args"],
-        json!(["projector", "rebuild", "--target", "standby"])
-    );
-    let mut job = jobs[0].clone();
-    job["status"] = json!({"succeeded": 1});
-    w.api.put("apis/batch/v1", NS, "jobs", job);
-    let sc = w.reconcile("social").await;
-    let st = sc.status.clone().unwrap();
-    assert_eq!(st.rebuild.as_ref().unwrap().phase, "Succeeded");
-    assert_eq!(st.phase.as_deref(), Some("Available"), "{st:?}");
-    assert_eq!(st.ready.as_deref(), Some("9/9"));
+    w.settle().await;
+    let st = w.reconcile("social").await;
+    assert_eq!(st["ready"], "9/9");
+    let before = w.writes().len();
+    w.reconcile("social").await;
+    assert_eq!(w.writes().len(), before, "an unchanged world makes no writes");
 
-    // Change replicas: applied, observedGeneration follows.
     w.edit("social", |s| s["ingester"]["replicas"] = json!(3));
-    let sc = w.reconcile("social").await;
+    let st = w.reconcile("social").await;
     assert_eq!(w.api.get(APPS, NS, "deployments", "social-ingester").unwrap()["spec"]["replicas"], 3);
-    assert_eq!(sc.status.unwrap().observed_generation, Some(2));
+    assert_eq!(st["observedGeneration"], 2);
+    let ingester_writes = w.writes().iter().filter(|r| r.path.ends_with("deployments/social-ingester")).count();
+    assert_eq!(ingester_writes, 2, "created once, changed once");
 
-    // An owned Deployment deleted by hand comes back.
     w.api.delete(APPS, NS, "deployments", "social-read-api");
+    w.settle().await;
     w.reconcile("social").await;
-    assert!(w.api.get(APPS, NS, "deployments", "social-read-api").is_some());
+    assert!(w.api.get(APPS, NS, "deployments", "social-read-api").is_some(), "a deleted child comes back");
 
-    // A new rebuild token starts a new Job; the same token does not start a second one.
-    w.edit("social", |s| s["rebuild"]["token"] = json!("again"));
-    w.reconcile("social").await;
-    w.reconcile("social").await;
-    assert_eq!(w.api.list("apis/batch/v1", NS, "jobs").len(), 2);
-    let sc = w.clusters.get("social").await.unwrap();
-    let rb = sc.status.unwrap().rebuild.unwrap();
-    assert_eq!((rb.phase.as_str(), rb.token.as_str()), ("Running", "again"));
-
-    // Events were recorded.
-    assert!(!w.api.list("apis/events.k8s.io/v1", NS, "events").is_empty());
+    // Deleting the cluster deletes what it owns (the fake garbage-collects by owner reference); the
+    // operator then leaves it all gone.
+    w.api.delete(SC, NS, "socialclusters", "social");
+    assert!(w.deployments().is_empty() && w.api.list("api/v1", NS, "configmaps").is_empty());
+    w.settle().await;
+    reconcile_once(&w.ctx, &ObjectRef::new("social").within(NS)).await.unwrap();
+    assert!(w.deployments().is_empty(), "nothing recreated for a deleted cluster");
 }
 
 #[tokio::test]
 async fn an_invalid_spec_is_reported_in_status_without_failing_reconcile() {
-    let w = World::new().await;
+    let w = World::new(Duration::ZERO, false).await;
     let mut bad = example("full.yaml");
     // The fake API runs no CEL, so this reaches the operator, as with an old API server.
     bad["spec"]["writeApi"]["autoscaling"] = json!({"minReplicas": 5, "maxReplicas": 2});
     bad["spec"]["rebuild"]["target"] = json!("nowhere");
     w.api.put(SC, NS, "socialclusters", bad);
-    let sc = w.reconcile("social").await;
-    let st = sc.status.unwrap();
-    assert_eq!(st.phase.as_deref(), Some("Invalid"));
-    let msg = st.message.unwrap();
-    assert!(msg.contains("minReplicas (5) exceeds maxReplicas (2)"), "{msg}");
-    assert!(msg.contains("rebuild.target \"nowhere\""), "{msg}");
-    assert!(
-        st.conditions
-            .iter()
-            .any(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "InvalidSpec")
-    );
+    let st = w.reconcile("social").await;
+    assert_eq!(st["phase"], "Invalid");
+    let msg = st["message"].as_str().unwrap();
+    assert!(msg.contains("minReplicas (5) exceeds maxReplicas (2)") && msg.contains("rebuild.target \"nowhere\""), "{msg}");
+    let degraded = st["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Degraded").unwrap().clone();
+    assert_eq!((degraded["status"].clone(), degraded["reason"].clone()), (json!("True"), json!("InvalidSpec")));
     assert!(w.deployments().is_empty(), "nothing is applied from an invalid spec");
+    assert_eq!(events_with(&w, "InvalidSpec"), 1);
+    w.reconcile("social").await;
+    assert_eq!(events_with(&w, "InvalidSpec"), 1, "the same problem is not reported again");
 }
 
 #[tokio::test]
 async fn a_paused_cluster_is_left_alone() {
-    let w = World::new().await;
+    let w = World::new(Duration::ZERO, false).await;
     w.api.put(SC, NS, "socialclusters", example("minimal.yaml"));
     w.reconcile("social-min").await;
     assert_eq!(w.deployments().len(), 5);
     w.edit("social-min", |s| s["paused"] = json!(true));
     w.api.delete(APPS, NS, "deployments", "social-min-gateway");
-    let sc = w.reconcile("social-min").await;
+    w.settle().await;
+    let st = w.reconcile("social-min").await;
     assert_eq!(w.deployments().len(), 4, "paused: no repair");
-    assert_eq!(sc.status.unwrap().phase.as_deref(), Some("Paused"));
+    assert_eq!(st["phase"], "Paused");
+}
+
+/// Status writes at start-up, with the watches lagging: a handful, not dozens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_writes_status_a_few_times_not_dozens() {
+    let w = World::new(Duration::from_millis(800), true).await;
+    w.api.put(SC, NS, "socialclusters", example("minimal.yaml"));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let status_writes = w.api.requests().iter().filter(|r| r.is_status_write()).count();
+    let child_writes = w.writes().iter().filter(|r| !r.is_status_write() && !r.path.contains("/events")).count();
+    eprintln!("START-UP: {status_writes} status writes, {child_writes} child writes in 5 s (12 children)");
+    assert!((1..=4).contains(&status_writes), "{status_writes} status writes");
+    assert_eq!(child_writes, 12, "each child applied once");
+}
+
+fn status_writes(w: &World) -> Vec<Value> {
+    w.api.requests().iter().filter(|r| r.is_status_write() && r.status < 300).filter_map(|r| r.body.clone()).map(|b| b["status"].clone()).collect()
+}
+
+fn applied_active(w: &World) -> Vec<String> {
+    w.writes()
+        .iter()
+        .filter(|r| r.path.ends_with("configmaps/social-projections") && r.status < 300)
+        .filter_map(|r| r.body.as_ref()?["data"]["active"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A failover and a rebuild with every watch 1.5 s behind the writes, driven by the whole controller
+/// (monitor wake-ups, watch triggers, requeues): every action happens once and nothing goes backwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_a_lagging_watch_a_failover_and_a_rebuild_happen_exactly_once() {
+    let w = World::new(Duration::from_millis(1500), true).await;
+    let targets = ["primary", "standby"];
+    let (a, b) = (FakePod::read_api("primary", &targets).await, FakePod::read_api("primary", &targets).await);
+    let projector = FakePod::projector(&targets).await;
+    let mut sc = example("full.yaml");
+    sc["spec"]["rebuild"] = Value::Null;
+    w.api.put(SC, NS, "socialclusters", sc);
+    pods::register(&w.api, NS, "social", "social-read-api", &[a.port, b.port]);
+    pods::register(&w.api, NS, "social", "social-projector", &[projector.port]);
+    w.wait("provisioned", Duration::from_secs(20), |w| w.deployments().len() == 5).await;
+    w.make_ready();
+    w.wait("available", Duration::from_secs(20), |w| w.status("social")["phase"] == "Available").await;
+
+    // The primary fails; pod b refuses the first two switches.
+    b.refuse_switches(2);
+    for p in [&a, &b, &projector] {
+        p.set_healthy("primary", false);
+    }
+    w.wait("both pods on the standby", Duration::from_secs(20), |_| a.active() == "standby" && b.active() == "standby").await;
+    w.wait("the failover completed", Duration::from_secs(20), |w| {
+        let st = w.status("social");
+        st["currentPrimary"] == "standby" && st["phase"] != "FailingOver" && st["targetPrimary"].is_null()
+    })
+    .await;
+
+    // A rebuild, requested once, its Job run by the test.
+    w.edit("social", |s| s["rebuild"] = json!({"target": "standby", "token": "r1"}));
+    w.wait("the rebuild job", Duration::from_secs(20), |w| !w.api.list("apis/batch/v1", NS, "jobs").is_empty()).await;
+    let mut job = w.api.list("apis/batch/v1", NS, "jobs").remove(0);
+    let run_id = job["metadata"]["name"].as_str().unwrap().to_owned();
+    job["status"] = json!({"active": 1});
+    let job = w.api.put("apis/batch/v1", NS, "jobs", job);
+    for done in [100, 500, 900] {
+        projector.set_rebuild("standby", contract::admin::RebuildProgress::at(Some(run_id.clone()), done, 1000, 0, 10_000));
+        let want = format!("{done}/1000");
+        w.wait("progress in status", Duration::from_secs(20), |w| w.status("social")["rebuild"]["progress"] == want.as_str()).await;
+    }
+    let mut job = job;
+    job["status"] = json!({"succeeded": 1});
+    w.api.put("apis/batch/v1", NS, "jobs", job);
+    w.wait("the rebuild succeeded", Duration::from_secs(20), |w| w.status("social")["rebuild"]["phase"] == "Succeeded").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Exactly once each.
+    for (reason, n) in [("FailoverStarted", 1), ("FailoverCompleted", 1), ("RebuildStarted", 1), ("RebuildSucceeded", 1)] {
+        assert_eq!(events_with(&w, reason), n, "{reason} events");
+    }
+    assert!(events_with(&w, "FailoverIncomplete") >= 1, "the refused switch was reported");
+    assert!(b.switches() >= 1, "pod b was switched on a later pass");
+    let job_writes = w.writes().iter().filter(|r| r.path.contains("/jobs/")).count();
+    assert_eq!(job_writes, 1, "one Job apply for one token");
+    // Nothing goes backwards: the primary moves once, the ConfigMap never names the failed target after
+    // the switch, the rebuild's phase only moves forward.
+    let statuses = status_writes(&w);
+    let primaries: Vec<&str> = statuses.iter().filter_map(|s| s["currentPrimary"].as_str()).collect();
+    let moved = primaries.windows(2).filter(|p| p[0] != p[1]).count();
+    assert_eq!((moved, primaries.last().copied()), (1, Some("standby")), "{primaries:?}");
+    let actives = applied_active(&w);
+    let first_standby = actives.iter().position(|a| a == "standby").unwrap();
+    assert!(actives[first_standby..].iter().all(|a| a == "standby"), "ConfigMap flip-flop: {actives:?}");
+    let order = |p: &str| ["Pending", "Running", "Succeeded", "Failed"].iter().position(|x| *x == p).unwrap();
+    let phases: Vec<usize> = statuses.iter().filter_map(|s| s["rebuild"]["phase"].as_str()).map(order).collect();
+    assert!(phases.windows(2).all(|p| p[0] <= p[1]), "rebuild phase went backwards: {phases:?}");
+    let conflicts = w.api.requests().iter().filter(|r| r.status == 409).count();
+    eprintln!("LAGGING WATCH: {} status writes, {} writes in all, {conflicts} conflicts", statuses.len(), w.writes().len());
+    // Decisions rest on a fresh read, not on the lagging cache: a write may race a spec edit, no more.
+    assert!(conflicts <= 3, "{conflicts} writes refused as stale");
 }

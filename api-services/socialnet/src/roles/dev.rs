@@ -52,7 +52,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     // Read side: an in-memory projection, rebuilt from the event store at every start.
     let memory: Arc<dyn ProjectionTarget> = Arc::new(MemoryTarget::new("memory"));
     let projector = Projector::new(store.clone(), vec![memory.clone()], ProjectorConfig::default());
-    let status = projector.status.clone();
+    let (status, projected) = (projector.status.clone(), projector.targets.clone());
     tokio::spawn(projector.run(commits_rx));
     let targets = TargetSet::new(vec![memory], TargetSetConfig::default());
     targets.spawn_refresher();
@@ -74,7 +74,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         Box::pin(async move { s.ping().await.map_err(|e| e.to_string()) })
     });
     let app = dev_app(write_state, read_state, ready.clone())
-        .merge(axum::Router::new().nest("/admin/projector", projector::admin_routes(store.clone(), status)));
+        .merge(axum::Router::new().nest("/admin/projector", projector::admin_routes(store.clone(), status, projected)));
 
     // The services on a loopback port of their own; the gateway, as in a cluster, on `--listen`.
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the services' port")?;

@@ -74,36 +74,28 @@ pub async fn run(args: ProjectorArgs) -> anyhow::Result<ExitCode> {
             let projector = Projector::new(store.clone(), all, config);
             let (tx, rx) = tokio::sync::watch::channel(0u64);
             pg.spawn_commit_listener(tx);
-            let status = projector.status.clone();
+            let (status, projected) = (projector.status.clone(), projector.targets.clone());
             let worker = tokio::spawn(projector.run(rx));
             let s = store.clone();
             let ready: Readiness = Arc::new(move || {
                 let s = s.clone();
                 Box::pin(async move { s.ping().await.map_err(|e| e.to_string()) })
             });
-            let app = projector::admin_routes(store, status).merge(http_kit::ops_routes(ready));
+            let app = projector::admin_routes(store, status, projected).merge(http_kit::ops_routes(ready));
             tokio::select! {
                 r = crate::serve::serve(listen, app, "projector") => r?,
                 _ = worker => bail!("the projector stopped unexpectedly"),
             }
             Ok(ExitCode::SUCCESS)
         }
-        ProjectorCommand::Rebuild { target, database_url, targets, batch, streaming } => {
+        ProjectorCommand::Rebuild { target, database_url, targets, batch, streaming, run_id } => {
             let store = PgEventStore::connect(&database_url).await.context("event store")?;
             let t = targets.named(&target)?;
             let total = store.count_after(eventstore::GlobalCursor::START).await?;
-            let mut bar = ProgressReporter::new(total);
-            let (generation, applied) = projection::rebuild_generation(
-                &store,
-                t.as_ref(),
-                targets.planner(),
-                batch,
-                Duration::from_secs(2),
-                if streaming { projection::Replay::Streaming } else { projection::Replay::InMemory },
-                &mut |n| bar.add(n),
-            )
-            .await?;
-            bar.finish();
+            let replay = if streaming { projection::Replay::Streaming } else { projection::Replay::InMemory };
+            let (generation, applied) =
+                rebuild(&store, t, targets.planner(), batch, replay, ProgressReporter::new(total, run_id))
+                    .await?;
             println!(
                 "{}",
                 serde_json::json!({"target": target, "generation": generation, "events": applied, "done": true})
@@ -148,62 +140,111 @@ pub async fn verify(
     bail!("target {} kept moving during verify; stop writes or retry", target.name())
 }
 
-/// A progress bar on a terminal, JSON progress lines otherwise.
+/// Rebuild `target`, recording progress in it as the rebuild goes (for the projector's admin view, and
+/// through it the operator) and on stderr: the final record says done, or failed and why.
+async fn rebuild(
+    store: &PgEventStore,
+    target: Arc<dyn ProjectionTarget>,
+    planner: PlannerConfig,
+    batch: usize,
+    replay: projection::Replay,
+    mut reporter: ProgressReporter,
+) -> anyhow::Result<(u64, u64)> {
+    let (tx, rx) = tokio::sync::watch::channel(reporter.progress());
+    let recorder = tokio::spawn(record_progress(target.clone(), rx));
+    let result = projection::rebuild_generation(
+        store,
+        target.as_ref(),
+        planner,
+        batch,
+        Duration::from_secs(2),
+        replay,
+        &mut |n| {
+            reporter.add(n);
+            tx.send_replace(reporter.progress());
+        },
+    )
+    .await;
+    recorder.abort();
+    let last = reporter.progress().finished(now_ms(), result.as_ref().err().map(|e| e.to_string()));
+    reporter.print(&last);
+    if let Err(e) = target.record_rebuild(&last).await {
+        tracing::warn!(error = %e, "could not record the rebuild's final progress in the target");
+    }
+    Ok(result?)
+}
+
+/// Write the latest progress into the target a few times a second, while it changes.
+async fn record_progress(
+    target: Arc<dyn ProjectionTarget>,
+    mut rx: tokio::sync::watch::Receiver<contract::admin::RebuildProgress>,
+) {
+    loop {
+        let progress = rx.borrow_and_update().clone();
+        if let Err(e) = target.record_rebuild(&progress).await {
+            tracing::debug!(error = %e, "could not record rebuild progress");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A progress bar on a terminal, JSON progress lines (the recorded [`RebuildProgress`]) otherwise.
+///
+/// [`RebuildProgress`]: contract::admin::RebuildProgress
 struct ProgressReporter {
+    run_id: Option<String>,
     total: u64,
     done: u64,
-    started: Instant,
+    started_ms: i64,
     last: Instant,
     tty: bool,
 }
 
 impl ProgressReporter {
-    fn new(total: u64) -> Self {
+    fn new(total: u64, run_id: Option<String>) -> Self {
         use std::io::IsTerminal;
-        let now = Instant::now();
-        Self { total, done: 0, started: now, last: now, tty: std::io::stderr().is_terminal() }
+        Self { run_id, total, done: 0, started_ms: now_ms(), last: Instant::now(), tty: std::io::stderr().is_terminal() }
+    }
+
+    fn progress(&self) -> contract::admin::RebuildProgress {
+        contract::admin::RebuildProgress::at(self.run_id.clone(), self.done, self.total, self.started_ms, now_ms())
     }
 
     fn add(&mut self, n: u64) {
         self.done += n;
         if self.last.elapsed() >= Duration::from_millis(if self.tty { 100 } else { 1000 }) {
             self.last = Instant::now();
-            self.print();
+            self.print(&self.progress());
         }
     }
 
-    fn print(&self) {
-        let p = projection::Progress {
-            done: self.done,
-            total: self.total.max(self.done),
-            elapsed: self.started.elapsed(),
-        };
+    fn print(&self, p: &contract::admin::RebuildProgress) {
         if self.tty {
             let width = 30usize;
             let frac = if p.total == 0 { 1.0 } else { p.done as f64 / p.total as f64 };
             let filled = ((frac * width as f64) as usize).min(width);
             eprint!(
-                "\r[{}{}] {:>5.1}%  {}/{} events  {:.0} ev/s  ETA {:.0}s   ",
+                "\r[{}{}] {:>5.1}%  {}/{} events  {} ev/s  ETA {}s   ",
                 "#".repeat(filled),
                 " ".repeat(width - filled),
                 frac * 100.0,
                 p.done,
                 p.total,
-                p.rate(),
-                p.eta().as_secs_f64()
+                p.events_per_second,
+                p.eta_seconds
             );
+            if p.stage != contract::admin::RebuildStage::Replaying && p.stage != contract::admin::RebuildStage::Finishing {
+                eprintln!();
+            }
         } else {
-            eprintln!(
-                "{}",
-                serde_json::json!({"progress": {"done": p.done, "total": p.total, "rate": p.rate().round(), "eta_s": p.eta().as_secs_f64().round()}})
-            );
-        }
-    }
-
-    fn finish(&self) {
-        self.print();
-        if self.tty {
-            eprintln!();
+            eprintln!("{}", serde_json::json!({ "progress": p }));
         }
     }
 }

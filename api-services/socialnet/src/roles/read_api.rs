@@ -32,7 +32,7 @@ pub async fn run(args: ReadApiArgs) -> anyhow::Result<ExitCode> {
     let ready: Readiness = Arc::new(move || {
         let t = t.clone();
         Box::pin(async move {
-            let healthy = t.describe().iter().any(|d| d["healthy"] == true);
+            let healthy = t.describe().iter().any(|d| d.healthy);
             if healthy { Ok(()) } else { Err("no projection target is usable".into()) }
         })
     });

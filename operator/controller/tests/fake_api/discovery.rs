@@ -3,7 +3,29 @@
 //! columns read from the CRD the operator generates). No aggregated discovery and no OpenAPI: kubectl
 //! falls back to the legacy documents, and the tests run it with `--validate=false`.
 
+use super::FakeApi;
+use axum::extract::Path;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+
+/// The discovery routes kubectl reads before anything else.
+pub fn routes() -> axum::Router<FakeApi> {
+    axum::Router::new()
+        .route("/api", axum::routing::get(|| async { axum::Json(api_versions()) }))
+        .route("/apis", axum::routing::get(|| async { axum::Json(api_groups()) }))
+        .route("/api/v1", axum::routing::get(|| async { resource_list("api/v1".into()) }))
+        .route(
+            "/apis/{group}/{version}",
+            axum::routing::get(|Path((g, v)): Path<(String, String)>| async move { resource_list(format!("apis/{g}/{v}")) }),
+        )
+}
+
+fn resource_list(prefix: String) -> Response {
+    match resources(&prefix) {
+        Some(list) => axum::Json(list).into_response(),
+        None => super::status(404, "NotFound", &format!("no group version {prefix}")),
+    }
+}
 
 /// (group version path, kind, plural, short names) of every resource the operator or the tests touch.
 const RESOURCES: &[(&str, &str, &str, &[&str])] = &[
@@ -18,7 +40,8 @@ const RESOURCES: &[(&str, &str, &str, &[&str])] = &[
     ("apis/discovery.k8s.io/v1", "EndpointSlice", "endpointslices", &[]),
     ("apis/coordination.k8s.io/v1", "Lease", "leases", &[]),
     ("apis/events.k8s.io/v1", "Event", "events", &["ev"]),
-    ("apis/socialnet.io/v1alpha1", "SocialCluster", "socialclusters", &["sc", "socialcluster"]),
+    ("apis/socialnet.io/v1alpha1", "SocialCluster", "socialclusters", &["snc"]),
+    ("apis/storage.k8s.io/v1", "StorageClass", "storageclasses", &["sc"]),
 ];
 
 const VERBS: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];

@@ -35,15 +35,24 @@ where
 /// GET a path on a loopback port with an optional bearer token; the body as text, or `None` when the
 /// process does not answer within 2 s.
 pub async fn get_text(port: u16, path: &str, token: Option<&str>) -> Option<String> {
+    send(port, "GET", path, token, None).await.map(|(_, body)| body)
+}
+
+/// One request on a loopback port; the status and the body, or `None` when nothing answers within 2 s.
+pub async fn send(port: u16, method: &str, path: &str, token: Option<&str>, json: Option<String>) -> Option<(u16, String)> {
     let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    let mut req = hyper::Request::get(format!("http://127.0.0.1:{port}{path}"));
+    let mut req = hyper::Request::builder().method(method).uri(format!("http://127.0.0.1:{port}{path}"));
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let req = req.body(Full::new(Bytes::new())).unwrap();
+    if json.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req.body(Full::new(Bytes::from(json.unwrap_or_default()))).unwrap();
     let resp = tokio::time::timeout(Duration::from_secs(2), client.request(req)).await.ok()?.ok()?;
+    let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.ok()?.to_bytes();
-    Some(String::from_utf8_lossy(&bytes).into_owned())
+    Some((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
