@@ -2,7 +2,8 @@
 # The one test command (`make test`; CI's .ci/run calls it). On a fresh machine of this kind it installs what
 # is missing, starts two PostgreSQL clusters (primary, backup), two NATS servers with JetStream (primary,
 # secondary) and Redis on free loopback ports in a temporary directory, runs formatting and lint checks and
-# every test, and stops the servers however the run ends.
+# every test, checks the Kubernetes manifests with kubernetes-validate and Helm (scripts/manifests.sh), and
+# stops the servers however the run ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,8 +21,14 @@ fi
 log "building every binary (the binary-level tests run them)"
 cargo build --workspace --bins --quiet
 log "tests"
+status=0
 if [ -z "${NO_NEXTEST:-}" ]; then
-  cargo nextest run --workspace --no-fail-fast --failure-output final --test-threads "${TEST_THREADS:-4}" "$@"
+  cargo nextest run --workspace --no-fail-fast --failure-output final --test-threads "${TEST_THREADS:-4}" "$@" || status=$?
 else
-  cargo test --workspace --no-fail-fast -- "$@"
+  cargo test --workspace --no-fail-fast -- "$@" || status=$?
 fi
+if [ -z "${SKIP_MANIFESTS:-}" ]; then
+  log "manifests: the operator's rendered objects and the chart, checked by kubernetes-validate and Helm"
+  ./scripts/manifests.sh target/debug/socialnet-operator || status=$?
+fi
+exit "$status"

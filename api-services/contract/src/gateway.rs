@@ -266,7 +266,47 @@ impl Cors {
     }
 }
 
+/// Whether `url` is an http or https URL.
+fn web_url(url: &str) -> bool {
+    let scheme = url.parse::<http::Uri>().ok().and_then(|u| u.scheme_str().map(str::to_owned));
+    matches!(scheme.as_deref(), Some("http" | "https"))
+}
+
+impl AuthSettings {
+    fn problems(&self, out: &mut Vec<String>) {
+        if self.jwks_file.is_some() && self.jwks_url.is_some() {
+            out.push("auth: give jwks_file or jwks_url, not both".into());
+        }
+        if let Some(url) = self.jwks_url.as_ref().filter(|u| !web_url(u)) {
+            out.push(format!("auth: jwks_url {url:?} must be an http or https URL"));
+        }
+        if self.jwks_refresh_secs == 0 {
+            out.push("auth: jwks_refresh_secs must be positive".into());
+        }
+    }
+}
+
 impl Upstream {
+    fn problems(&self, name: &str, out: &mut Vec<String>) {
+        match self.url.parse::<http::Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {}
+            _ => out.push(format!("upstream {name}: url {:?} must be http://host:port", self.url)),
+        }
+        if self.timeout_ms == 0 {
+            out.push(format!("upstream {name}: timeout_ms must be positive"));
+        }
+        self.pipeline.check(name, out);
+        let b = &self.breaker;
+        if !(0.0..=1.0).contains(&b.failure_rate) || b.failure_rate == 0.0 {
+            out.push(format!("upstream {name}: breaker.failure_rate must be in (0, 1]"));
+        }
+        if b.window_ms == 0 || b.open_ms == 0 || b.half_open_probes == 0 {
+            out.push(format!(
+                "upstream {name}: breaker window_ms, open_ms and half_open_probes must be positive"
+            ));
+        }
+    }
+
     /// An upstream at `url` with the defaults a config file gets when it says nothing more.
     pub fn new(url: String) -> Self {
         Self {
@@ -316,76 +356,13 @@ impl GatewayConfig {
     fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         for (name, u) in &self.upstreams {
-            match u.url.parse::<http::Uri>() {
-                Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {}
-                _ => out.push(format!("upstream {name}: url {:?} must be http://host:port", u.url)),
-            }
-            if u.timeout_ms == 0 {
-                out.push(format!("upstream {name}: timeout_ms must be positive"));
-            }
-            u.pipeline.check(name, &mut out);
-            let b = &u.breaker;
-            if !(0.0..=1.0).contains(&b.failure_rate) || b.failure_rate == 0.0 {
-                out.push(format!("upstream {name}: breaker.failure_rate must be in (0, 1]"));
-            }
-            if b.window_ms == 0 || b.open_ms == 0 || b.half_open_probes == 0 {
-                out.push(format!(
-                    "upstream {name}: breaker window_ms, open_ms and half_open_probes must be positive"
-                ));
-            }
+            u.problems(name, &mut out);
         }
-        let a = &self.auth;
-        if a.jwks_file.is_some() && a.jwks_url.is_some() {
-            out.push("auth: give jwks_file or jwks_url, not both".into());
-        }
-        if let Some(url) = &a.jwks_url
-            && !matches!(
-                url.parse::<http::Uri>().ok().and_then(|u| u.scheme_str().map(str::to_owned)).as_deref(),
-                Some("http" | "https")
-            )
-        {
-            out.push(format!("auth: jwks_url {url:?} must be an http or https URL"));
-        }
-        if let Some(o) = &self.otlp
-            && !matches!(
-                o.endpoint
-                    .parse::<http::Uri>()
-                    .ok()
-                    .and_then(|u| u.scheme_str().map(str::to_owned))
-                    .as_deref(),
-                Some("http" | "https")
-            )
-        {
+        self.auth.problems(&mut out);
+        if let Some(o) = self.otlp.as_ref().filter(|o| !web_url(&o.endpoint)) {
             out.push(format!("otlp: endpoint {:?} must be an http or https URL", o.endpoint));
         }
-        if a.jwks_refresh_secs == 0 {
-            out.push("auth: jwks_refresh_secs must be positive".into());
-        }
-        if self.routes.is_empty() {
-            out.push("at least one route is needed".into());
-        }
-        for (i, r) in self.routes.iter().enumerate() {
-            if !self.upstreams.contains_key(&r.upstream) {
-                out.push(format!("route {i} ({}): unknown upstream {:?}", r.prefix, r.upstream));
-            }
-            if !r.prefix.starts_with('/') {
-                out.push(format!("route {i}: prefix {:?} must start with /", r.prefix));
-            }
-            if let Some(c) = &r.class
-                && !self.limits.contains_key(c)
-            {
-                out.push(format!("route {i} ({}): no limits for class {c:?}", r.prefix));
-            }
-        }
-        for (class, l) in &self.limits {
-            for (what, rate) in [("per_user", l.per_user), ("per_ip", l.per_ip)] {
-                if let Some(r) = rate
-                    && (r.requests == 0 || r.per_secs == 0)
-                {
-                    out.push(format!("limits.{class}.{what}: requests and per_secs must be positive"));
-                }
-            }
-        }
+        self.route_problems(&mut out);
         if !(0.0..=1.0).contains(&self.retry_budget) {
             out.push("retry_budget must be between 0 and 1".into());
         }
@@ -396,6 +373,30 @@ impl GatewayConfig {
             out.push("access_log.successes must be between 0 and 1".into());
         }
         out
+    }
+
+    fn route_problems(&self, out: &mut Vec<String>) {
+        if self.routes.is_empty() {
+            out.push("at least one route is needed".into());
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            if !self.upstreams.contains_key(&r.upstream) {
+                out.push(format!("route {i} ({}): unknown upstream {:?}", r.prefix, r.upstream));
+            }
+            if !r.prefix.starts_with('/') {
+                out.push(format!("route {i}: prefix {:?} must start with /", r.prefix));
+            }
+            if let Some(c) = r.class.as_ref().filter(|c| !self.limits.contains_key(*c)) {
+                out.push(format!("route {i} ({}): no limits for class {c:?}", r.prefix));
+            }
+        }
+        for (class, l) in &self.limits {
+            for (what, rate) in [("per_user", l.per_user), ("per_ip", l.per_ip)] {
+                if rate.is_some_and(|r| r.requests == 0 || r.per_secs == 0) {
+                    out.push(format!("limits.{class}.{what}: requests and per_secs must be positive"));
+                }
+            }
+        }
     }
 
     /// The first route matching a method and path.
@@ -481,7 +482,13 @@ cors: { allowed_origins: ["https://app.example"] }
         let minimal = "upstreams: { up: { url: \"http://x:1\" } }\nroutes: [ { prefix: /, upstream: up } ]\n";
         let built = GatewayConfig::new(
             BTreeMap::from([("up".to_owned(), Upstream::new("http://x:1".into()))]),
-            vec![Route { prefix: "/".into(), methods: vec![], upstream: "up".into(), class: None, auth: true }],
+            vec![Route {
+                prefix: "/".into(),
+                methods: vec![],
+                upstream: "up".into(),
+                class: None,
+                auth: true,
+            }],
         );
         assert_eq!(GatewayConfig::parse(minimal).unwrap(), built);
     }

@@ -254,7 +254,10 @@ impl ProjectionTarget for MemoryTarget {
         &self.name
     }
 
-    async fn record_rebuild(&self, progress: &contract::admin::RebuildProgress) -> Result<(), ProjectionError> {
+    async fn record_rebuild(
+        &self,
+        progress: &contract::admin::RebuildProgress,
+    ) -> Result<(), ProjectionError> {
         self.inner.write().unwrap_or_else(|p| p.into_inner()).rebuild = Some(progress.clone());
         Ok(())
     }

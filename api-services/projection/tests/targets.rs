@@ -404,3 +404,26 @@ async fn change_notices_name_each_batch_s_keys_and_end_when_redis_goes_away() {
         .expect("the notice stream must end once Redis is gone");
     assert_eq!(end, None, "no notice came from the refused batch");
 }
+
+/// A rebuild's progress lives in the target, outside every generation, where the projector (and through
+/// it the operator) reads it; the newest record wins and survives a flip.
+#[tokio::test]
+async fn rebuild_progress_is_kept_in_the_target_outside_its_generations() {
+    use contract::admin::{RebuildProgress, RebuildStage};
+    let name = format!("t{}", uuid::Uuid::new_v4().simple());
+    let redis = RedisTarget::connect(&name, &testkit::env_url("SOCIALNET_TEST_REDIS_URL")).unwrap();
+    let memory = MemoryTarget::new("m");
+    let targets: [&dyn ProjectionTarget; 2] = [&redis, &memory];
+    for t in targets {
+        assert_eq!(t.last_rebuild().await.unwrap(), None);
+        let running = RebuildProgress::at(Some("job-1".into()), 40, 100, 1_000, 3_000);
+        t.record_rebuild(&running).await.unwrap();
+        assert_eq!(t.last_rebuild().await.unwrap(), Some(running.clone()));
+        let done = running.finished(4_000, None);
+        t.record_rebuild(&done).await.unwrap();
+        let read = t.last_rebuild().await.unwrap().unwrap();
+        assert_eq!((read.stage, read.done, read.total), (RebuildStage::Done, 100, 100));
+    }
+    redis.set_current(7).await.unwrap();
+    assert!(redis.dump(7).await.unwrap().is_empty(), "the record is no key of a generation");
+}

@@ -3,8 +3,8 @@
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use eventstore::EventStore;
 use contract::admin::{Checkpoint, ProjectorProjections, ProjectorTarget};
+use eventstore::EventStore;
 use projection::{ProjectionTarget, TargetState};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -43,7 +43,11 @@ impl Shared {
 
 /// One target's admin view: health, generation, checkpoint, events applied, exact lag in events and
 /// seconds, and the last rebuild recorded in it.
-pub async fn status_of(store: &dyn EventStore, s: &TargetStatus, target: Option<&dyn ProjectionTarget>) -> ProjectorTarget {
+pub async fn status_of(
+    store: &dyn EventStore,
+    s: &TargetStatus,
+    target: Option<&dyn ProjectionTarget>,
+) -> ProjectorTarget {
     let cursor = s.state.map(|st| st.cursor).unwrap_or_default();
     let lag_events = store.count_after(cursor).await.ok().map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     let now_ms = chrono::Utc::now().timestamp_millis();
@@ -86,8 +90,14 @@ async fn projections(State(st): State<AdminState>) -> Json<ProjectorProjections>
 }
 
 /// `GET /admin/projections`.
-pub fn admin_routes(store: Arc<dyn EventStore>, status: Shared, targets: Vec<Arc<dyn ProjectionTarget>>) -> Router {
-    Router::new()
-        .route("/admin/projections", get(projections))
-        .with_state(AdminState { store, status, targets })
+pub fn admin_routes(
+    store: Arc<dyn EventStore>,
+    status: Shared,
+    targets: Vec<Arc<dyn ProjectionTarget>>,
+) -> Router {
+    Router::new().route("/admin/projections", get(projections)).with_state(AdminState {
+        store,
+        status,
+        targets,
+    })
 }

@@ -4,11 +4,11 @@
 use crate::AppState;
 use crate::cache::CachedPage;
 use axum::Json;
-use contract::admin::SwitchActive;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use contract::admin::SwitchActive;
 use domain::{PostId, StreamId, UserId};
 use http_kit::{ApiError, Authenticated, JsonBody, PathParams};
 use projection::{ProjectionError, queries};

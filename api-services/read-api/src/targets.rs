@@ -329,7 +329,9 @@ impl TargetSet {
                     reachable: h.reachable,
                     breaker: if Self::breaker_open(e) { Breaker::Open } else { Breaker::Closed },
                     generation: h.generation,
-                    checkpoint: h.state.map(|s| Checkpoint { tx_id: s.cursor.tx_id, position: s.cursor.position }),
+                    checkpoint: h
+                        .state
+                        .map(|s| Checkpoint { tx_id: s.cursor.tx_id, position: s.cursor.position }),
                     events_applied: h.state.map(|s| s.events),
                     lag_events: h.state.map(|s| best - s.cursor.position),
                     lag_seconds: h.state.map(|s| {
@@ -340,7 +342,12 @@ impl TargetSet {
                         }
                     }),
                     error: h.error,
-                    home_cache: HomeCache { live: e.cache.is_live(), pages: e.cache.len() as u64, hits, misses },
+                    home_cache: HomeCache {
+                        live: e.cache.is_live(),
+                        pages: e.cache.len() as u64,
+                        hits,
+                        misses,
+                    },
                 }
             })
             .collect()

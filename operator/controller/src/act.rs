@@ -63,9 +63,14 @@ struct StatusApply<'a> {
     status: &'a SocialClusterStatus,
 }
 
-async fn write_status(ctx: &Ctx, cluster: &SocialCluster, status: &SocialClusterStatus) -> Result<SocialCluster, Error> {
+async fn write_status(
+    ctx: &Ctx,
+    cluster: &SocialCluster,
+    status: &SocialClusterStatus,
+) -> Result<SocialCluster, Error> {
     let name = cluster.name_any();
-    let api: Api<SocialCluster> = Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    let api: Api<SocialCluster> =
+        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
     let body = StatusApply {
         api_version: "socialnet.io/v1alpha1",
         kind: "SocialCluster",
@@ -105,14 +110,20 @@ async fn switch(ctx: &Ctx, cluster: &SocialCluster, s: &Switch) -> Vec<(String, 
     }
     if !failed.is_empty() {
         let message = format!("switching read API pods to {}: {}", s.target, failed.join("; "));
-        ctx.events.publish(cluster, &Note { warning: true, reason: EventReason::FailoverIncomplete, message }).await;
+        ctx.events
+            .publish(cluster, &Note { warning: true, reason: EventReason::FailoverIncomplete, message })
+            .await;
     }
     results
 }
 
 async fn apply<K>(ctx: &Ctx, ns: &str, obj: &K) -> Result<(), kube::Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     api.patch(&obj.name_any(), &PatchParams::apply(crate::FIELD_MANAGER).force(), &Patch::Apply(obj)).await?;
@@ -127,7 +138,10 @@ async fn apply_child(ctx: &Ctx, ns: &str, child: &Child) -> Result<(), Error> {
 
 async fn delete<K>(ctx: &Ctx, ns: &str, name: &str) -> Result<(), kube::Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + DeserializeOwned + Clone + std::fmt::Debug,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     match api.delete(name, &DeleteParams::background()).await {

@@ -3,6 +3,8 @@
 //! component, optional HPAs (then the Deployment does not set `replicas`), PDBs, and the ConfigMap with
 //! the projection targets and the active one. No I/O; unit-tested with YAML fixtures.
 
+use crate::children::Child;
+use contract::gateway::{ClassLimits, GatewayConfig, Otlp, Rate, Route, Upstream};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
@@ -17,8 +19,6 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
-use crate::children::Child;
-use contract::gateway::{ClassLimits, GatewayConfig, Otlp, Rate, Route, Upstream};
 use socialnet_crd::{ComponentSpec, SecretKeyRef, SocialCluster};
 use std::collections::BTreeMap;
 
@@ -171,7 +171,8 @@ fn env(sc: &SocialCluster, c: Component) -> Vec<EnvVar> {
     }
     if c == Component::ReadApi {
         // New read API pods start on the active target recorded in the ConfigMap.
-        let key = ConfigMapKeySelector { name: config_map_name(sc), key: "active".into(), optional: Some(true) };
+        let key =
+            ConfigMapKeySelector { name: config_map_name(sc), key: "active".into(), optional: Some(true) };
         env.push(EnvVar {
             name: "SOCIALNET_ACTIVE_TARGET".into(),
             value_from: Some(EnvVarSource { config_map_key_ref: Some(key), ..EnvVarSource::default() }),
@@ -205,7 +206,9 @@ fn target_env(sc: &SocialCluster, c: Component) -> Vec<EnvVar> {
     if !mongo.is_empty() {
         env.push(plain_env("SOCIALNET_MONGO_TARGETS", mongo.join(",")));
     }
-    env.extend(s.projections.fanout_threshold.map(|f| plain_env("SOCIALNET_FANOUT_THRESHOLD", f.to_string())));
+    env.extend(
+        s.projections.fanout_threshold.map(|f| plain_env("SOCIALNET_FANOUT_THRESHOLD", f.to_string())),
+    );
     env
 }
 
@@ -224,7 +227,8 @@ pub fn gateway_config(sc: &SocialCluster) -> GatewayConfig {
     let upstream = |c: Component| Upstream::new(format!("http://{}:{PORT}", object_name(sc, c)));
     let mut read = upstream(Component::ReadApi);
     read.pipeline.connections = usize::try_from(read_connections(sc)).unwrap_or(8);
-    let upstreams = BTreeMap::from([("write".to_owned(), upstream(Component::WriteApi)), ("read".to_owned(), read)]);
+    let upstreams =
+        BTreeMap::from([("write".to_owned(), upstream(Component::WriteApi)), ("read".to_owned(), read)]);
     let route = |methods: &[&str], upstream: &str| Route {
         prefix: "/v1/".into(),
         methods: methods.iter().map(|m| (*m).to_owned()).collect(),
@@ -232,7 +236,8 @@ pub fn gateway_config(sc: &SocialCluster) -> GatewayConfig {
         class: Some(upstream.into()),
         auth: true,
     };
-    let mut config = GatewayConfig::new(upstreams, vec![route(&["GET", "HEAD"], "read"), route(&[], "write")]);
+    let mut config =
+        GatewayConfig::new(upstreams, vec![route(&["GET", "HEAD"], "read"), route(&[], "write")]);
     config.auth.hs256_secret_env = Some("SOCIALNET_JWT_SECRET".into());
     config.auth.issuer = auth.issuer.clone();
     config.auth.audience = auth.audience.clone();
@@ -241,7 +246,9 @@ pub fn gateway_config(sc: &SocialCluster) -> GatewayConfig {
         Rate { requests: n, per_secs: 1, burst: Some(n.saturating_mul(2)) }
     };
     let per_ip = Some(rate(policy.requests_per_ip.unwrap_or(200)));
-    for (class, per_user) in [("read", policy.reads_per_user.unwrap_or(50)), ("write", policy.writes_per_user.unwrap_or(10))] {
+    for (class, per_user) in
+        [("read", policy.reads_per_user.unwrap_or(50)), ("write", policy.writes_per_user.unwrap_or(10))]
+    {
         config.limits.insert(class.into(), ClassLimits { per_user: Some(rate(per_user)), per_ip });
     }
     config.cors.allowed_origins = policy.cors_allowed_origins.clone();

@@ -24,7 +24,9 @@ impl Error {
     pub fn is_conflict(&self) -> bool {
         match self {
             Error::Conflict(_) => true,
-            Error::Kube(kube::Error::Api(e)) | Error::Apply { source: kube::Error::Api(e), .. } => e.code == 409,
+            Error::Kube(kube::Error::Api(e)) | Error::Apply { source: kube::Error::Api(e), .. } => {
+                e.code == 409
+            }
             _ => false,
         }
     }

@@ -16,12 +16,29 @@ use std::time::{Duration, Instant};
 
 const SERIES_WINDOW: Duration = Duration::from_secs(3600);
 
+/// (object uid, reason, message): what makes two Events the same.
+type SeriesKey = (String, String, String);
+
+/// The Event a series is counted on.
+struct Series {
+    name: String,
+    count: i32,
+    written: Instant,
+}
+
+/// The merge patch that counts one more occurrence on an Event.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Repeat {
+    count: i32,
+    last_timestamp: Time,
+}
+
 /// Records Events, folding repeats.
 pub struct EventSink {
     client: kube::Client,
     instance: String,
-    /// (object uid, reason, message) → (event name, count, first seen, last written).
-    seen: Mutex<HashMap<(String, String, String), (String, i32, DateTime<Utc>, Instant)>>,
+    seen: Mutex<HashMap<SeriesKey, Series>>,
 }
 
 impl EventSink {
@@ -43,22 +60,23 @@ impl EventSink {
         let now = Utc::now();
         let repeat = {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            seen.retain(|_, (.., at)| at.elapsed() < SERIES_WINDOW);
-            seen.get_mut(&key).map(|e| {
-                e.1 += 1;
-                e.3 = Instant::now();
-                (e.0.clone(), e.1)
+            seen.retain(|_, s| s.written.elapsed() < SERIES_WINDOW);
+            seen.get_mut(&key).map(|s| {
+                s.count += 1;
+                s.written = Instant::now();
+                (s.name.clone(), s.count)
             })
         };
         if let Some((name, count)) = repeat {
-            let patch = serde_json::json!({"count": count, "lastTimestamp": Time(to_jiff(now))});
+            let patch = Repeat { count, last_timestamp: Time(to_jiff(now)) };
             api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
             return Ok(());
         }
         let event = self.event(sc, &ns, note, now);
         let name = event.name_any();
         api.create(&PostParams::default(), &event).await?;
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (name, 1, now, Instant::now()));
+        let series = Series { name, count: 1, written: Instant::now() };
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(key, series);
         Ok(())
     }
 

@@ -54,7 +54,10 @@ pub fn decide(
     }
     let threshold = u32::try_from(policy.failure_threshold).unwrap_or(1);
     if primary.consecutive_failures < threshold {
-        return wait(format!("primary {current} failed {} of {threshold} checks", primary.consecutive_failures));
+        return wait(format!(
+            "primary {current} failed {} of {threshold} checks",
+            primary.consecutive_failures
+        ));
     }
     let delay = chrono::Duration::seconds(i64::from(policy.delay_seconds));
     if let Some(since) = primary.failing_since

@@ -92,7 +92,12 @@ pub struct Poll {
 }
 
 /// Fold a poll into the previous view.
-pub fn fold(previous: Option<&HealthView>, poll: &Poll, targets: &[String], now: DateTime<Utc>) -> HealthView {
+pub fn fold(
+    previous: Option<&HealthView>,
+    poll: &Poll,
+    targets: &[String],
+    now: DateTime<Utc>,
+) -> HealthView {
     let answers: Vec<&ReadApiProjections> = poll.read.iter().filter_map(|(_, a)| a.as_ref()).collect();
     let folded = targets
         .iter()
@@ -111,7 +116,10 @@ pub fn fold(previous: Option<&HealthView>, poll: &Poll, targets: &[String], now:
         read_pods: poll
             .read
             .iter()
-            .map(|(endpoint, a)| PodView { endpoint: endpoint.clone(), active: a.as_ref().map(|a| a.active.clone()) })
+            .map(|(endpoint, a)| PodView {
+                endpoint: endpoint.clone(),
+                active: a.as_ref().map(|a| a.active.clone()),
+            })
             .collect(),
         targets: folded,
         rebuilds: poll
@@ -153,7 +161,9 @@ fn fold_target(
         has_data,
         consecutive_failures: failures,
         failing_since: since,
-        lag_events: exact.and_then(|t| t.lag_events).or_else(|| seen.iter().filter_map(|t| t.lag_events).min()),
+        lag_events: exact
+            .and_then(|t| t.lag_events)
+            .or_else(|| seen.iter().filter_map(|t| t.lag_events).min()),
         lag_seconds: exact.and_then(|t| t.lag_seconds),
         generation: seen.iter().filter_map(|t| t.generation).max().or(exact.and_then(|t| t.generation)),
     }
@@ -181,14 +191,18 @@ pub fn digest(view: &HealthView, threshold: u32, max_lag: i64) -> Digest {
     }
     parts.extend(view.read_pods.iter().map(|p| format!("{} {:?}", p.endpoint, p.active)));
     for (target, r) in &view.rebuilds {
-        let step = if r.total == 0 { 20 } else { r.done.saturating_mul(20) / r.total };
+        let step = r.done.saturating_mul(20).checked_div(r.total).unwrap_or(20);
         parts.push(format!("{target} {:?} {:?} {step}", r.run_id, r.stage));
     }
     Digest(parts)
 }
 
 /// The rebuild progress a view holds for `run_id`, if the projector reported it.
-pub fn progress_of<'a>(view: Option<&'a HealthView>, target: &str, run_id: &str) -> Option<&'a RebuildProgress> {
+pub fn progress_of<'a>(
+    view: Option<&'a HealthView>,
+    target: &str,
+    run_id: &str,
+) -> Option<&'a RebuildProgress> {
     view.and_then(|v| v.rebuilds.get(target)).filter(|r| r.run_id.as_deref() == Some(run_id))
 }
 
@@ -238,7 +252,10 @@ mod tests {
         };
         let v1 = fold(None, &failing, &names, now);
         let v2 = fold(Some(&v1), &failing, &names, now);
-        assert_eq!((v2.target("p").unwrap().healthy, v2.target("p").unwrap().consecutive_failures), (Some(false), 2));
+        assert_eq!(
+            (v2.target("p").unwrap().healthy, v2.target("p").unwrap().consecutive_failures),
+            (Some(false), 2)
+        );
         assert_eq!(v2.target("p").unwrap().failing_since, Some(now));
         let silent = Poll { read: vec![("a".into(), None)], ..Poll::default() };
         let v3 = fold(Some(&v2), &silent, &names, now);
@@ -260,6 +277,10 @@ mod tests {
         moved.targets[0].lag_events = Some(400);
         assert_ne!(digest(&v, 3, 100), digest(&moved, 3, 100));
         poll.read[0].1 = pod("s", &[("p", true)]);
-        assert_ne!(digest(&v, 3, 100), digest(&fold(None, &poll, &names, Utc::now()), 3, 100), "a pod's active target");
+        assert_ne!(
+            digest(&v, 3, 100),
+            digest(&fold(None, &poll, &names, Utc::now()), 3, 100),
+            "a pod's active target"
+        );
     }
 }

@@ -32,8 +32,14 @@ pub fn rebuild_job(sc: &SocialCluster, target: &str, token: &str) -> Job {
         for c in &mut spec.containers {
             c.name = "rebuild".into();
             let run_id = job_name(sc, target, token);
-            let mut args =
-                vec!["projector".into(), "rebuild".into(), "--target".into(), target.to_owned(), "--run-id".into(), run_id];
+            let mut args = vec![
+                "projector".into(),
+                "rebuild".into(),
+                "--target".into(),
+                target.to_owned(),
+                "--run-id".into(),
+                run_id,
+            ];
             if streaming {
                 args.push("--streaming".into());
             }

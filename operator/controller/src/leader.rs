@@ -77,10 +77,13 @@ impl Elector {
             .as_ref()
             .and_then(|s| s.lease_duration_seconds)
             .map_or(self.timing.lease, |s| Duration::from_secs(u64::try_from(s).unwrap_or(15)));
-        let now = Seen { holder, resource_version: lease.metadata.resource_version.clone(), at: Instant::now() };
+        let now =
+            Seen { holder, resource_version: lease.metadata.resource_version.clone(), at: Instant::now() };
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         match seen.as_ref() {
-            Some(s) if s.holder == now.holder && s.resource_version == now.resource_version => s.at.elapsed() > duration,
+            Some(s) if s.holder == now.holder && s.resource_version == now.resource_version => {
+                s.at.elapsed() > duration
+            }
             _ => {
                 *seen = Some(now);
                 false
@@ -137,7 +140,8 @@ impl Elector {
         let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(self.timing.retry).await;
-            let attempt = tokio::time::timeout(self.timing.retry.max(Duration::from_secs(1)), self.try_acquire()).await;
+            let attempt =
+                tokio::time::timeout(self.timing.retry.max(Duration::from_secs(1)), self.try_acquire()).await;
             match attempt {
                 Ok(Ok(true)) => renewed = Instant::now(),
                 Ok(Ok(false)) => {
@@ -157,7 +161,8 @@ impl Elector {
     /// Give the lease up (on shutdown) so a standby takes over without waiting for it to expire.
     pub async fn release(&self) {
         let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else { return };
-        let ours = lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(self.identity.as_str());
+        let ours =
+            lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(self.identity.as_str());
         if !ours {
             return;
         }

@@ -84,9 +84,11 @@ async fn main() -> anyhow::Result<()> {
             if file.as_os_str() == "-" {
                 std::io::stdin().read_to_string(&mut text).context("reading standard input")?;
             } else {
-                text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+                text =
+                    std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             }
-            let sc = render::parse(&text, &namespace, uid.as_deref()).with_context(|| file.display().to_string())?;
+            let sc = render::parse(&text, &namespace, uid.as_deref())
+                .with_context(|| file.display().to_string())?;
             let _ = std::io::stdout().write_all(render::to_yaml(&render::objects(&sc)).as_bytes());
             Ok(())
         }
@@ -126,7 +128,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::spawn(async move { axum::serve(listener, ops).await });
 
     let timing = Timing::for_lease(Duration::from_secs(args.lease_seconds));
-    let elector = Elector::new(client.clone(), &args.lease_namespace, "socialnet-operator-leader", &args.identity, timing);
+    let elector = Elector::new(
+        client.clone(),
+        &args.lease_namespace,
+        "socialnet-operator-leader",
+        &args.identity,
+        timing,
+    );
     tokio::select! {
         _ = elector.acquire() => {}
         _ = tokio::signal::ctrl_c() => return Ok(()),

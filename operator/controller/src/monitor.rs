@@ -96,7 +96,15 @@ impl Monitors {
         wake: mpsc::UnboundedSender<ObjectRef<SocialCluster>>,
         interval: Duration,
     ) -> Arc<Self> {
-        Arc::new(Self { client, http: pods::http(), slices, clusters, wake, interval, running: Mutex::default() })
+        Arc::new(Self {
+            client,
+            http: pods::http(),
+            slices,
+            clusters,
+            wake,
+            interval,
+            running: Mutex::default(),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<SocialCluster>, Running>> {
@@ -142,7 +150,12 @@ impl Monitors {
         }
     }
 
-    async fn run(self: Arc<Self>, key: ObjectRef<SocialCluster>, shared: Arc<Shared>, settings: watch::Receiver<MonitorSettings>) {
+    async fn run(
+        self: Arc<Self>,
+        key: ObjectRef<SocialCluster>,
+        shared: Arc<Shared>,
+        settings: watch::Receiver<MonitorSettings>,
+    ) {
         let mut last = None;
         loop {
             if self.clusters.get(&key).is_none() {
@@ -173,7 +186,8 @@ impl Monitors {
         };
         let reads = endpoints(&self.slices, &s.namespace, &s.read_service);
         let projectors = endpoints(&self.slices, &s.namespace, &s.projector_service);
-        let read_calls = reads.iter().map(|e| async { (e.clone(), pods::read_view(&self.http, e, &token).await) });
+        let read_calls =
+            reads.iter().map(|e| async { (e.clone(), pods::read_view(&self.http, e, &token).await) });
         let projector = async {
             for e in &projectors {
                 if let Ok(v) = pods::projector_view(&self.http, e, &token).await {
@@ -199,9 +213,11 @@ async fn token(client: &kube::Client, shared: &Shared, s: &MonitorSettings) -> R
     }
     if cache.secret.as_ref().is_none_or(|(_, at)| at.elapsed() > SECRET_TTL) {
         let api: Api<Secret> = Api::namespaced(client.clone(), &s.namespace);
-        let secret = api.get(&s.secret.name).await.map_err(|e| format!("reading secret {}: {e}", s.secret.name))?;
+        let secret =
+            api.get(&s.secret.name).await.map_err(|e| format!("reading secret {}: {e}", s.secret.name))?;
         let value = secret.data.and_then(|d| d.get(&s.secret.key).cloned());
-        let mut bytes = value.ok_or_else(|| format!("secret {} has no key {}", s.secret.name, s.secret.key))?.0;
+        let mut bytes =
+            value.ok_or_else(|| format!("secret {} has no key {}", s.secret.name, s.secret.key))?.0;
         while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
             bytes.pop();
         }
@@ -209,8 +225,15 @@ async fn token(client: &kube::Client, shared: &Shared, s: &MonitorSettings) -> R
     }
     let secret = cache.secret.as_ref().map(|(b, _)| b.as_slice()).unwrap_or_default();
     let roles = ["admin".to_owned()];
-    let token = http_kit::mint_token(secret, "socialnet-operator", TOKEN_LIFETIME, &roles, s.issuer.as_deref(), s.audience.as_deref())
-        .map_err(|e| format!("signing the operator's admin token: {e}"))?;
+    let token = http_kit::mint_token(
+        secret,
+        "socialnet-operator",
+        TOKEN_LIFETIME,
+        &roles,
+        s.issuer.as_deref(),
+        s.audience.as_deref(),
+    )
+    .map_err(|e| format!("signing the operator's admin token: {e}"))?;
     cache.token = Some((token.clone(), Instant::now()));
     Ok(token)
 }
@@ -219,11 +242,19 @@ async fn token(client: &kube::Client, shared: &Shared, s: &MonitorSettings) -> R
 pub fn endpoints(slices: &Store<EndpointSlice>, namespace: &str, service: &str) -> Vec<String> {
     let mut out = Vec::new();
     for s in slices.state() {
-        if s.namespace().as_deref() != Some(namespace) || s.labels().get("kubernetes.io/service-name").map(String::as_str) != Some(service) {
+        if s.namespace().as_deref() != Some(namespace)
+            || s.labels().get("kubernetes.io/service-name").map(String::as_str) != Some(service)
+        {
             continue;
         }
-        let port = s.ports.as_ref().and_then(|p| p.first()).and_then(|p| p.port).unwrap_or(crate::build::PORT);
-        for e in s.endpoints.iter().flatten().filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false)) {
+        let port =
+            s.ports.as_ref().and_then(|p| p.first()).and_then(|p| p.port).unwrap_or(crate::build::PORT);
+        for e in s
+            .endpoints
+            .iter()
+            .flatten()
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        {
             for a in &e.addresses {
                 let host = if a.contains(':') { format!("[{a}]") } else { a.clone() };
                 out.push(format!("{host}:{port}"));
@@ -237,7 +268,8 @@ pub fn endpoints(slices: &Store<EndpointSlice>, namespace: &str, service: &str) 
 
 fn export(s: &MonitorSettings, view: &HealthView) {
     for t in &view.targets {
-        let labels = [("namespace", s.namespace.clone()), ("cluster", s.cluster.clone()), ("target", t.name.clone())];
+        let labels =
+            [("namespace", s.namespace.clone()), ("cluster", s.cluster.clone()), ("target", t.name.clone())];
         if let Some(l) = t.lag_events {
             metrics::gauge!("socialnet_operator_projection_lag_events", &labels).set(l as f64);
         }

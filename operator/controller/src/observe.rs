@@ -45,7 +45,8 @@ fn select<K: kube::Resource + Clone>(store: &Store<K>, keep: impl Fn(&ObjectMeta
 where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    let mut out: Vec<K> = store.state().iter().filter(|o| keep(o.meta())).map(|o| K::clone(Arc::as_ref(o))).collect();
+    let mut out: Vec<K> =
+        store.state().iter().filter(|o| keep(o.meta())).map(|o| K::clone(Arc::as_ref(o))).collect();
     out.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
     out
 }

@@ -32,7 +32,8 @@ async fn call<T: DeserializeOwned>(
     body: Option<Vec<u8>>,
     timeout: Duration,
 ) -> Result<T, String> {
-    let mut b = hyper::Request::builder().method(method).uri(url).header("authorization", format!("Bearer {token}"));
+    let mut b =
+        hyper::Request::builder().method(method).uri(url).header("authorization", format!("Bearer {token}"));
     if body.is_some() {
         b = b.header("content-type", "application/json");
     }
@@ -43,7 +44,8 @@ async fn call<T: DeserializeOwned>(
         let bytes = resp.into_body().collect().await.map_err(|e| format!("{url}: {e}"))?.to_bytes();
         Ok::<_, String>((status, bytes))
     };
-    let (status, bytes) = tokio::time::timeout(timeout, exchange).await.map_err(|_| format!("{url}: timed out"))??;
+    let (status, bytes) =
+        tokio::time::timeout(timeout, exchange).await.map_err(|_| format!("{url}: timed out"))??;
     if !status.is_success() {
         let text = String::from_utf8_lossy(&bytes);
         return Err(format!("{url}: {status} {}", text.chars().take(200).collect::<String>()));
@@ -57,7 +59,11 @@ pub async fn read_view(http: &Http, endpoint: &str, token: &str) -> Result<ReadA
 }
 
 /// The projector's view (`GET /admin/projections`).
-pub async fn projector_view(http: &Http, endpoint: &str, token: &str) -> Result<ProjectorProjections, String> {
+pub async fn projector_view(
+    http: &Http,
+    endpoint: &str,
+    token: &str,
+) -> Result<ProjectorProjections, String> {
     call(http, "GET", &format!("http://{endpoint}/admin/projections"), token, None, POLL_TIMEOUT).await
 }
 
@@ -70,7 +76,12 @@ pub async fn switch(http: &Http, endpoint: &str, token: &str, target: &str) -> R
 }
 
 /// Switch every endpoint at once; each endpoint with the target it now serves, or why it did not answer.
-pub async fn switch_all(http: &Http, endpoints: &[String], token: &str, target: &str) -> Vec<(String, Result<String, String>)> {
+pub async fn switch_all(
+    http: &Http,
+    endpoints: &[String],
+    token: &str,
+    target: &str,
+) -> Vec<(String, Result<String, String>)> {
     let calls = endpoints.iter().map(|e| async move { (e.clone(), switch(http, e, token, target).await) });
     futures::future::join_all(calls).await
 }

@@ -8,8 +8,8 @@ use crate::children::{Child, ChildKind};
 use crate::error::Error;
 use crate::events::EventSink;
 use crate::monitor::Monitors;
-use crate::pods::Http;
 use crate::plan::{CACHE_GRACE, RESYNC};
+use crate::pods::Http;
 use chrono::Utc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -54,6 +54,15 @@ pub struct Settings {
     pub identity: String,
 }
 
+/// A child of a cluster.
+type ChildKey = (ObjectRef<SocialCluster>, ChildKind, String);
+
+/// What was applied to a child, and when.
+struct Applied {
+    hash: String,
+    at: Instant,
+}
+
 pub struct Ctx {
     pub client: kube::Client,
     pub stores: Stores,
@@ -61,7 +70,7 @@ pub struct Ctx {
     pub events: EventSink,
     pub http: Http,
     /// Per cluster: children applied moments ago, with the hash applied and when.
-    applied: Mutex<HashMap<(ObjectRef<SocialCluster>, ChildKind, String), (String, Instant)>>,
+    applied: Mutex<HashMap<ChildKey, Applied>>,
 }
 
 impl Ctx {
@@ -69,23 +78,30 @@ impl Ctx {
     pub fn remember(&self, cluster: &SocialCluster, child: &Child) {
         let key = (ObjectRef::from_obj(cluster), child.kind(), child.name());
         let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
-        applied.retain(|_, (_, at)| at.elapsed() < CACHE_GRACE);
-        applied.insert(key, (child.hash().unwrap_or_default(), Instant::now()));
+        applied.retain(|_, a| a.at.elapsed() < CACHE_GRACE);
+        applied.insert(key, Applied { hash: child.hash().unwrap_or_default(), at: Instant::now() });
     }
 
     /// Forget the children of `cluster` the cache now shows as applied.
-    pub fn caught_up(&self, cluster: &ObjectRef<SocialCluster>, shown: impl Fn(ChildKind, &str, &str) -> bool) {
+    pub fn caught_up(
+        &self,
+        cluster: &ObjectRef<SocialCluster>,
+        shown: impl Fn(ChildKind, &str, &str) -> bool,
+    ) {
         let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
-        applied.retain(|(c, kind, name), (hash, _)| c != cluster || !shown(*kind, name, hash));
+        applied.retain(|(c, kind, name), a| c != cluster || !shown(*kind, name, &a.hash));
     }
 
     /// The children of `cluster` applied within the cache grace period.
-    pub fn recently_applied(&self, cluster: &ObjectRef<SocialCluster>) -> HashMap<(ChildKind, String), String> {
+    pub fn recently_applied(
+        &self,
+        cluster: &ObjectRef<SocialCluster>,
+    ) -> HashMap<(ChildKind, String), String> {
         let applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
         applied
             .iter()
-            .filter(|((c, ..), (_, at))| c == cluster && at.elapsed() < CACHE_GRACE)
-            .map(|((_, kind, name), (hash, _))| ((*kind, name.clone()), hash.clone()))
+            .filter(|((c, ..), a)| c == cluster && a.at.elapsed() < CACHE_GRACE)
+            .map(|((_, kind, name), a)| ((*kind, name.clone()), a.hash.clone()))
             .collect()
     }
 }
@@ -109,14 +125,24 @@ where
 }
 
 /// The cluster that controls an object, from its owner references.
-fn owner(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<ObjectRef<SocialCluster>> {
-    let o = meta.owner_references.as_ref()?.iter().find(|o| o.controller == Some(true) && o.kind == "SocialCluster")?;
+fn owner(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<ObjectRef<SocialCluster>> {
+    let o = meta
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == "SocialCluster")?;
     Some(ObjectRef::new(&o.name).within(meta.namespace.as_deref().unwrap_or_default()))
 }
 
 /// A watch cache of `K` (with `labels`), kept filled by a task that also sends each changed object's
 /// owning cluster to `wake` (when given).
-fn cache<K>(api: Api<K>, labels: Option<&str>, wake: Option<mpsc::UnboundedSender<ObjectRef<SocialCluster>>>) -> Store<K>
+fn cache<K>(
+    api: Api<K>,
+    labels: Option<&str>,
+    wake: Option<mpsc::UnboundedSender<ObjectRef<SocialCluster>>>,
+) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
@@ -140,7 +166,10 @@ where
 }
 
 /// The SocialCluster cache; spec changes (a new generation) wake reconcile, status writes do not.
-fn clusters(api: Api<SocialCluster>, wake: mpsc::UnboundedSender<ObjectRef<SocialCluster>>) -> Store<SocialCluster> {
+fn clusters(
+    api: Api<SocialCluster>,
+    wake: mpsc::UnboundedSender<ObjectRef<SocialCluster>>,
+) -> Store<SocialCluster> {
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
         .default_backoff()
@@ -177,8 +206,13 @@ impl Operator {
             // EndpointSlices carry their Service's labels: only the operator's own Services' slices.
             slices: cache(api(&client, ns), owned, None),
         };
-        let monitors =
-            Monitors::new(client.clone(), stores.slices.clone(), stores.clusters.clone(), tx, settings.health_interval);
+        let monitors = Monitors::new(
+            client.clone(),
+            stores.slices.clone(),
+            stores.clusters.clone(),
+            tx,
+            settings.health_interval,
+        );
         let ctx = Ctx {
             events: EventSink::new(client.clone(), &settings.identity),
             http: crate::pods::http(),
@@ -208,7 +242,9 @@ impl Operator {
     }
 }
 
-fn tokio_stream_of<T: Send + 'static>(mut rx: mpsc::UnboundedReceiver<T>) -> impl futures::Stream<Item = T> + Send {
+fn tokio_stream_of<T: Send + 'static>(
+    mut rx: mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
@@ -238,7 +274,8 @@ pub async fn reconcile_once(ctx: &Ctx, key: &ObjectRef<SocialCluster>) -> Result
     observed.recently_applied = ctx.recently_applied(key);
     if let Some(view) = observed.health.as_mut() {
         for (endpoint, r) in &outcome.switched {
-            if let (Ok(active), Some(pod)) = (r, view.read_pods.iter_mut().find(|p| &p.endpoint == endpoint)) {
+            if let (Ok(active), Some(pod)) = (r, view.read_pods.iter_mut().find(|p| &p.endpoint == endpoint))
+            {
                 pod.active = Some(active.clone());
             }
         }

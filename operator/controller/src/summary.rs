@@ -46,7 +46,8 @@ pub fn render(sc: &SocialCluster, events: &[Recent]) -> String {
     let ns = sc.metadata.namespace.as_deref().unwrap_or("default");
     let name = sc.metadata.name.as_deref().unwrap_or("?");
     let phase = st.phase.map_or("Unknown", |p| p.as_str());
-    let _ = writeln!(out, "SocialCluster {ns}/{name}: {phase}  (ready {})", st.ready.as_deref().unwrap_or("-"));
+    let _ =
+        writeln!(out, "SocialCluster {ns}/{name}: {phase}  (ready {})", st.ready.as_deref().unwrap_or("-"));
     if let Some(m) = &st.message {
         let _ = writeln!(out, "  problem: {m}");
     }
@@ -68,7 +69,14 @@ pub fn render(sc: &SocialCluster, events: &[Recent]) -> String {
     rebuild(&mut out, &st);
     let _ = writeln!(out, "\nConditions:");
     for c in &st.conditions {
-        let _ = writeln!(out, "  {:<12} {:<7} {:<24} {}", c.type_.as_str(), c.status.as_str(), c.reason.as_str(), c.message);
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<7} {:<24} {}",
+            c.type_.as_str(),
+            c.status.as_str(),
+            c.reason.as_str(),
+            c.message
+        );
     }
     if !events.is_empty() {
         let _ = writeln!(out, "\nRecent events:");
@@ -84,7 +92,11 @@ pub fn render(sc: &SocialCluster, events: &[Recent]) -> String {
 fn projections(out: &mut String, st: &socialnet_crd::SocialClusterStatus) {
     let _ = writeln!(out, "\nProjections: primary {}", st.current_primary.as_deref().unwrap_or("-"));
     if let Some(t) = &st.target_primary {
-        let _ = writeln!(out, "  failing over to: {t} (since {})", st.target_primary_timestamp.as_deref().unwrap_or("?"));
+        let _ = writeln!(
+            out,
+            "  failing over to: {t} (since {})",
+            st.target_primary_timestamp.as_deref().unwrap_or("?")
+        );
     }
     for p in &st.projections {
         let _ = writeln!(
@@ -122,7 +134,8 @@ fn rebuild(out: &mut String, st: &socialnet_crd::SocialClusterStatus) {
     if let (Some(done), Some(total)) = (r.events_done, r.events_total) {
         let pct = if total > 0 { done as f64 * 100.0 / total as f64 } else { 100.0 };
         let rate = r.events_per_second.map(|v| format!(", {v} events/s")).unwrap_or_default();
-        let eta = r.eta_seconds.filter(|_| r.phase.is_active()).map(|v| format!(", ETA {v} s")).unwrap_or_default();
+        let eta =
+            r.eta_seconds.filter(|_| r.phase.is_active()).map(|v| format!(", ETA {v} s")).unwrap_or_default();
         let _ = writeln!(out, "  progress: {done}/{total} events ({pct:.1}%){rate}{eta}");
     }
     let times = [("started", &r.started_at), ("finished", &r.finished_at)];

@@ -28,8 +28,13 @@ pub fn validate(sc: &SocialCluster) -> Result<(), String> {
 }
 
 fn components(s: &SocialClusterSpec, problems: &mut Vec<String>) {
-    let all =
-        [("gateway", &s.gateway), ("writeApi", &s.write_api), ("ingester", &s.ingester), ("projector", &s.projector), ("readApi", &s.read_api)];
+    let all = [
+        ("gateway", &s.gateway),
+        ("writeApi", &s.write_api),
+        ("ingester", &s.ingester),
+        ("projector", &s.projector),
+        ("readApi", &s.read_api),
+    ];
     for (name, c) in all {
         if !(0..=100).contains(&c.replicas) {
             problems.push(format!("spec.{name}.replicas must be between 0 and 100, got {}", c.replicas));
@@ -47,7 +52,8 @@ fn components(s: &SocialClusterSpec, problems: &mut Vec<String>) {
         }
     }
     if s.projector.replicas > 1 || s.projector.autoscaling.is_some() {
-        problems.push("spec.projector must run one replica (it is the single writer of its targets)".to_owned());
+        problems
+            .push("spec.projector must run one replica (it is the single writer of its targets)".to_owned());
     }
 }
 
@@ -65,7 +71,10 @@ fn targets(s: &SocialClusterSpec, problems: &mut Vec<String>) {
             && t.name.starts_with(|c: char| c.is_ascii_lowercase())
             && t.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !ok {
-            problems.push(format!("projection target name {:?} must be lower-case letters, digits or dashes", t.name));
+            problems.push(format!(
+                "projection target name {:?} must be lower-case letters, digits or dashes",
+                t.name
+            ));
         }
     }
     let known = |n: &str| targets.iter().any(|t| t.name == n);
@@ -81,7 +90,11 @@ fn targets(s: &SocialClusterSpec, problems: &mut Vec<String>) {
 }
 
 fn gateway_policy(g: &GatewayPolicySpec, problems: &mut Vec<String>) {
-    let rates = [("readsPerUser", g.reads_per_user), ("writesPerUser", g.writes_per_user), ("requestsPerIp", g.requests_per_ip)];
+    let rates = [
+        ("readsPerUser", g.reads_per_user),
+        ("writesPerUser", g.writes_per_user),
+        ("requestsPerIp", g.requests_per_ip),
+    ];
     for (name, v) in rates {
         if let Some(v) = v.filter(|v| !(1..=1_000_000).contains(v)) {
             problems.push(format!("spec.gatewayPolicy.{name} must be between 1 and 1000000, got {v}"));
@@ -98,10 +111,13 @@ fn gateway_policy(g: &GatewayPolicySpec, problems: &mut Vec<String>) {
             ));
         }
     }
-    if let Some(e) = g.otlp_endpoint.as_ref().filter(|e| !(e.starts_with("http://") || e.starts_with("https://"))) {
+    if let Some(e) =
+        g.otlp_endpoint.as_ref().filter(|e| !(e.starts_with("http://") || e.starts_with("https://")))
+    {
         problems.push(format!("spec.gatewayPolicy.otlpEndpoint {e:?} must be an http or https URL"));
     }
     if let Some(p) = g.access_log_success_percent.filter(|p| !(0..=100).contains(p)) {
-        problems.push(format!("spec.gatewayPolicy.accessLogSuccessPercent must be between 0 and 100, got {p}"));
+        problems
+            .push(format!("spec.gatewayPolicy.accessLogSuccessPercent must be between 0 and 100, got {p}"));
     }
 }

@@ -89,7 +89,9 @@ impl Stack {
             socialnet(&["read-api", "--listen", &listen(r2)], &common),
         ];
         // The pods behind their Services, as the EndpointSlice controller registers them.
-        for (service, n, port) in [("social-read-api", "a", r1), ("social-read-api", "b", r2), ("social-projector", "a", pr)] {
+        for (service, n, port) in
+            [("social-read-api", "a", r1), ("social-read-api", "b", r2), ("social-projector", "a", pr)]
+        {
             api.put("apis/discovery.k8s.io/v1", NS, "endpointslices", json!({
                 "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
                 "metadata": {"name": format!("{service}-{n}"), "labels": {"kubernetes.io/service-name": service,
@@ -99,7 +101,16 @@ impl Stack {
             }));
         }
         let kubectl = Kubectl::new(&api.url, NS, &tag);
-        Stack { api, kubectl, primary, common, ports: Ports { write: w, read: [r1, r2], projector: pr }, p, s, _procs: procs }
+        Stack {
+            api,
+            kubectl,
+            primary,
+            common,
+            ports: Ports { write: w, read: [r1, r2], projector: pr },
+            p,
+            s,
+            _procs: procs,
+        }
     }
 
     fn operator(&self) -> ChildGuard {
@@ -143,7 +154,9 @@ impl Stack {
         let admin = token("test", &["admin".into()]);
         let mut out = Vec::new();
         for port in self.ports.read {
-            let v: Option<Value> = get_text(port, "/admin/projections", Some(&admin)).await.and_then(|t| serde_json::from_str(&t).ok());
+            let v: Option<Value> = get_text(port, "/admin/projections", Some(&admin))
+                .await
+                .and_then(|t| serde_json::from_str(&t).ok());
             out.push(v.and_then(|v| v["active"].as_str().map(str::to_owned)).unwrap_or_default());
         }
         out
@@ -151,14 +164,23 @@ impl Stack {
 
     /// The operator's own requests (not kubectl's) since `from`, watches and Lease renewals left out.
     fn operator_requests(&self, from: Duration) -> Vec<fake_api::Request> {
-        self.api.requests().into_iter().filter(|r| r.at >= from && !r.is_kubectl() && !r.is_watch() && !r.is_lease()).collect()
+        self.api
+            .requests()
+            .into_iter()
+            .filter(|r| r.at >= from && !r.is_kubectl() && !r.is_watch() && !r.is_lease())
+            .collect()
     }
 
     /// Run a rebuild Job's own command, as its pod would, with the projector's environment.
     async fn run_job(&self, job: &Value) {
-        let args: Vec<String> = serde_json::from_value(job["spec"]["template"]["spec"]["containers"][0]["args"].clone()).unwrap();
+        let args: Vec<String> =
+            serde_json::from_value(job["spec"]["template"]["spec"]["containers"][0]["args"].clone()).unwrap();
         let mut cmd = tokio::process::Command::new(bin("socialnet"));
-        cmd.args(&args).env("RUST_LOG", "warn").env("SOCIALNET_JWT_SECRET", SECRET).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.args(&args)
+            .env("RUST_LOG", "warn")
+            .env("SOCIALNET_JWT_SECRET", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         for (k, v) in &self.common {
             cmd.env(k, v);
         }
@@ -167,7 +189,10 @@ impl Stack {
     }
 
     fn job_for(&self, target: &str) -> Option<Value> {
-        self.api.list("apis/batch/v1", NS, "jobs").into_iter().find(|j| j["metadata"]["labels"]["socialnet.io/rebuild-target"] == target)
+        self.api
+            .list("apis/batch/v1", NS, "jobs")
+            .into_iter()
+            .find(|j| j["metadata"]["labels"]["socialnet.io/rebuild-target"] == target)
     }
 
     fn event_count(&self, reason: &str) -> usize {
@@ -182,7 +207,14 @@ fn traffic(stack: &Stack, stop: Arc<AtomicBool>) -> (tokio::task::JoinHandle<()>
     let counter = done.clone();
     let handle = tokio::spawn(async move {
         let t = token("alice", &[]);
-        let _ = send(write, "POST", "/v1/users", Some(&t), Some(r#"{"handle":"alice","display_name":"Alice"}"#.into())).await;
+        let _ = send(
+            write,
+            "POST",
+            "/v1/users",
+            Some(&t),
+            Some(r#"{"handle":"alice","display_name":"Alice"}"#.into()),
+        )
+        .await;
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
             let body = format!(r#"{{"body":"steady traffic {n}"}}"#);
@@ -216,24 +248,40 @@ async fn the_operator_runs_a_cluster_quietly_fails_over_fast_and_shows_rebuild_p
 
 async fn provision(stack: &Stack) {
     let k = &stack.kubectl;
-    let secret = format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: auth\nstringData:\n  jwt: {SECRET}\n");
+    let secret =
+        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: auth\nstringData:\n  jwt: {SECRET}\n");
     k.ok(&["apply", "--validate=false", "-f", &k.file("secret.yaml", &secret)]).await;
     let out = k.ok(&["apply", "--validate=false", "-f", &k.file("social.yaml", &stack.manifest(2))]).await;
     assert!(out.contains("socialcluster.socialnet.io/social created"), "{out}");
-    wait_for("deployments", Duration::from_secs(30), || async { stack.api.list("apis/apps/v1", NS, "deployments").len() == 5 }).await;
+    wait_for("deployments", Duration::from_secs(30), || async {
+        stack.api.list("apis/apps/v1", NS, "deployments").len() == 5
+    })
+    .await;
     let uid = stack.api.get(SC, NS, "socialclusters", "social").unwrap()["metadata"]["uid"].clone();
-    for (prefix, plural) in [("apis/apps/v1", "deployments"), ("api/v1", "services"), ("api/v1", "configmaps")] {
-        wait_for(plural, Duration::from_secs(30), || async { !stack.api.list(prefix, NS, plural).is_empty() }).await;
+    for (prefix, plural) in
+        [("apis/apps/v1", "deployments"), ("api/v1", "services"), ("api/v1", "configmaps")]
+    {
+        wait_for(plural, Duration::from_secs(30), || async {
+            !stack.api.list(prefix, NS, plural).is_empty()
+        })
+        .await;
         for o in stack.api.list(prefix, NS, plural) {
             let owner = &o["metadata"]["ownerReferences"][0];
-            assert_eq!((owner["uid"].clone(), owner["controller"].clone()), (uid.clone(), json!(true)), "{plural} {}", o["metadata"]["name"]);
+            assert_eq!(
+                (owner["uid"].clone(), owner["controller"].clone()),
+                (uid.clone(), json!(true)),
+                "{plural} {}",
+                o["metadata"]["name"]
+            );
         }
     }
     stack.make_ready();
     wait_for("Available with both targets healthy", Duration::from_secs(90), || async {
         let st = stack.status();
         st["phase"] == "Available"
-            && st["projections"].as_array().is_some_and(|ps| ps.len() == 2 && ps.iter().all(|p| p["healthy"] == true))
+            && st["projections"]
+                .as_array()
+                .is_some_and(|ps| ps.len() == 2 && ps.iter().all(|p| p["healthy"] == true))
     })
     .await;
     assert_eq!(stack.status()["currentPrimary"], stack.p.as_str());
@@ -241,11 +289,20 @@ async fn provision(stack: &Stack) {
     let caught_up = Instant::now();
     let admin = token("test", &["admin".into()]);
     wait_for("the projector caught up", Duration::from_secs(240), || async {
-        let v: Option<Value> = get_text(stack.ports.projector, "/admin/projections", Some(&admin)).await.and_then(|t| serde_json::from_str(&t).ok());
-        v.is_some_and(|v| v["targets"].as_array().is_some_and(|ts| ts.iter().all(|t| t["lag_events"].as_i64().is_some_and(|l| l < 100))))
+        let v: Option<Value> = get_text(stack.ports.projector, "/admin/projections", Some(&admin))
+            .await
+            .and_then(|t| serde_json::from_str(&t).ok());
+        v.is_some_and(|v| {
+            v["targets"]
+                .as_array()
+                .is_some_and(|ts| ts.iter().all(|t| t["lag_events"].as_i64().is_some_and(|l| l < 100)))
+        })
     })
     .await;
-    eprintln!("CATCH-UP: the projector caught up {} ms after the cluster was Available", caught_up.elapsed().as_millis());
+    eprintln!(
+        "CATCH-UP: the projector caught up {} ms after the cluster was Available",
+        caught_up.elapsed().as_millis()
+    );
     assert_eq!(stack.event_count("FailoverStarted"), 0, "a target that is only behind is not failed over");
 }
 
@@ -291,14 +348,22 @@ async fn kubectl_story(stack: &Stack) {
     assert_eq!(observed.trim(), "1", "the short name reaches the SocialCluster");
     // The engineer edits the manifest and applies it again: the change reaches the Deployment.
     k.ok(&["apply", "--validate=false", "-f", &k.file("social.yaml", &stack.manifest(3))]).await;
-    let replicas = || async { stack.api.get("apis/apps/v1", NS, "deployments", "social-read-api").unwrap()["spec"]["replicas"].clone() };
+    let replicas = || async {
+        stack.api.get("apis/apps/v1", NS, "deployments", "social-read-api").unwrap()["spec"]["replicas"]
+            .clone()
+    };
     wait_for("read API scaled to 3", Duration::from_secs(20), || async { replicas().await == 3 }).await;
     stack.make_ready();
     // An owned Deployment deleted by hand is recreated.
-    let old = stack.api.get("apis/apps/v1", NS, "deployments", "social-write-api").unwrap()["metadata"]["uid"].clone();
+    let old =
+        stack.api.get("apis/apps/v1", NS, "deployments", "social-write-api").unwrap()["metadata"]["uid"]
+            .clone();
     k.ok(&["delete", "deployment", "social-write-api", "--wait=false"]).await;
     wait_for("write API Deployment recreated", Duration::from_secs(20), || async {
-        stack.api.get("apis/apps/v1", NS, "deployments", "social-write-api").is_some_and(|d| d["metadata"]["uid"] != old)
+        stack
+            .api
+            .get("apis/apps/v1", NS, "deployments", "social-write-api")
+            .is_some_and(|d| d["metadata"]["uid"] != old)
     })
     .await;
     stack.make_ready();
@@ -309,14 +374,23 @@ async fn kubectl_story(stack: &Stack) {
                writeApi:\n    replicas: 500\n  projections:\n    targets:\n    - {name: main, redis: {name: stores, key: r1}}\n";
     k.ok(&["apply", "--validate=false", "-f", &k.file("bad.yaml", bad)]).await;
     wait_for("the invalid cluster reported", Duration::from_secs(20), || async {
-        let r = k.run(&["get", "snc", "bad", "-o", "jsonpath={.status.conditions[?(@.type==\"Degraded\")].reason}"]).await;
+        let r = k
+            .run(&[
+                "get",
+                "snc",
+                "bad",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Degraded\")].reason}",
+            ])
+            .await;
         r.1.trim() == "InvalidSpec"
     })
     .await;
     let message = k.ok(&["get", "snc", "bad", "-o", "jsonpath={.status.message}"]).await;
     assert!(message.contains("spec.writeApi.replicas must be between 0 and 100"), "{message}");
     assert!(stack.api.get("apis/apps/v1", NS, "deployments", "bad-write-api").is_none());
-    wait_for("Available again", Duration::from_secs(30), || async { stack.status()["phase"] == "Available" }).await;
+    wait_for("Available again", Duration::from_secs(30), || async { stack.status()["phase"] == "Available" })
+        .await;
 }
 
 /// Kill the primary Redis; every read API pod must read the standby within 2 s.
@@ -324,7 +398,10 @@ async fn failover(stack: &mut Stack) {
     let s = stack.s.clone();
     stack.primary.stop();
     let killed = Instant::now();
-    wait_for("both read API pods switched", Duration::from_secs(30), || async { stack.actives().await.iter().all(|a| *a == s) }).await;
+    wait_for("both read API pods switched", Duration::from_secs(30), || async {
+        stack.actives().await.iter().all(|a| *a == s)
+    })
+    .await;
     let switched = killed.elapsed();
     eprintln!("FAILOVER: primary Redis killed -> every read API pod switched in {} ms", switched.as_millis());
     wait_for("status records the failover", Duration::from_secs(10), || async {
@@ -333,9 +410,15 @@ async fn failover(stack: &mut Stack) {
     })
     .await;
     let st = stack.status();
-    assert_eq!((st["lastFailover"]["from"].clone(), st["lastFailover"]["reason"].clone()), (json!(stack.p), json!("PrimaryFailed")));
+    assert_eq!(
+        (st["lastFailover"]["from"].clone(), st["lastFailover"]["reason"].clone()),
+        (json!(stack.p), json!("PrimaryFailed"))
+    );
     assert!(st["lastFailover"]["durationMs"].as_i64().is_some(), "{st}");
-    assert_eq!(stack.api.get("api/v1", NS, "configmaps", "social-projections").unwrap()["data"]["active"], s.as_str());
+    assert_eq!(
+        stack.api.get("api/v1", NS, "configmaps", "social-projections").unwrap()["data"]["active"],
+        s.as_str()
+    );
     assert_eq!((stack.event_count("FailoverStarted"), stack.event_count("FailoverCompleted")), (1, 1));
     assert!(switched < Duration::from_secs(2), "failover took {} ms", switched.as_millis());
 }
@@ -345,9 +428,15 @@ async fn failover(stack: &mut Stack) {
 async fn automatic_rebuild_with_progress(stack: &mut Stack) {
     let p = stack.p.clone();
     stack.primary.start_again();
-    wait_for("an automatic rebuild of the returned primary", Duration::from_secs(30), || async { stack.job_for(&p).is_some() }).await;
+    wait_for("an automatic rebuild of the returned primary", Duration::from_secs(30), || async {
+        stack.job_for(&p).is_some()
+    })
+    .await;
     let st = stack.status();
-    assert_eq!((st["rebuild"]["target"].clone(), st["rebuild"]["automatic"].clone()), (json!(p), json!(true)));
+    assert_eq!(
+        (st["rebuild"]["target"].clone(), st["rebuild"]["automatic"].clone()),
+        (json!(p), json!(true))
+    );
     let mut job = stack.job_for(&p).unwrap();
     job["status"] = json!({"active": 1});
     let job = stack.api.put("apis/batch/v1", NS, "jobs", job);
@@ -358,7 +447,9 @@ async fn automatic_rebuild_with_progress(stack: &mut Stack) {
         let (api, seen, stop) = (stack.api.clone(), seen.clone(), stop.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let progress = api.get(SC, NS, "socialclusters", "social").and_then(|c| c["status"]["rebuild"]["progress"].as_str().map(str::to_owned));
+                let progress = api
+                    .get(SC, NS, "socialclusters", "social")
+                    .and_then(|c| c["status"]["rebuild"]["progress"].as_str().map(str::to_owned));
                 {
                     let mut seen = seen.lock().unwrap();
                     if let Some(v) = progress.filter(|v| seen.last() != Some(v)) {
@@ -375,14 +466,22 @@ async fn automatic_rebuild_with_progress(stack: &mut Stack) {
     let mut job = job;
     job["status"] = json!({"succeeded": 1});
     stack.api.put("apis/batch/v1", NS, "jobs", job);
-    wait_for("the automatic rebuild succeeded", Duration::from_secs(20), || async { stack.status()["rebuild"]["phase"] == "Succeeded" }).await;
+    wait_for("the automatic rebuild succeeded", Duration::from_secs(20), || async {
+        stack.status()["rebuild"]["phase"] == "Succeeded"
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.store(true, Ordering::Relaxed);
     sampler.await.unwrap();
     let seen = seen.lock().unwrap().clone();
     eprintln!("REBUILD PROGRESS in status: {seen:?}");
-    let during: BTreeSet<&String> = seen.iter().filter(|v| v.split('/').next() != v.split('/').nth(1)).collect();
-    assert!(during.len() >= 3, "status showed {} distinct done/total values while the rebuild ran: {seen:?}", during.len());
+    let during: BTreeSet<&String> =
+        seen.iter().filter(|v| v.split('/').next() != v.split('/').nth(1)).collect();
+    assert!(
+        during.len() >= 3,
+        "status showed {} distinct done/total values while the rebuild ran: {seen:?}",
+        during.len()
+    );
     let last = stack.status()["rebuild"].clone();
     let total = last["eventsTotal"].as_i64().unwrap();
     assert_eq!(last["progress"], format!("{total}/{total}"), "ends at total");
@@ -400,7 +499,10 @@ async fn switchover_and_requested_rebuild(stack: &Stack) {
     let patch = format!("{{\"spec\":{{\"switchover\":{{\"target\":\"{p}\"}}}}}}");
     k.ok(&["patch", "snc", "social", "--type=merge", "-p", &patch]).await;
     let asked = Instant::now();
-    wait_for("both pods back on the primary", Duration::from_secs(20), || async { stack.actives().await.iter().all(|a| *a == p) }).await;
+    wait_for("both pods back on the primary", Duration::from_secs(20), || async {
+        stack.actives().await.iter().all(|a| *a == p)
+    })
+    .await;
     eprintln!("SWITCHOVER: requested -> every read API pod switched in {} ms", asked.elapsed().as_millis());
     wait_for("status records the switchover", Duration::from_secs(10), || async {
         let st = stack.status();
@@ -432,7 +534,8 @@ async fn switchover_and_requested_rebuild(stack: &Stack) {
 
 /// Every call the operator made is granted by the chart's RBAC rules.
 fn rbac_covers_every_call(stack: &Stack) {
-    let calls: BTreeSet<rbac::Call> = stack.api.requests().iter().filter(|r| !r.is_kubectl()).filter_map(rbac::call).collect();
+    let calls: BTreeSet<rbac::Call> =
+        stack.api.requests().iter().filter(|r| !r.is_kubectl()).filter_map(rbac::call).collect();
     assert!(calls.len() >= 10, "{calls:?}");
     let missing = rbac::missing(&calls);
     assert!(missing.is_empty(), "calls the chart's RBAC does not grant: {missing:?}");
@@ -467,10 +570,19 @@ async fn status_command(stack: &Stack) {
 async fn deletion(stack: &Stack) {
     stack.kubectl.ok(&["delete", "socialcluster", "social", "--wait=false"]).await;
     wait_for("the cluster's objects gone", Duration::from_secs(10), || async {
-        stack.api.list("apis/apps/v1", NS, "deployments").iter().all(|d| d["metadata"]["labels"]["app.kubernetes.io/instance"] != "social")
+        stack
+            .api
+            .list("apis/apps/v1", NS, "deployments")
+            .iter()
+            .all(|d| d["metadata"]["labels"]["app.kubernetes.io/instance"] != "social")
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let left = stack.api.list("apis/apps/v1", NS, "deployments").iter().filter(|d| d["metadata"]["labels"]["app.kubernetes.io/instance"] == "social").count();
+    let left = stack
+        .api
+        .list("apis/apps/v1", NS, "deployments")
+        .iter()
+        .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/instance"] == "social")
+        .count();
     assert_eq!(left, 0, "the operator recreated objects of a deleted cluster");
 }

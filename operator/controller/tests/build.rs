@@ -38,7 +38,9 @@ fn the_committed_crd_is_generated_from_the_types() {
         chart == committed,
         "the chart's CRD copy is stale: cp crds/socialcluster.yaml charts/socialnet-operator/crds/"
     );
-    for word in ["x-kubernetes-validations", "x-kubernetes-list-type", "subresources", "status: {}", "Progress"] {
+    for word in
+        ["x-kubernetes-validations", "x-kubernetes-list-type", "subresources", "status: {}", "Progress"]
+    {
         assert!(committed.contains(word), "the CRD lacks {word}");
     }
 }
@@ -56,7 +58,11 @@ fn every_field_of_the_crd_is_bounded() {
     assert!(out.is_empty(), "unbounded fields:\n{}", out.join("\n"));
     // The walk does look: an unbounded field is found.
     let mut probe = Vec::new();
-    admission::unbounded(&serde_json::json!({"type": "object", "properties": {"x": {"type": "string"}}}), "p", &mut probe);
+    admission::unbounded(
+        &serde_json::json!({"type": "object", "properties": {"x": {"type": "string"}}}),
+        "p",
+        &mut probe,
+    );
     assert_eq!(probe, ["p.x: string without maxLength"]);
 }
 
@@ -66,8 +72,9 @@ fn every_field_of_the_crd_is_bounded() {
 fn the_short_names_belong_to_no_builtin_resource() {
     use kube::CustomResourceExt;
     const BUILTIN: &[&str] = &[
-        "cs", "cm", "ep", "ev", "limits", "ns", "no", "pvc", "pv", "po", "rc", "quota", "sa", "svc", "crd", "crds",
-        "deploy", "ds", "rs", "sts", "hpa", "cj", "csr", "ing", "netpol", "pdb", "pc", "sc", "ingclass", "vac",
+        "cs", "cm", "ep", "ev", "limits", "ns", "no", "pvc", "pv", "po", "rc", "quota", "sa", "svc", "crd",
+        "crds", "deploy", "ds", "rs", "sts", "hpa", "cj", "csr", "ing", "netpol", "pdb", "pc", "sc",
+        "ingclass", "vac",
     ];
     let crd = serde_json::to_value(SocialCluster::crd()).unwrap();
     let names: Vec<String> = serde_json::from_value(crd["spec"]["names"]["shortNames"].clone()).unwrap();
@@ -210,8 +217,13 @@ fn build_matches_the_fixture() {
     assert!(hashes.iter().all(Option::is_some));
     let mut bigger = sc.clone();
     bigger.spec.ingester.replicas = 7;
-    let changed: Vec<Option<String>> = build::desired(&bigger, "primary").children().iter().map(|c| c.hash()).collect();
-    assert_eq!(hashes.iter().zip(&changed).filter(|(a, b)| a != b).count(), 1, "only the ingester's Deployment changes");
+    let changed: Vec<Option<String>> =
+        build::desired(&bigger, "primary").children().iter().map(|c| c.hash()).collect();
+    assert_eq!(
+        hashes.iter().zip(&changed).filter(|(a, b)| a != b).count(),
+        1,
+        "only the ingester's Deployment changes"
+    );
 }
 
 #[test]

@@ -8,7 +8,13 @@ use socialnet_crd::{FailoverPolicy, FailoverReason};
 use socialnet_operator::failover::{Decision, decide, needs_rebuild};
 use socialnet_operator::health::TargetHealth;
 
-fn target(name: &str, healthy: Option<bool>, failures: u32, failing_for_s: i64, lag: Option<i64>) -> TargetHealth {
+fn target(
+    name: &str,
+    healthy: Option<bool>,
+    failures: u32,
+    failing_for_s: i64,
+    lag: Option<i64>,
+) -> TargetHealth {
     TargetHealth {
         name: name.into(),
         healthy,
@@ -48,7 +54,10 @@ fn the_threshold_and_the_delay_are_respected() {
     let d = decide(&policy(), false, "p", &[failed("p", 2, 10), ok("s", 3)], None, Utc::now());
     assert!(matches!(d, Decision::Wait { ref why, .. } if why.contains("2 of 3")), "{d:?}");
     let d = decide(&policy(), false, "p", &[failed("p", 3, 0), ok("s", 3)], None, Utc::now());
-    assert!(matches!(d, Decision::Wait { recheck: Some(r), .. } if r <= std::time::Duration::from_secs(1)), "{d:?}");
+    assert!(
+        matches!(d, Decision::Wait { recheck: Some(r), .. } if r <= std::time::Duration::from_secs(1)),
+        "{d:?}"
+    );
     let d = decide(&policy(), false, "p", &[failed("p", 3, 2), ok("s", 3)], None, Utc::now());
     assert_eq!(d, promote("s", FailoverReason::PrimaryFailed));
 }
@@ -58,14 +67,19 @@ fn unknown_health_decides_nothing() {
     let unknown = target("p", None, 0, 0, None);
     let d = decide(&policy(), false, "p", &[unknown, ok("s", 0)], None, Utc::now());
     assert!(matches!(d, Decision::Wait { ref why, .. } if why.contains("unknown")), "{d:?}");
-    let d = decide(&policy(), false, "p", &[ok("p", 0), target("s", None, 0, 0, None)], Some("s"), Utc::now());
+    let d =
+        decide(&policy(), false, "p", &[ok("p", 0), target("s", None, 0, 0, None)], Some("s"), Utc::now());
     assert!(matches!(d, Decision::Wait { .. }), "no switchover to a target nobody could check: {d:?}");
 }
 
 #[test]
 fn only_a_healthy_most_caught_up_standby_is_promoted() {
-    let all = [failed("p", 4, 10), ok("far", 5000), ok("near", 12), failed("sick", 4, 10), ok("too-far", 50_000)];
-    assert_eq!(decide(&policy(), false, "p", &all, None, Utc::now()), promote("near", FailoverReason::PrimaryFailed));
+    let all =
+        [failed("p", 4, 10), ok("far", 5000), ok("near", 12), failed("sick", 4, 10), ok("too-far", 50_000)];
+    assert_eq!(
+        decide(&policy(), false, "p", &all, None, Utc::now()),
+        promote("near", FailoverReason::PrimaryFailed)
+    );
     let none = [failed("p", 4, 10), failed("sick", 4, 10), ok("too-far", 50_000)];
     assert!(matches!(decide(&policy(), false, "p", &none, None, Utc::now()), Decision::NoCandidate(_)));
 }
@@ -93,16 +107,23 @@ fn never_two_primaries_and_never_the_failed_one() {
 
 #[test]
 fn a_primary_that_is_only_behind_stays() {
-    let behind = TargetHealth { healthy: Some(false), reachable: Some(true), has_data: Some(true), ..ok("p", 90_000) };
+    let behind =
+        TargetHealth { healthy: Some(false), reachable: Some(true), has_data: Some(true), ..ok("p", 90_000) };
     assert_eq!(decide(&policy(), false, "p", &[behind, ok("s", 0)], None, Utc::now()), Decision::Stay);
     let empty = TargetHealth { has_data: Some(false), ..failed("p", 5, 10) };
-    assert_eq!(decide(&policy(), false, "p", &[empty, ok("s", 0)], None, Utc::now()), promote("s", FailoverReason::PrimaryFailed), "empty is failed");
+    assert_eq!(
+        decide(&policy(), false, "p", &[empty, ok("s", 0)], None, Utc::now()),
+        promote("s", FailoverReason::PrimaryFailed),
+        "empty is failed"
+    );
 }
 
 #[test]
 fn paused_and_disabled_policies_do_nothing() {
     let h = [failed("p", 5, 10), ok("s", 0)];
-    assert!(matches!(decide(&policy(), true, "p", &h, None, Utc::now()), Decision::Wait { ref why, .. } if why == "paused"));
+    assert!(
+        matches!(decide(&policy(), true, "p", &h, None, Utc::now()), Decision::Wait { ref why, .. } if why == "paused")
+    );
     let off = FailoverPolicy { enabled: false, ..policy() };
     assert_eq!(decide(&off, false, "p", &h, None, Utc::now()), Decision::Stay);
 }
@@ -110,10 +131,16 @@ fn paused_and_disabled_policies_do_nothing() {
 #[test]
 fn a_switchover_takes_the_same_path_to_a_healthy_target_only() {
     let h = [ok("p", 0), ok("s", 0), failed("x", 5, 10)];
-    assert_eq!(decide(&policy(), false, "p", &h, Some("s"), Utc::now()), promote("s", FailoverReason::Switchover));
+    assert_eq!(
+        decide(&policy(), false, "p", &h, Some("s"), Utc::now()),
+        promote("s", FailoverReason::Switchover)
+    );
     assert!(matches!(decide(&policy(), false, "p", &h, Some("x"), Utc::now()), Decision::Wait { .. }));
     assert_eq!(decide(&policy(), false, "p", &h, Some("p"), Utc::now()), Decision::Stay, "already there");
-    assert!(matches!(decide(&policy(), true, "p", &h, Some("s"), Utc::now()), Decision::Wait { .. }), "paused");
+    assert!(
+        matches!(decide(&policy(), true, "p", &h, Some("s"), Utc::now()), Decision::Wait { .. }),
+        "paused"
+    );
 }
 
 #[test]

@@ -122,7 +122,10 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     // A leader stopped as Kubernetes stops a pod gives the Lease up: a new replica leads well within a lease.
     let port_c = free_port();
     let _c = operator(&kubectl, "op-c", port_c);
-    wait_for("op-c to serve its metrics", Duration::from_secs(20), || async { reconciles(port_c).await.is_some() }).await;
+    wait_for("op-c to serve its metrics", Duration::from_secs(20), || async {
+        reconciles(port_c).await.is_some()
+    })
+    .await;
     let mut b = _b;
     assert!(b.terminate(Duration::from_secs(10)), "op-b did not stop on SIGTERM");
     let stopped = Instant::now();

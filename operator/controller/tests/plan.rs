@@ -13,7 +13,8 @@ use socialnet_operator::plan::{EventReason, Observed, Plan, plan};
 use std::collections::{BTreeMap, HashMap};
 
 fn example(name: &str) -> SocialCluster {
-    let text = std::fs::read_to_string(format!("{}/../../examples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let text =
+        std::fs::read_to_string(format!("{}/../../examples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let mut sc: SocialCluster = serde_yaml::from_str(&text).unwrap();
     sc.metadata.namespace = Some("apps".into());
     sc.metadata.uid = Some("0b5f4a5e-1111-4c2b-9d7e-5a0c2f1e3d4c".into());
@@ -130,7 +131,10 @@ impl World {
     fn healthy(&mut self, pods: &[(&str, &str)], targets: &[&str]) {
         self.health = Some(HealthView {
             checked_at: self.now,
-            read_pods: pods.iter().map(|(e, a)| PodView { endpoint: (*e).into(), active: Some((*a).into()) }).collect(),
+            read_pods: pods
+                .iter()
+                .map(|(e, a)| PodView { endpoint: (*e).into(), active: Some((*a).into()) })
+                .collect(),
             targets: targets.iter().map(|t| health(t, Some(true), 0, None)).collect(),
             rebuilds: BTreeMap::new(),
             problem: None,
@@ -210,10 +214,18 @@ fn create_then_nothing_more() {
     assert_eq!(applied.iter().filter(|(k, _)| *k == ChildKind::Deployment).count(), 5);
     assert_eq!(applied.iter().filter(|(k, _)| *k == ChildKind::Service).count(), 5);
     assert_eq!(applied.iter().filter(|(k, _)| *k == ChildKind::ConfigMap).count(), 2);
-    assert_eq!(applied.first().map(|(k, _)| *k), Some(ChildKind::ConfigMap), "ConfigMaps first: pods mount them");
+    assert_eq!(
+        applied.first().map(|(k, _)| *k),
+        Some(ChildKind::ConfigMap),
+        "ConfigMaps first: pods mount them"
+    );
     let st = first.status.clone().unwrap();
     assert_eq!((st.phase, st.observed_generation), (Some(Phase::Provisioning), Some(1)));
-    assert_eq!(w.condition(ConditionType::Degraded).0, ConditionStatus::Unknown, "health not checked is not healthy");
+    assert_eq!(
+        w.condition(ConditionType::Degraded).0,
+        ConditionStatus::Unknown,
+        "health not checked is not healthy"
+    );
     let again = w.plan();
     assert!(!again.writes(), "an unchanged world plans no writes: {again:#?}");
 }
@@ -225,7 +237,11 @@ fn an_unchanged_ready_healthy_cluster_plans_no_writes() {
     assert!(!p.writes() && p.switch.is_none(), "{p:#?}");
     assert_eq!(w.status().phase, Some(Phase::Available));
     assert_eq!(w.condition(ConditionType::Degraded), (ConditionStatus::False, "Healthy".into()));
-    assert_eq!(p.requeue, Some(socialnet_operator::plan::RESYNC), "looked at again only after the slow resync");
+    assert_eq!(
+        p.requeue,
+        Some(socialnet_operator::plan::RESYNC),
+        "looked at again only after the slow resync"
+    );
 }
 
 #[test]
@@ -253,7 +269,8 @@ fn scaling_applies_the_one_changed_deployment() {
 #[test]
 fn someone_elses_edit_of_an_owned_field_is_put_back() {
     let mut w = settled_minimal_two_targets();
-    if let Some(Child::Deployment(d)) = w.children.get_mut(&(ChildKind::Deployment, "social-gateway".into())) {
+    if let Some(Child::Deployment(d)) = w.children.get_mut(&(ChildKind::Deployment, "social-gateway".into()))
+    {
         d.spec.replicas = Some(9);
     }
     assert_eq!(kinds(&w.plan()), vec![(ChildKind::Deployment, "social-gateway".to_owned())]);
@@ -281,7 +298,11 @@ fn a_child_the_cache_does_not_show_yet_is_not_applied_twice() {
     }
     let second = plan(&o, w.now);
     assert!(second.apply.is_empty(), "applied moments ago: {:?}", kinds(&second));
-    assert_eq!(second.requeue, Some(socialnet_operator::plan::CACHE_GRACE), "looked at again once the cache caught up");
+    assert_eq!(
+        second.requeue,
+        Some(socialnet_operator::plan::CACHE_GRACE),
+        "looked at again once the cache caught up"
+    );
 }
 
 #[test]
@@ -331,12 +352,18 @@ fn a_failing_primary_is_waited_for_then_failed_over_in_one_pass() {
     let p = w.step();
     assert!(p.switch.is_none(), "inside the delay");
     let delay = u64::try_from(w.cluster.spec.projections.failover.delay_seconds).unwrap();
-    assert!(p.requeue.unwrap() <= std::time::Duration::from_millis(delay * 1000 + 100), "looked at again when the delay ends");
+    assert!(
+        p.requeue.unwrap() <= std::time::Duration::from_millis(delay * 1000 + 100),
+        "looked at again when the delay ends"
+    );
     fail_primary(&mut w, 3, 2);
     let start = w.step();
     assert_eq!(reasons(&start), vec![EventReason::FailoverStarted]);
     let st = start.status.clone().unwrap();
-    assert_eq!((st.target_primary.as_deref(), st.current_primary.as_deref()), (Some("standby"), Some("primary")));
+    assert_eq!(
+        (st.target_primary.as_deref(), st.current_primary.as_deref()),
+        (Some("standby"), Some("primary"))
+    );
     let sw = start.switch.clone().unwrap();
     assert_eq!((sw.target.as_str(), sw.endpoints.len()), ("standby", 2));
     // The pods confirmed: the next plan completes it, and the ConfigMap follows.
@@ -345,7 +372,10 @@ fn a_failing_primary_is_waited_for_then_failed_over_in_one_pass() {
     let st = w.status();
     assert_eq!((st.current_primary.as_deref(), st.target_primary), (Some("standby"), None));
     let last = st.last_failover.unwrap();
-    assert_eq!((last.from.as_str(), last.to.as_str(), last.reason), ("primary", "standby", FailoverReason::PrimaryFailed));
+    assert_eq!(
+        (last.from.as_str(), last.to.as_str(), last.reason),
+        ("primary", "standby", FailoverReason::PrimaryFailed)
+    );
     let cm = w.children.get(&(ChildKind::ConfigMap, "social-projections".into())).unwrap();
     let Child::ConfigMap(cm) = cm else { unreachable!() };
     assert_eq!(cm.data.as_ref().unwrap()["active"], "standby");
@@ -439,7 +469,10 @@ fn a_switchover_request_is_carried_out_once() {
     assert_eq!(reasons(&w.step()), vec![EventReason::FailoverStarted]);
     w.step();
     let st = w.status();
-    assert_eq!((st.current_primary.as_deref(), st.handled_switchover.as_deref()), (Some("standby"), Some("standby")));
+    assert_eq!(
+        (st.current_primary.as_deref(), st.handled_switchover.as_deref()),
+        (Some("standby"), Some("standby"))
+    );
     assert_eq!(st.last_failover.unwrap().reason, FailoverReason::Switchover);
     w.settle(3);
     // Removing the request afterwards changes nothing either.
@@ -464,7 +497,11 @@ fn a_token_present_at_creation_is_recorded_not_run() {
 #[test]
 fn a_rebuild_is_started_followed_with_progress_and_finished() {
     let mut w = settled_minimal_two_targets();
-    w.cluster.spec.rebuild = Some(socialnet_crd::RebuildRequest { target: "standby".into(), token: "t1".into(), streaming: false });
+    w.cluster.spec.rebuild = Some(socialnet_crd::RebuildRequest {
+        target: "standby".into(),
+        token: "t1".into(),
+        streaming: false,
+    });
     let start = w.step();
     assert_eq!(reasons(&start), vec![EventReason::RebuildStarted]);
     assert_eq!(w.jobs(), 1);
@@ -474,21 +511,32 @@ fn a_rebuild_is_started_followed_with_progress_and_finished() {
     let job = w.job().unwrap().metadata.name.unwrap();
     w.set_job_status(JobStatus { active: Some(1), ..Default::default() });
     for (done, shown) in [(1000, "1000/4000"), (2500, "2500/4000")] {
-        w.health.as_mut().unwrap().rebuilds.insert("standby".into(), progress(&job, done, 4000, RebuildStage::Replaying));
+        w.health
+            .as_mut()
+            .unwrap()
+            .rebuilds
+            .insert("standby".into(), progress(&job, done, 4000, RebuildStage::Replaying));
         w.step();
         let rb = w.status().rebuild.unwrap();
         assert_eq!((rb.phase, rb.progress.as_deref()), (RebuildPhase::Running, Some(shown)));
         assert!(rb.eta_seconds.is_some() && rb.events_per_second.is_some());
     }
     // Another run's progress in the same target is not this rebuild's.
-    w.health.as_mut().unwrap().rebuilds.insert("standby".into(), progress("someone-else", 3999, 4000, RebuildStage::Replaying));
+    w.health
+        .as_mut()
+        .unwrap()
+        .rebuilds
+        .insert("standby".into(), progress("someone-else", 3999, 4000, RebuildStage::Replaying));
     w.step();
     assert_eq!(w.status().rebuild.unwrap().progress.as_deref(), Some("2500/4000"));
     w.set_job_status(JobStatus { succeeded: Some(1), ..Default::default() });
     let done = w.step();
     assert_eq!(reasons(&done), vec![EventReason::RebuildSucceeded]);
     let rb = w.status().rebuild.unwrap();
-    assert_eq!((rb.phase, rb.progress.as_deref(), rb.finished_at.is_some()), (RebuildPhase::Succeeded, Some("4000/4000"), true));
+    assert_eq!(
+        (rb.phase, rb.progress.as_deref(), rb.finished_at.is_some()),
+        (RebuildPhase::Succeeded, Some("4000/4000"), true)
+    );
     // The same token again starts nothing; nothing left over in a later rebuild.
     w.settle(3);
     assert_eq!(w.jobs(), 1);
@@ -501,7 +549,10 @@ fn a_new_rebuild_starts_clean_and_an_old_token_never_runs_twice() {
     w.step();
     let rb = w.status().rebuild.unwrap();
     assert_eq!((rb.token.as_str(), rb.phase), ("t2", RebuildPhase::Pending));
-    assert!(rb.progress.is_none() && rb.finished_at.is_none() && rb.error.is_none(), "nothing inherited: {rb:?}");
+    assert!(
+        rb.progress.is_none() && rb.finished_at.is_none() && rb.error.is_none(),
+        "nothing inherited: {rb:?}"
+    );
     w.set_job_status(JobStatus { succeeded: Some(1), ..Default::default() });
     w.settle(3);
     // Back to t1, whose Job still exists: refused, not "succeeded" again.
@@ -514,7 +565,11 @@ fn a_new_rebuild_starts_clean_and_an_old_token_never_runs_twice() {
 
 fn a_finished_rebuild(token: &str) -> World {
     let mut w = settled_minimal_two_targets();
-    w.cluster.spec.rebuild = Some(socialnet_crd::RebuildRequest { target: "standby".into(), token: token.into(), streaming: false });
+    w.cluster.spec.rebuild = Some(socialnet_crd::RebuildRequest {
+        target: "standby".into(),
+        token: token.into(),
+        streaming: false,
+    });
     w.step();
     w.set_job_status(JobStatus { succeeded: Some(1), ..Default::default() });
     w.settle(3);
@@ -524,7 +579,8 @@ fn a_finished_rebuild(token: &str) -> World {
 #[test]
 fn a_failed_job_fails_the_rebuild_and_a_vanished_one_too() {
     let mut w = settled_minimal_two_targets();
-    w.cluster.spec.rebuild = Some(socialnet_crd::RebuildRequest { target: "standby".into(), token: "t".into(), streaming: false });
+    w.cluster.spec.rebuild =
+        Some(socialnet_crd::RebuildRequest { target: "standby".into(), token: "t".into(), streaming: false });
     w.step();
     w.set_job_status(JobStatus { active: Some(1), ..Default::default() });
     w.step();
@@ -556,13 +612,34 @@ fn the_old_primary_back_empty_gets_one_automatic_rebuild_per_failover() {
 }
 
 #[test]
+fn a_handled_token_does_not_run_again_after_an_automatic_rebuild_replaced_it_in_status() {
+    let mut w = a_finished_rebuild("t1");
+    fail_primary(&mut w, 5, 10);
+    w.step();
+    w.step();
+    w.target_mut("primary").reachable = Some(true);
+    w.step();
+    assert!(w.status().rebuild.unwrap().automatic);
+    w.set_job_status(JobStatus { succeeded: Some(1), ..Default::default() });
+    w.settle(4);
+    assert_eq!(w.jobs(), 2, "t1's Job and the automatic one, no second t1");
+    assert_eq!(w.status().handled_rebuild_token.as_deref(), Some("t1"));
+}
+
+#[test]
 fn the_status_summary_shows_what_an_operator_needs() {
     let mut w = settled_minimal_two_targets();
     fail_primary(&mut w, 5, 10);
     w.step();
     w.step();
     let out = socialnet_operator::summary::render(&w.cluster, &[]);
-    for needle in ["SocialCluster apps/social:", "read-api   2/2", "primary standby", "FAILING", "last failover: primary -> standby (PrimaryFailed)"] {
+    for needle in [
+        "SocialCluster apps/social:",
+        "read-api   2/2",
+        "primary standby",
+        "FAILING",
+        "last failover: primary -> standby (PrimaryFailed)",
+    ] {
         assert!(out.contains(needle), "summary lacks {needle:?}:\n{out}");
     }
 }

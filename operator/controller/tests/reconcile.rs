@@ -22,7 +22,8 @@ const SC: &str = "apis/socialnet.io/v1alpha1";
 const APPS: &str = "apis/apps/v1";
 
 fn example(name: &str) -> Value {
-    let text = std::fs::read_to_string(format!("{}/../../examples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let text =
+        std::fs::read_to_string(format!("{}/../../examples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
     serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(&text).unwrap()).unwrap()
 }
 
@@ -37,8 +38,13 @@ impl World {
     async fn new(watch_delay: Duration, run: bool) -> World {
         let api = FakeApi::start().await;
         api.set_watch_delay(watch_delay);
-        api.put("api/v1", NS, "secrets", json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "socialnet-auth"},
-            "data": {"jwt-secret": "Y2hhbmdlLW1lLXRvLWEtbG9uZy1yYW5kb20tc3RyaW5n"}}));
+        api.put(
+            "api/v1",
+            NS,
+            "secrets",
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "socialnet-auth"},
+            "data": {"jwt-secret": "Y2hhbmdlLW1lLXRvLWEtbG9uZy1yYW5kb20tc3RyaW5n"}}),
+        );
         let settings = Settings {
             namespace: Some(NS.into()),
             health_interval: Duration::from_millis(100),
@@ -61,10 +67,11 @@ impl World {
         self.api.get(SC, NS, "socialclusters", name).map(|c| c["status"].clone()).unwrap_or(Value::Null)
     }
 
+    /// Change the spec as `kubectl edit` would (a write to the main resource leaves status alone).
     fn edit(&self, name: &str, f: impl FnOnce(&mut Value)) {
         let mut obj = self.api.get(SC, NS, "socialclusters", name).unwrap();
         f(&mut obj["spec"]);
-        self.api.put(SC, NS, "socialclusters", obj);
+        self.api.update(SC, NS, "socialclusters", obj);
     }
 
     fn deployments(&self) -> Vec<Value> {
@@ -88,7 +95,11 @@ impl World {
     async fn wait(&self, what: &str, limit: Duration, f: impl Fn(&World) -> bool) {
         let deadline = tokio::time::Instant::now() + limit;
         while !f(self) {
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}; status: {}", self.status("social"));
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; status: {}",
+                self.status("social")
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -114,8 +125,13 @@ async fn a_cluster_is_provisioned_owned_updated_repaired_and_garbage_collected()
     assert_eq!(w.api.list("api/v1", NS, "services").len(), 5);
     assert_eq!(w.api.list("apis/autoscaling/v2", NS, "horizontalpodautoscalers").len(), 1);
     assert_eq!(w.api.list("apis/policy/v1", NS, "poddisruptionbudgets").len(), 4);
-    assert_eq!(w.api.get("api/v1", NS, "configmaps", "social-projections").unwrap()["data"]["active"], "primary");
-    assert!(w.api.get(APPS, NS, "deployments", "social-write-api").unwrap()["spec"].get("replicas").is_none());
+    assert_eq!(
+        w.api.get("api/v1", NS, "configmaps", "social-projections").unwrap()["data"]["active"],
+        "primary"
+    );
+    assert!(
+        w.api.get(APPS, NS, "deployments", "social-write-api").unwrap()["spec"].get("replicas").is_none()
+    );
     assert_eq!((st["observedGeneration"].clone(), st["phase"].clone()), (json!(1), json!("Provisioning")));
     assert!(w.api.list("apis/batch/v1", NS, "jobs").is_empty(), "the example's token is recorded, not run");
     assert_eq!(st["handledRebuildToken"], "initial");
@@ -133,7 +149,8 @@ async fn a_cluster_is_provisioned_owned_updated_repaired_and_garbage_collected()
     let st = w.reconcile("social").await;
     assert_eq!(w.api.get(APPS, NS, "deployments", "social-ingester").unwrap()["spec"]["replicas"], 3);
     assert_eq!(st["observedGeneration"], 2);
-    let ingester_writes = w.writes().iter().filter(|r| r.path.ends_with("deployments/social-ingester")).count();
+    let ingester_writes =
+        w.writes().iter().filter(|r| r.path.ends_with("deployments/social-ingester")).count();
     assert_eq!(ingester_writes, 2, "created once, changed once");
 
     w.api.delete(APPS, NS, "deployments", "social-read-api");
@@ -161,9 +178,16 @@ async fn an_invalid_spec_is_reported_in_status_without_failing_reconcile() {
     let st = w.reconcile("social").await;
     assert_eq!(st["phase"], "Invalid");
     let msg = st["message"].as_str().unwrap();
-    assert!(msg.contains("minReplicas (5) exceeds maxReplicas (2)") && msg.contains("rebuild.target \"nowhere\""), "{msg}");
-    let degraded = st["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Degraded").unwrap().clone();
-    assert_eq!((degraded["status"].clone(), degraded["reason"].clone()), (json!("True"), json!("InvalidSpec")));
+    assert!(
+        msg.contains("minReplicas (5) exceeds maxReplicas (2)") && msg.contains("rebuild.target \"nowhere\""),
+        "{msg}"
+    );
+    let degraded =
+        st["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Degraded").unwrap().clone();
+    assert_eq!(
+        (degraded["status"].clone(), degraded["reason"].clone()),
+        (json!("True"), json!("InvalidSpec"))
+    );
     assert!(w.deployments().is_empty(), "nothing is applied from an invalid spec");
     assert_eq!(events_with(&w, "InvalidSpec"), 1);
     w.reconcile("social").await;
@@ -191,14 +215,21 @@ async fn start_up_writes_status_a_few_times_not_dozens() {
     w.api.put(SC, NS, "socialclusters", example("minimal.yaml"));
     tokio::time::sleep(Duration::from_secs(5)).await;
     let status_writes = w.api.requests().iter().filter(|r| r.is_status_write()).count();
-    let child_writes = w.writes().iter().filter(|r| !r.is_status_write() && !r.path.contains("/events")).count();
+    let child_writes =
+        w.writes().iter().filter(|r| !r.is_status_write() && !r.path.contains("/events")).count();
     eprintln!("START-UP: {status_writes} status writes, {child_writes} child writes in 5 s (12 children)");
     assert!((1..=4).contains(&status_writes), "{status_writes} status writes");
     assert_eq!(child_writes, 12, "each child applied once");
 }
 
 fn status_writes(w: &World) -> Vec<Value> {
-    w.api.requests().iter().filter(|r| r.is_status_write() && r.status < 300).filter_map(|r| r.body.clone()).map(|b| b["status"].clone()).collect()
+    w.api
+        .requests()
+        .iter()
+        .filter(|r| r.is_status_write() && r.status < 300)
+        .filter_map(|r| r.body.clone())
+        .map(|b| b["status"].clone())
+        .collect()
 }
 
 fn applied_active(w: &World) -> Vec<String> {
@@ -231,7 +262,10 @@ async fn under_a_lagging_watch_a_failover_and_a_rebuild_happen_exactly_once() {
     for p in [&a, &b, &projector] {
         p.set_healthy("primary", false);
     }
-    w.wait("both pods on the standby", Duration::from_secs(20), |_| a.active() == "standby" && b.active() == "standby").await;
+    w.wait("both pods on the standby", Duration::from_secs(20), |_| {
+        a.active() == "standby" && b.active() == "standby"
+    })
+    .await;
     w.wait("the failover completed", Duration::from_secs(20), |w| {
         let st = w.status("social");
         st["currentPrimary"] == "standby" && st["phase"] != "FailingOver" && st["targetPrimary"].is_null()
@@ -240,44 +274,90 @@ async fn under_a_lagging_watch_a_failover_and_a_rebuild_happen_exactly_once() {
 
     // A rebuild, requested once, its Job run by the test.
     w.edit("social", |s| s["rebuild"] = json!({"target": "standby", "token": "r1"}));
-    w.wait("the rebuild job", Duration::from_secs(20), |w| !w.api.list("apis/batch/v1", NS, "jobs").is_empty()).await;
+    w.wait("the rebuild job", Duration::from_secs(20), |w| {
+        !w.api.list("apis/batch/v1", NS, "jobs").is_empty()
+    })
+    .await;
     let mut job = w.api.list("apis/batch/v1", NS, "jobs").remove(0);
     let run_id = job["metadata"]["name"].as_str().unwrap().to_owned();
     job["status"] = json!({"active": 1});
     let job = w.api.put("apis/batch/v1", NS, "jobs", job);
     for done in [100, 500, 900] {
-        projector.set_rebuild("standby", contract::admin::RebuildProgress::at(Some(run_id.clone()), done, 1000, 0, 10_000));
+        projector.set_rebuild(
+            "standby",
+            contract::admin::RebuildProgress::at(Some(run_id.clone()), done, 1000, 0, 10_000),
+        );
         let want = format!("{done}/1000");
-        w.wait("progress in status", Duration::from_secs(20), |w| w.status("social")["rebuild"]["progress"] == want.as_str()).await;
+        w.wait("progress in status", Duration::from_secs(20), |w| {
+            w.status("social")["rebuild"]["progress"] == want.as_str()
+        })
+        .await;
     }
     let mut job = job;
     job["status"] = json!({"succeeded": 1});
     w.api.put("apis/batch/v1", NS, "jobs", job);
-    w.wait("the rebuild succeeded", Duration::from_secs(20), |w| w.status("social")["rebuild"]["phase"] == "Succeeded").await;
+    w.wait("the rebuild succeeded", Duration::from_secs(20), |w| {
+        w.status("social")["rebuild"]["phase"] == "Succeeded"
+    })
+    .await;
+
+    // The primary is back; a switchover returns to it: a second, separate pair of Events.
+    for p in [&a, &b, &projector] {
+        p.set_healthy("primary", true);
+    }
+    w.wait("the primary healthy", Duration::from_secs(20), |w| {
+        w.status("social")["projections"].as_array().is_some_and(|ps| ps.iter().all(|p| p["healthy"] == true))
+    })
+    .await;
+    w.edit("social", |s| s["switchover"] = json!({"target": "primary"}));
+    w.wait("switched back", Duration::from_secs(20), |w| w.status("social")["currentPrimary"] == "primary")
+        .await;
+    assert!(a.active() == "primary" && b.active() == "primary");
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    // Exactly once each.
-    for (reason, n) in [("FailoverStarted", 1), ("FailoverCompleted", 1), ("RebuildStarted", 1), ("RebuildSucceeded", 1)] {
+    // Exactly once each, per failover: two failovers are two Events each, with their own messages.
+    for (reason, n) in
+        [("FailoverStarted", 2), ("FailoverCompleted", 2), ("RebuildStarted", 1), ("RebuildSucceeded", 1)]
+    {
         assert_eq!(events_with(&w, reason), n, "{reason} events");
     }
+    let completed: Vec<String> = w
+        .api
+        .list("api/v1", NS, "events")
+        .iter()
+        .filter(|e| e["reason"] == "FailoverCompleted")
+        .map(|e| e["message"].as_str().unwrap().to_owned())
+        .collect();
+    let says = |t: &str| completed.iter().any(|m| m.contains(&format!("now read {t}")));
+    assert!(says("standby") && says("primary"), "{completed:?}");
     assert!(events_with(&w, "FailoverIncomplete") >= 1, "the refused switch was reported");
     assert!(b.switches() >= 1, "pod b was switched on a later pass");
     let job_writes = w.writes().iter().filter(|r| r.path.contains("/jobs/")).count();
     assert_eq!(job_writes, 1, "one Job apply for one token");
-    // Nothing goes backwards: the primary moves once, the ConfigMap never names the failed target after
-    // the switch, the rebuild's phase only moves forward.
+    // Nothing goes backwards: the primary moves once per failover, the ConfigMap never names the failed
+    // target again before the switch back, the rebuild's phase only moves forward.
     let statuses = status_writes(&w);
     let primaries: Vec<&str> = statuses.iter().filter_map(|s| s["currentPrimary"].as_str()).collect();
-    let moved = primaries.windows(2).filter(|p| p[0] != p[1]).count();
-    assert_eq!((moved, primaries.last().copied()), (1, Some("standby")), "{primaries:?}");
-    let actives = applied_active(&w);
-    let first_standby = actives.iter().position(|a| a == "standby").unwrap();
-    assert!(actives[first_standby..].iter().all(|a| a == "standby"), "ConfigMap flip-flop: {actives:?}");
+    let mut moves: Vec<&str> = primaries.clone();
+    moves.dedup();
+    assert_eq!(
+        moves,
+        ["primary", "standby", "primary"],
+        "the primary moved once per failover: {primaries:?}"
+    );
+    let mut actives = applied_active(&w);
+    actives.dedup();
+    assert_eq!(actives, ["primary", "standby", "primary"], "ConfigMap flip-flop");
     let order = |p: &str| ["Pending", "Running", "Succeeded", "Failed"].iter().position(|x| *x == p).unwrap();
-    let phases: Vec<usize> = statuses.iter().filter_map(|s| s["rebuild"]["phase"].as_str()).map(order).collect();
+    let phases: Vec<usize> =
+        statuses.iter().filter_map(|s| s["rebuild"]["phase"].as_str()).map(order).collect();
     assert!(phases.windows(2).all(|p| p[0] <= p[1]), "rebuild phase went backwards: {phases:?}");
     let conflicts = w.api.requests().iter().filter(|r| r.status == 409).count();
-    eprintln!("LAGGING WATCH: {} status writes, {} writes in all, {conflicts} conflicts", statuses.len(), w.writes().len());
+    eprintln!(
+        "LAGGING WATCH: {} status writes, {} writes in all, {conflicts} conflicts",
+        statuses.len(),
+        w.writes().len()
+    );
     // Decisions rest on a fresh read, not on the lagging cache: a write may race a spec edit, no more.
     assert!(conflicts <= 3, "{conflicts} writes refused as stale");
 }

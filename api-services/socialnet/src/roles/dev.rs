@@ -73,8 +73,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         let s = ready_store.clone();
         Box::pin(async move { s.ping().await.map_err(|e| e.to_string()) })
     });
-    let app = dev_app(write_state, read_state, ready.clone())
-        .merge(axum::Router::new().nest("/admin/projector", projector::admin_routes(store.clone(), status, projected)));
+    let app = dev_app(write_state, read_state, ready.clone()).merge(
+        axum::Router::new()
+            .nest("/admin/projector", projector::admin_routes(store.clone(), status, projected)),
+    );
 
     // The services on a loopback port of their own; the gateway, as in a cluster, on `--listen`.
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the services' port")?;

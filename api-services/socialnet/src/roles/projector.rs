@@ -210,11 +210,24 @@ struct ProgressReporter {
 impl ProgressReporter {
     fn new(total: u64, run_id: Option<String>) -> Self {
         use std::io::IsTerminal;
-        Self { run_id, total, done: 0, started_ms: now_ms(), last: Instant::now(), tty: std::io::stderr().is_terminal() }
+        Self {
+            run_id,
+            total,
+            done: 0,
+            started_ms: now_ms(),
+            last: Instant::now(),
+            tty: std::io::stderr().is_terminal(),
+        }
     }
 
     fn progress(&self) -> contract::admin::RebuildProgress {
-        contract::admin::RebuildProgress::at(self.run_id.clone(), self.done, self.total, self.started_ms, now_ms())
+        contract::admin::RebuildProgress::at(
+            self.run_id.clone(),
+            self.done,
+            self.total,
+            self.started_ms,
+            now_ms(),
+        )
     }
 
     fn add(&mut self, n: u64) {
@@ -240,7 +253,9 @@ impl ProgressReporter {
                 p.events_per_second,
                 p.eta_seconds
             );
-            if p.stage != contract::admin::RebuildStage::Replaying && p.stage != contract::admin::RebuildStage::Finishing {
+            if p.stage != contract::admin::RebuildStage::Replaying
+                && p.stage != contract::admin::RebuildStage::Finishing
+            {
                 eprintln!();
             }
         } else {

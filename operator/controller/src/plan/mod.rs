@@ -20,8 +20,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use socialnet_crd::{
-    ComponentStatus, ComponentsStatus, ConditionStatus, ConditionType, ProjectionHealth, Reason, SocialCluster,
-    SocialClusterStatus,
+    ComponentStatus, ComponentsStatus, ConditionStatus, ConditionType, ProjectionHealth, Reason,
+    SocialCluster, SocialClusterStatus,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -154,7 +154,15 @@ pub fn plan(o: &Observed, now: DateTime<Utc>) -> Plan {
     }
     if !st.conditions.iter().any(|c| c.type_ == ConditionType::FailingOver) {
         let msg = "the primary projection target is in use";
-        conditions::set(&mut st, ConditionType::FailingOver, ConditionStatus::False, Reason::NoFailover, msg, sc.metadata.generation, now);
+        conditions::set(
+            &mut st,
+            ConditionType::FailingOver,
+            ConditionStatus::False,
+            Reason::NoFailover,
+            msg,
+            sc.metadata.generation,
+            now,
+        );
     }
     degraded_condition(&mut st, sc, degraded, now);
     rebuilds::condition(&mut st, sc, now);
@@ -181,9 +189,25 @@ fn invalid(
         plan.note(true, EventReason::InvalidSpec, why.clone());
     }
     let generation = sc.metadata.generation;
-    conditions::set(st, ConditionType::Degraded, ConditionStatus::True, Reason::InvalidSpec, &why, generation, now);
+    conditions::set(
+        st,
+        ConditionType::Degraded,
+        ConditionStatus::True,
+        Reason::InvalidSpec,
+        &why,
+        generation,
+        now,
+    );
     let stalled = "the spec cannot be applied";
-    conditions::set(st, ConditionType::Progressing, ConditionStatus::False, Reason::InvalidSpec, stalled, generation, now);
+    conditions::set(
+        st,
+        ConditionType::Progressing,
+        ConditionStatus::False,
+        Reason::InvalidSpec,
+        stalled,
+        generation,
+        now,
+    );
     st.message = Some(why);
     st.phase = Some(conditions::phase(st, false, true));
 }
@@ -257,15 +281,29 @@ fn projections(st: &mut SocialClusterStatus, o: &Observed) -> Option<(ConditionS
         })
         .collect();
     let primary = st.current_primary.clone().unwrap_or_default();
-    let failing: Vec<&str> = view.targets.iter().filter(|t| t.failing() == Some(true)).map(|t| t.name.as_str()).collect();
-    let behind: Vec<&str> = st.projections.iter().filter(|p| p.caught_up == Some(false)).map(|p| p.name.as_str()).collect();
+    let failing: Vec<&str> =
+        view.targets.iter().filter(|t| t.failing() == Some(true)).map(|t| t.name.as_str()).collect();
+    let behind: Vec<&str> =
+        st.projections.iter().filter(|p| p.caught_up == Some(false)).map(|p| p.name.as_str()).collect();
     if failing.contains(&primary.as_str()) {
-        Some((ConditionStatus::True, Reason::PrimaryFailing, format!("primary projection target {primary} failing")))
+        Some((
+            ConditionStatus::True,
+            Reason::PrimaryFailing,
+            format!("primary projection target {primary} failing"),
+        ))
     } else if !failing.is_empty() {
-        Some((ConditionStatus::True, Reason::StandbyFailing, format!("projection target(s) {} failing", failing.join(", "))))
+        Some((
+            ConditionStatus::True,
+            Reason::StandbyFailing,
+            format!("projection target(s) {} failing", failing.join(", ")),
+        ))
     } else if !behind.is_empty() {
         let max = policy.max_lag_events;
-        Some((ConditionStatus::True, Reason::Lagging, format!("projection target(s) {} more than {max} events behind", behind.join(", "))))
+        Some((
+            ConditionStatus::True,
+            Reason::Lagging,
+            format!("projection target(s) {} more than {max} events behind", behind.join(", ")),
+        ))
     } else {
         None
     }
@@ -289,4 +327,3 @@ fn degraded_condition(
     let (value, reason, msg) = degraded.unwrap_or_else(healthy);
     conditions::set(st, ConditionType::Degraded, value, reason, &msg, sc.metadata.generation, now);
 }
-

@@ -18,7 +18,10 @@ struct Existing {
     json: Value,
 }
 
-fn existing<K: kube::Resource + serde::Serialize>(kind: ChildKind, objects: &[K]) -> impl Iterator<Item = Existing> + '_ {
+fn existing<K: kube::Resource + serde::Serialize>(
+    kind: ChildKind,
+    objects: &[K],
+) -> impl Iterator<Item = Existing> + '_ {
     objects.iter().map(move |o| Existing {
         kind,
         name: o.name_any(),
@@ -46,7 +49,8 @@ pub(super) fn step(plan: &mut Plan, o: &Observed, st: &SocialClusterStatus) {
         let hash = child.hash();
         let found = existing.iter().find(|e| e.kind == kind && e.name == name);
         let current = found.is_some_and(|e| e.hash == hash && holds(&e.json, &desired_json(child)));
-        let just_applied = hash.as_ref().is_some_and(|h| o.recently_applied.get(&(kind, name.clone())) == Some(h));
+        let just_applied =
+            hash.as_ref().is_some_and(|h| o.recently_applied.get(&(kind, name.clone())) == Some(h));
         if current {
             continue;
         }

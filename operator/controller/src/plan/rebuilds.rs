@@ -12,7 +12,9 @@ use crate::jobs::{self, JobState};
 use chrono::{DateTime, Utc};
 use contract::admin::RebuildProgress;
 use kube::ResourceExt;
-use socialnet_crd::{ConditionStatus, ConditionType, Reason, RebuildPhase, RebuildStatus, SocialCluster, SocialClusterStatus};
+use socialnet_crd::{
+    ConditionStatus, ConditionType, Reason, RebuildPhase, RebuildStatus, SocialCluster, SocialClusterStatus,
+};
 use std::time::Duration;
 
 /// How soon a Job asked for and not yet seen is looked for again.
@@ -24,13 +26,16 @@ pub(super) fn step(st: &mut SocialClusterStatus, plan: &mut Plan, o: &Observed, 
         return;
     }
     let sc = &o.cluster;
-    if let Some(req) = sc.spec.rebuild.as_ref().filter(|r| st.handled_rebuild_token.as_deref() != Some(r.token.as_str())) {
+    if let Some(req) =
+        sc.spec.rebuild.as_ref().filter(|r| st.handled_rebuild_token.as_deref() != Some(r.token.as_str()))
+    {
         st.handled_rebuild_token = Some(req.token.clone());
         start(st, plan, o, &req.target, &req.token, false, now);
         return;
     }
     let Some(last) = st.last_failover.clone().filter(|l| !l.rebuilt) else { return };
-    let back_empty = o.health.as_ref().and_then(|v| v.target(&last.from)).is_some_and(failover::needs_rebuild);
+    let back_empty =
+        o.health.as_ref().and_then(|v| v.target(&last.from)).is_some_and(failover::needs_rebuild);
     if back_empty {
         if let Some(l) = st.last_failover.as_mut() {
             l.rebuilt = true;
@@ -74,13 +79,23 @@ fn start(
         plan.note(true, EventReason::RebuildFailed, why);
     } else {
         let how = if automatic { "automatic rebuild" } else { "rebuild" };
-        plan.note(false, EventReason::RebuildStarted, format!("{how} of projection target {target} (job {name})"));
+        plan.note(
+            false,
+            EventReason::RebuildStarted,
+            format!("{how} of projection target {target} (job {name})"),
+        );
         plan.apply.push(Child::Job(job).hashed());
     }
     st.rebuild = Some(status);
 }
 
-fn follow(st: &mut SocialClusterStatus, plan: &mut Plan, o: &Observed, mut r: RebuildStatus, now: DateTime<Utc>) {
+fn follow(
+    st: &mut SocialClusterStatus,
+    plan: &mut Plan,
+    o: &Observed,
+    mut r: RebuildStatus,
+    now: DateTime<Utc>,
+) {
     let progress = health::progress_of(o.health.as_ref(), &r.target, &r.job).cloned();
     if let Some(p) = &progress {
         show(&mut r, p);
@@ -99,9 +114,11 @@ fn follow(st: &mut SocialClusterStatus, plan: &mut Plan, o: &Observed, mut r: Re
         }
         Some(JobState::Active) => r.phase = RebuildPhase::Running,
         Some(JobState::Succeeded) => {
-            let total = progress.as_ref().map(|p| p.total).or(r.events_total.and_then(|t| u64::try_from(t).ok()));
+            let total =
+                progress.as_ref().map(|p| p.total).or(r.events_total.and_then(|t| u64::try_from(t).ok()));
             if let Some(total) = total {
-                let mut last = progress.clone().unwrap_or_else(|| RebuildProgress::at(None, total, total, 0, 1));
+                let mut last =
+                    progress.clone().unwrap_or_else(|| RebuildProgress::at(None, total, total, 0, 1));
                 last.done = total;
                 last.total = total;
                 show(&mut r, &last);
@@ -133,7 +150,11 @@ fn finish(plan: &mut Plan, r: &mut RebuildStatus, now: DateTime<Utc>, error: Opt
         Some(why) => plan.note(true, EventReason::RebuildFailed, format!("rebuild of {}: {why}", r.target)),
         None => {
             let events = r.events_total.map(|t| format!(", {t} events")).unwrap_or_default();
-            plan.note(false, EventReason::RebuildSucceeded, format!("rebuild of {} succeeded{events}", r.target));
+            plan.note(
+                false,
+                EventReason::RebuildSucceeded,
+                format!("rebuild of {} succeeded{events}", r.target),
+            );
         }
     }
     r.error = error.map(|e| conditions::truncate(&e, 1024));
@@ -144,13 +165,22 @@ pub(super) fn condition(st: &mut SocialClusterStatus, sc: &SocialCluster, now: D
     let g = sc.metadata.generation;
     match st.rebuild.clone().filter(|r| r.phase.is_active()) {
         Some(r) => {
-            let reason = if r.phase == RebuildPhase::Pending { Reason::JobPending } else { Reason::JobRunning };
+            let reason =
+                if r.phase == RebuildPhase::Pending { Reason::JobPending } else { Reason::JobRunning };
             let mut msg = format!("rebuilding {} (job {})", r.target, r.job);
             if let (Some(p), Some(rate), Some(eta)) = (&r.progress, r.events_per_second, r.eta_seconds) {
                 msg.push_str(&format!(": {p} events, {rate}/s, about {eta} s left"));
             }
             conditions::set(st, ConditionType::Rebuilding, ConditionStatus::True, reason, &msg, g, now);
         }
-        None => conditions::set(st, ConditionType::Rebuilding, ConditionStatus::False, Reason::Idle, "no rebuild running", g, now),
+        None => conditions::set(
+            st,
+            ConditionType::Rebuilding,
+            ConditionStatus::False,
+            Reason::Idle,
+            "no rebuild running",
+            g,
+            now,
+        ),
     }
 }

@@ -8,7 +8,9 @@ use crate::conditions::{self, rfc3339, rfc3339_ms};
 use crate::failover::{self, Decision};
 use crate::health::HealthView;
 use chrono::{DateTime, Utc};
-use socialnet_crd::{ConditionStatus, ConditionType, FailoverReason, FailoverRecord, Reason, SocialClusterStatus};
+use socialnet_crd::{
+    ConditionStatus, ConditionType, FailoverReason, FailoverRecord, Reason, SocialClusterStatus,
+};
 use std::time::Duration;
 
 type Degradation = (ConditionStatus, Reason, String);
@@ -34,7 +36,12 @@ impl Scene<'_> {
 
 /// Start, continue or complete a switch, or keep every pod on the primary. Returns a degradation the
 /// decision found (no standby to promote).
-pub(super) fn step(st: &mut SocialClusterStatus, plan: &mut Plan, o: &Observed, now: DateTime<Utc>) -> Option<Degradation> {
+pub(super) fn step(
+    st: &mut SocialClusterStatus,
+    plan: &mut Plan,
+    o: &Observed,
+    now: DateTime<Utc>,
+) -> Option<Degradation> {
     let view = o.health.as_ref().filter(|v| v.problem.is_none())?;
     let current = st.current_primary.clone()?;
     let scene = Scene { o, view, now };
@@ -89,7 +96,14 @@ fn keep_pods_on(plan: &mut Plan, scene: &Scene<'_>, target: &str) {
     }
 }
 
-fn start(st: &mut SocialClusterStatus, plan: &mut Plan, scene: &Scene<'_>, from: &str, to: &str, reason: FailoverReason) {
+fn start(
+    st: &mut SocialClusterStatus,
+    plan: &mut Plan,
+    scene: &Scene<'_>,
+    from: &str,
+    to: &str,
+    reason: FailoverReason,
+) {
     st.target_primary = Some(to.to_owned());
     st.target_primary_timestamp = Some(rfc3339_ms(scene.now));
     if reason == FailoverReason::Switchover {
@@ -97,8 +111,20 @@ fn start(st: &mut SocialClusterStatus, plan: &mut Plan, scene: &Scene<'_>, from:
     }
     let why = if reason == FailoverReason::Switchover { Reason::Switchover } else { Reason::PrimaryFailed };
     let msg = format!("moving reads from {from} to {to}");
-    conditions::set(st, ConditionType::FailingOver, ConditionStatus::True, why, &msg, scene.generation(), scene.now);
-    plan.note(reason == FailoverReason::PrimaryFailed, EventReason::FailoverStarted, format!("{reason}: {msg}"));
+    conditions::set(
+        st,
+        ConditionType::FailingOver,
+        ConditionStatus::True,
+        why,
+        &msg,
+        scene.generation(),
+        scene.now,
+    );
+    plan.note(
+        reason == FailoverReason::PrimaryFailed,
+        EventReason::FailoverStarted,
+        format!("{reason}: {msg}"),
+    );
     plan.switch = Some(Switch { target: to.to_owned(), endpoints: scene.pods_off(to) });
     plan.requeue_within(SWITCH_RETRY);
 }
@@ -106,8 +132,10 @@ fn start(st: &mut SocialClusterStatus, plan: &mut Plan, scene: &Scene<'_>, from:
 fn continue_switch(st: &mut SocialClusterStatus, plan: &mut Plan, scene: &Scene<'_>, from: &str, to: &str) {
     let off = scene.pods_off(to);
     let threshold = u32::try_from(scene.o.cluster.spec.projections.failover.failure_threshold).unwrap_or(1);
-    let target_failed =
-        scene.view.target(to).is_some_and(|t| t.failing() == Some(true) && t.consecutive_failures >= threshold);
+    let target_failed = scene
+        .view
+        .target(to)
+        .is_some_and(|t| t.failing() == Some(true) && t.consecutive_failures >= threshold);
     if off.is_empty() {
         complete(st, plan, scene, from, to);
     } else if target_failed {
@@ -115,7 +143,15 @@ fn continue_switch(st: &mut SocialClusterStatus, plan: &mut Plan, scene: &Scene<
         st.target_primary_timestamp = None;
         let msg = format!("{to} failed while the read APIs were moving to it; {from} stays the primary");
         let g = scene.generation();
-        conditions::set(st, ConditionType::FailingOver, ConditionStatus::False, Reason::Aborted, &msg, g, scene.now);
+        conditions::set(
+            st,
+            ConditionType::FailingOver,
+            ConditionStatus::False,
+            Reason::Aborted,
+            &msg,
+            g,
+            scene.now,
+        );
         plan.note(true, EventReason::FailoverAborted, msg);
         plan.requeue_within(SWITCH_RETRY);
     } else {
@@ -132,15 +168,33 @@ fn complete(st: &mut SocialClusterStatus, plan: &mut Plan, scene: &Scene<'_>, fr
     };
     let started = st.target_primary_timestamp.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok());
     let ms = started.map(|s| now.signed_duration_since(s).num_milliseconds().max(0));
-    st.last_failover =
-        Some(FailoverRecord { from: from.to_owned(), to: to.to_owned(), reason, at: rfc3339_ms(now), duration_ms: ms, rebuilt: false });
+    st.last_failover = Some(FailoverRecord {
+        from: from.to_owned(),
+        to: to.to_owned(),
+        reason,
+        at: rfc3339_ms(now),
+        duration_ms: ms,
+        rebuilt: false,
+    });
     st.current_primary = Some(to.to_owned());
     st.current_primary_timestamp = Some(rfc3339(now));
     st.target_primary = None;
     st.target_primary_timestamp = None;
     let msg = format!("{to} is the primary");
-    conditions::set(st, ConditionType::FailingOver, ConditionStatus::False, Reason::Completed, &msg, scene.generation(), now);
+    conditions::set(
+        st,
+        ConditionType::FailingOver,
+        ConditionStatus::False,
+        Reason::Completed,
+        &msg,
+        scene.generation(),
+        now,
+    );
     let pods = scene.view.read_pods.len();
     let took = ms.map(|m| format!(", {m} ms")).unwrap_or_default();
-    plan.note(false, EventReason::FailoverCompleted, format!("{pods} read API pod(s) now read {to} (was {from}){took}"));
+    plan.note(
+        false,
+        EventReason::FailoverCompleted,
+        format!("{pods} read API pod(s) now read {to} (was {from}){took}"),
+    );
 }

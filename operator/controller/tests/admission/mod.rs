@@ -60,7 +60,9 @@ fn object(schema: &Value, m: &serde_json::Map<String, Value>, path: &str, out: &
     for (k, v) in m {
         match props.and_then(|p| p.get(k)) {
             Some(s) => walk(s, v, &format!("{path}.{k}"), out),
-            None if schema["additionalProperties"].is_object() => walk(&schema["additionalProperties"], v, &format!("{path}.{k}"), out),
+            None if schema["additionalProperties"].is_object() => {
+                walk(&schema["additionalProperties"], v, &format!("{path}.{k}"), out)
+            }
             None if schema["x-kubernetes-preserve-unknown-fields"] == true => {}
             None => out.push(format!("{path}.{k}: unknown field")),
         }
@@ -69,11 +71,18 @@ fn object(schema: &Value, m: &serde_json::Map<String, Value>, path: &str, out: &
 
 fn array(schema: &Value, items: &[Value], path: &str, out: &mut Vec<String>) {
     let n = items.len() as u64;
-    if schema["maxItems"].as_u64().is_some_and(|m| n > m) || schema["minItems"].as_u64().is_some_and(|m| n < m) {
+    if schema["maxItems"].as_u64().is_some_and(|m| n > m)
+        || schema["minItems"].as_u64().is_some_and(|m| n < m)
+    {
         out.push(format!("{path}: {n} items is out of bounds"));
     }
     if schema["x-kubernetes-list-type"] == "map" {
-        let keys: Vec<&str> = schema["x-kubernetes-list-map-keys"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        let keys: Vec<&str> = schema["x-kubernetes-list-map-keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
         let mut seen = std::collections::HashSet::new();
         for item in items {
             let key: Vec<String> = keys.iter().map(|k| item[*k].to_string()).collect();
@@ -89,7 +98,9 @@ fn array(schema: &Value, items: &[Value], path: &str, out: &mut Vec<String>) {
 
 fn string(schema: &Value, s: &str, path: &str, out: &mut Vec<String>) {
     let n = s.chars().count() as u64;
-    if schema["maxLength"].as_u64().is_some_and(|m| n > m) || schema["minLength"].as_u64().is_some_and(|m| n < m) {
+    if schema["maxLength"].as_u64().is_some_and(|m| n > m)
+        || schema["minLength"].as_u64().is_some_and(|m| n < m)
+    {
         out.push(format!("{path}: length {n} is out of bounds"));
     }
     if let Some(p) = schema["pattern"].as_str()
@@ -101,7 +112,8 @@ fn string(schema: &Value, s: &str, path: &str, out: &mut Vec<String>) {
 
 fn number(schema: &Value, n: &serde_json::Number, path: &str, out: &mut Vec<String>) {
     let x = n.as_f64().unwrap();
-    if schema["minimum"].as_f64().is_some_and(|m| x < m) || schema["maximum"].as_f64().is_some_and(|m| x > m) {
+    if schema["minimum"].as_f64().is_some_and(|m| x < m) || schema["maximum"].as_f64().is_some_and(|m| x > m)
+    {
         out.push(format!("{path}: {x} is out of bounds"));
     }
 }
@@ -111,7 +123,9 @@ fn number(schema: &Value, n: &serde_json::Number, path: &str, out: &mut Vec<Stri
 pub fn unbounded(schema: &Value, path: &str, out: &mut Vec<String>) {
     let int_or_string = schema["x-kubernetes-int-or-string"] == true;
     match schema["type"].as_str() {
-        Some("string") if schema["maxLength"].is_null() && schema["enum"].is_null() => out.push(format!("{path}: string without maxLength")),
+        Some("string") if schema["maxLength"].is_null() && schema["enum"].is_null() => {
+            out.push(format!("{path}: string without maxLength"))
+        }
         Some("array") if schema["maxItems"].is_null() => out.push(format!("{path}: list without maxItems")),
         Some("integer" | "number") if schema["minimum"].is_null() || schema["maximum"].is_null() => {
             out.push(format!("{path}: number without minimum and maximum"))

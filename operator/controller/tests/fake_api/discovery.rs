@@ -16,7 +16,9 @@ pub fn routes() -> axum::Router<FakeApi> {
         .route("/api/v1", axum::routing::get(|| async { resource_list("api/v1".into()) }))
         .route(
             "/apis/{group}/{version}",
-            axum::routing::get(|Path((g, v)): Path<(String, String)>| async move { resource_list(format!("apis/{g}/{v}")) }),
+            axum::routing::get(|Path((g, v)): Path<(String, String)>| async move {
+                resource_list(format!("apis/{g}/{v}"))
+            }),
         )
 }
 

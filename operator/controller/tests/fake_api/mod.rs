@@ -169,6 +169,12 @@ impl FakeApi {
         self.store(prefix, ns, plural, &name, obj, false)
     }
 
+    /// Write an object's main resource as a client would (`kubectl edit`): its status is left as it is.
+    pub fn update(&self, prefix: &str, ns: &str, plural: &str, obj: Value) -> Value {
+        let name = obj["metadata"]["name"].as_str().unwrap().to_owned();
+        self.store(prefix, ns, plural, &name, obj, true)
+    }
+
     /// Delete an object, and (as the garbage collector would) every object it controls.
     pub fn delete(&self, prefix: &str, ns: &str, plural: &str, name: &str) -> Option<Value> {
         let key = format!("{prefix}/{ns}/{plural}/{name}");
@@ -184,7 +190,9 @@ impl FakeApi {
             .objects
             .iter()
             .filter(|(_, o)| {
-                o["metadata"]["ownerReferences"].as_array().is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+                o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -206,13 +214,22 @@ impl FakeApi {
 
     /// Store `obj` (a create or a whole new version). `keep_status`: a write to the main resource,
     /// which never changes status. A write that changes nothing keeps the resourceVersion.
-    fn store(&self, prefix: &str, ns: &str, plural: &str, name: &str, mut obj: Value, keep_status: bool) -> Value {
+    fn store(
+        &self,
+        prefix: &str,
+        ns: &str,
+        plural: &str,
+        name: &str,
+        mut obj: Value,
+        keep_status: bool,
+    ) -> Value {
         let key = format!("{prefix}/{ns}/{plural}/{name}");
         if plural == "secrets" {
             // As the real API server does: `stringData` is write-only, merged into `data` as base64.
             if let Some(Value::Object(plain)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
                 for (k, v) in plain {
-                    obj["data"][k] = Value::String(testkit::base64(v.as_str().unwrap_or("").as_bytes(), false));
+                    obj["data"][k] =
+                        Value::String(testkit::base64(v.as_str().unwrap_or("").as_bytes(), false));
                 }
             }
         }
@@ -241,7 +258,8 @@ impl FakeApi {
                     return old.clone();
                 }
                 if old.get("spec") != obj.get("spec") {
-                    obj["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
+                    obj["metadata"]["generation"] =
+                        json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
                 }
             }
             None => {
@@ -326,7 +344,8 @@ async fn handle(
         sub: sub.map(str::to_owned),
     };
     let body_json: Option<Value> = if body.is_empty() { None } else { serde_json::from_slice(&body).ok() };
-    let written = matches!(method, Method::POST | Method::PUT | Method::PATCH).then(|| body_json.clone()).flatten();
+    let written =
+        matches!(method, Method::POST | Method::PUT | Method::PATCH).then(|| body_json.clone()).flatten();
     let resp = route(&api, &t, &method, &headers, &q, body_json);
     api.requests.lock().unwrap().push(Request {
         at: api.started.elapsed(),
@@ -350,7 +369,9 @@ fn route(
 ) -> Response {
     let accept = headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
     match (method, t.name.is_some()) {
-        (&Method::GET, false) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => watch::serve(api, t, q),
+        (&Method::GET, false) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+            watch::serve(api, t, q)
+        }
         (&Method::GET, false) => list(api, t, q, accept),
         (&Method::GET, true) => match api.inner.lock().unwrap().objects.get(&t.key()).cloned() {
             Some(obj) if discovery::wants_table(accept) => {
@@ -358,7 +379,11 @@ fn route(
                 axum::Json(discovery::table(&t.plural, &[obj], &rv)).into_response()
             }
             Some(obj) => axum::Json(obj).into_response(),
-            None => status(404, "NotFound", &format!("{} {} not found", t.plural, t.name.as_deref().unwrap_or(""))),
+            None => status(
+                404,
+                "NotFound",
+                &format!("{} {} not found", t.plural, t.name.as_deref().unwrap_or("")),
+            ),
         },
         (&Method::POST, false) => create(api, t, body),
         (&Method::PUT, true) => replace(api, t, body),
@@ -367,7 +392,8 @@ fn route(
             let manager = q.get("fieldManager").cloned().unwrap_or_default();
             patch(api, t, body, ctype, &manager)
         }
-        (&Method::DELETE, true) => match api.delete(&t.prefix, t.ns(), &t.plural, t.name.as_deref().unwrap()) {
+        (&Method::DELETE, true) => match api.delete(&t.prefix, t.ns(), &t.plural, t.name.as_deref().unwrap())
+        {
             Some(obj) => axum::Json(obj).into_response(),
             None => status(404, "NotFound", "not found"),
         },
@@ -411,8 +437,10 @@ fn list(api: &FakeApi, t: &Target, q: &HashMap<String, String>, accept: &str) ->
     if discovery::wants_table(accept) {
         return axum::Json(discovery::table(&t.plural, &items, &rv)).into_response();
     }
-    axum::Json(json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": rv}, "items": items}))
-        .into_response()
+    axum::Json(
+        json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": rv}, "items": items}),
+    )
+    .into_response()
 }
 
 fn create(api: &FakeApi, t: &Target, body: Option<Value>) -> Response {
@@ -421,7 +449,8 @@ fn create(api: &FakeApi, t: &Target, body: Option<Value>) -> Response {
     if api.get(&t.prefix, t.ns(), &t.plural, &name).is_some() {
         return status(409, "AlreadyExists", &format!("{} {name} already exists", t.plural));
     }
-    (StatusCode::CREATED, axum::Json(api.store(&t.prefix, t.ns(), &t.plural, &name, obj, false))).into_response()
+    (StatusCode::CREATED, axum::Json(api.store(&t.prefix, t.ns(), &t.plural, &name, obj, false)))
+        .into_response()
 }
 
 fn stale(current: &Value, body: &Value) -> bool {
@@ -432,9 +461,15 @@ fn stale(current: &Value, body: &Value) -> bool {
 fn replace(api: &FakeApi, t: &Target, body: Option<Value>) -> Response {
     let Some(mut obj) = body else { return status(400, "BadRequest", "no body") };
     let name = t.name.clone().unwrap();
-    let Some(current) = api.get(&t.prefix, t.ns(), &t.plural, &name) else { return status(404, "NotFound", "not found") };
+    let Some(current) = api.get(&t.prefix, t.ns(), &t.plural, &name) else {
+        return status(404, "NotFound", "not found");
+    };
     if obj["metadata"]["resourceVersion"].is_null() || stale(&current, &obj) {
-        return status(409, "Conflict", "the object has been modified; please apply your changes to the latest version");
+        return status(
+            409,
+            "Conflict",
+            "the object has been modified; please apply your changes to the latest version",
+        );
     }
     if t.sub.as_deref() == Some("status") {
         let mut whole = current.clone();
@@ -449,7 +484,11 @@ fn patch(api: &FakeApi, t: &Target, body: Option<Value>, ctype: &str, manager: &
     let name = t.name.clone().unwrap();
     let current = api.get(&t.prefix, t.ns(), &t.plural, &name);
     if current.as_ref().is_some_and(|c| stale(c, &patch)) {
-        return status(409, "Conflict", "the object has been modified; please apply your changes to the latest version");
+        return status(
+            409,
+            "Conflict",
+            "the object has been modified; please apply your changes to the latest version",
+        );
     }
     let is_apply = ctype.starts_with("application/apply-patch");
     let on_status = t.sub.as_deref() == Some("status");

@@ -47,9 +47,15 @@ pub async fn seed(database_url: &str, users: usize, posts: usize) -> usize {
     for i in 0..users {
         let (u, handle) = (user(i), Handle::parse(format!("hist_{i}")).unwrap());
         let name = DisplayName::parse(format!("History {i}")).unwrap();
-        let registered = Event::UserRegistered { user_id: u.clone(), handle: handle.clone(), display_name: name.clone(), bio: Bio::default() };
+        let registered = Event::UserRegistered {
+            user_id: u.clone(),
+            handle: handle.clone(),
+            display_name: name.clone(),
+            bio: Bio::default(),
+        };
         let claimed = Event::HandleClaimed { handle: handle.clone(), user_id: u.clone() };
-        let command = Command::RegisterUser { handle: handle.clone(), display_name: name, bio: Bio::default() };
+        let command =
+            Command::RegisterUser { handle: handle.clone(), display_name: name, bio: Bio::default() };
         b.commit(&u, command, vec![(StreamId::user(&u), registered), (StreamId::handle(&handle), claimed)]);
     }
     b.flush(&store).await;
@@ -65,7 +71,8 @@ pub async fn seed(database_url: &str, users: usize, posts: usize) -> usize {
     for n in 0..posts {
         let author = user(n % users);
         let post_id = PostId(uuid::Uuid::now_v7());
-        let published = Event::PostPublished { post_id, author_id: author.clone(), body: body.clone(), reply_to: None };
+        let published =
+            Event::PostPublished { post_id, author_id: author.clone(), body: body.clone(), reply_to: None };
         let command = Command::PublishPost { post_id, body: body.clone(), reply_to: None };
         b.commit(&author, command, vec![(StreamId::post(&post_id), published)]);
         if b.commits.len() >= 5000 {

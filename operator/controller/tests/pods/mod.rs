@@ -9,7 +9,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use contract::admin::{
-    Breaker, HomeCache, ProjectorProjections, ProjectorTarget, ReadApiProjections, ReadTarget, RebuildProgress, SwitchActive,
+    Breaker, HomeCache, ProjectorProjections, ProjectorTarget, ReadApiProjections, ReadTarget,
+    RebuildProgress, SwitchActive,
 };
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -149,15 +150,20 @@ pub fn register(api: &FakeApi, ns: &str, cluster: &str, service: &str, pods: &[u
     let endpoints: Vec<serde_json::Value> =
         pods.iter().map(|_| json!({"addresses": ["127.0.0.1"], "conditions": {"ready": true}})).collect();
     for (i, port) in pods.iter().enumerate() {
-        api.put("apis/discovery.k8s.io/v1", ns, "endpointslices", json!({
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-            "metadata": {"name": format!("{service}-{i}"), "labels": {
-                "kubernetes.io/service-name": service,
-                "app.kubernetes.io/instance": cluster,
-                "app.kubernetes.io/managed-by": "socialnet-operator",
-            }},
-            "endpoints": [endpoints[i].clone()],
-            "ports": [{"name": "http", "port": port}]
-        }));
+        api.put(
+            "apis/discovery.k8s.io/v1",
+            ns,
+            "endpointslices",
+            json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+                "metadata": {"name": format!("{service}-{i}"), "labels": {
+                    "kubernetes.io/service-name": service,
+                    "app.kubernetes.io/instance": cluster,
+                    "app.kubernetes.io/managed-by": "socialnet-operator",
+                }},
+                "endpoints": [endpoints[i].clone()],
+                "ports": [{"name": "http", "port": port}]
+            }),
+        );
     }
 }

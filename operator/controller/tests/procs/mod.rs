@@ -39,7 +39,13 @@ pub async fn get_text(port: u16, path: &str, token: Option<&str>) -> Option<Stri
 }
 
 /// One request on a loopback port; the status and the body, or `None` when nothing answers within 2 s.
-pub async fn send(port: u16, method: &str, path: &str, token: Option<&str>, json: Option<String>) -> Option<(u16, String)> {
+pub async fn send(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<String>,
+) -> Option<(u16, String)> {
     let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build(hyper_util::client::legacy::connect::HttpConnector::new());

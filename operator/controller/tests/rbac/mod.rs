@@ -12,12 +12,20 @@ pub type Call = (String, String, String);
 
 /// The rules of one `define` block of the chart's `_rules.tpl` (plain YAML between the define and its end).
 fn defined(name: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(format!("{}/../../charts/socialnet-operator/templates/_rules.tpl", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let text = std::fs::read_to_string(format!(
+        "{}/../../charts/socialnet-operator/templates/_rules.tpl",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
     let start = format!("{{{{- define \"{name}\" -}}}}");
     let body = text.split(&start).nth(1).unwrap_or_else(|| panic!("no {name} in _rules.tpl"));
     let body = body.split("{{- end }}").next().unwrap();
     assert!(!body.contains("{{"), "{name} uses template syntax this check does not render");
-    serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(body).unwrap()).unwrap().as_array().unwrap().clone()
+    serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(body).unwrap())
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 /// (rules, for Leases only): the operator's rules and the leader-election rules.
@@ -53,7 +61,9 @@ pub fn call(r: &Request) -> Option<Call> {
 }
 
 fn grants(rule: &Value, (group, resource, verb): &Call) -> bool {
-    let has = |field: &str, want: &str| rule[field].as_array().is_some_and(|v| v.iter().any(|x| x == want || x == "*"));
+    let has = |field: &str, want: &str| {
+        rule[field].as_array().is_some_and(|v| v.iter().any(|x| x == want || x == "*"))
+    };
     has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
 }
 
@@ -62,7 +72,11 @@ pub fn missing(calls: &BTreeSet<Call>) -> Vec<Call> {
     let roles = chart_rules();
     calls
         .iter()
-        .filter(|c| !roles.iter().any(|(rules, leases)| rules.iter().any(|rule| grants(rule, c) && (!leases || c.1 == "leases"))))
+        .filter(|c| {
+            !roles.iter().any(|(rules, leases)| {
+                rules.iter().any(|rule| grants(rule, c) && (!leases || c.1 == "leases"))
+            })
+        })
         .cloned()
         .collect()
 }
