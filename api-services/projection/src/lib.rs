@@ -24,6 +24,6 @@ pub use memory::MemoryTarget;
 pub use mongo::MongoTarget;
 pub use ops::Op;
 pub use planner::{HOME_CAP, Planner, PlannerConfig};
-pub use rebuild::{Progress, Replay, apply_range, rebuild_generation, replay_into_memory};
+pub use rebuild::{Replay, apply_range, rebuild_generation, replay_into_memory};
 pub use redis_target::RedisTarget;
 pub use target::{HomeItem, HomePage, KvRead, ProjectionError, ProjectionTarget, TargetState};

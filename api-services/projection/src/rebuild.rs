@@ -9,27 +9,6 @@ use crate::target::{ProjectionError, ProjectionTarget, TargetState};
 use eventstore::{EventStore, GlobalCursor, RecordedEvent};
 use std::time::{Duration, Instant};
 
-/// Progress of a replay, for progress bars and JSON progress lines.
-#[derive(Debug, Clone, Copy)]
-pub struct Progress {
-    pub done: u64,
-    pub total: u64,
-    pub elapsed: Duration,
-}
-
-impl Progress {
-    pub fn rate(&self) -> f64 {
-        self.done as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-    pub fn eta(&self) -> Duration {
-        let rate = self.rate();
-        if rate <= 0.0 {
-            return Duration::ZERO;
-        }
-        Duration::from_secs_f64(self.total.saturating_sub(self.done) as f64 / rate)
-    }
-}
-
 /// Apply events after the generation's checkpoint (up to `until`, if given) until the store has no more.
 /// Returns how many events were applied. On any error the planner's cache is dropped.
 pub async fn apply_range(

@@ -98,7 +98,7 @@ async fn write_status(
 async fn switch(ctx: &Ctx, cluster: &SocialCluster, s: &Switch) -> Vec<(String, Result<String, String>)> {
     let token = match ctx.monitors.token(cluster).await {
         Ok(t) => t,
-        Err(why) => return s.endpoints.iter().map(|e| (e.clone(), Err(why.clone()))).collect(),
+        Err(why) => return s.endpoints.iter().map(|e| (e.clone(), Err(why.to_string()))).collect(),
     };
     let results = crate::pods::switch_all(&ctx.http, &s.endpoints, &token, &s.target).await;
     let mut failed = Vec::new();

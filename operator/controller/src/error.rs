@@ -11,12 +11,6 @@ pub enum Error {
     Conflict(String),
     #[error("applying {kind} {name}: {source}")]
     Apply { kind: ChildKind, name: String, source: kube::Error },
-    #[error("secret {name} has no key {key}")]
-    SecretKeyMissing { name: String, key: String },
-    #[error("signing the operator's admin token: {0}")]
-    Token(String),
-    #[error("encoding {what}: {source}")]
-    Encode { what: &'static str, source: serde_json::Error },
 }
 
 impl Error {

@@ -52,6 +52,17 @@ impl MonitorSettings {
     }
 }
 
+/// Why no admin token could be made for a cluster's pods.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenError {
+    #[error("reading secret {name}: {reason}")]
+    Secret { name: String, reason: String },
+    #[error("secret {name} has no key {key}")]
+    MissingKey { name: String, key: String },
+    #[error("signing the operator's admin token: {0}")]
+    Sign(String),
+}
+
 /// Admin tokens for the cluster's pods, signed with its secret: the Secret is read every few minutes,
 /// not at every poll.
 #[derive(Default)]
@@ -135,7 +146,7 @@ impl Monitors {
     }
 
     /// An admin token for a cluster's pods.
-    pub async fn token(&self, sc: &SocialCluster) -> Result<String, String> {
+    pub async fn token(&self, sc: &SocialCluster) -> Result<String, TokenError> {
         let shared = self.lock().get(&ObjectRef::from_obj(sc)).map(|r| r.shared.clone()).unwrap_or_default();
         token(&self.client, &shared, &MonitorSettings::of(sc)).await
     }
@@ -182,7 +193,7 @@ impl Monitors {
     async fn poll(&self, s: &MonitorSettings, shared: &Shared) -> Poll {
         let token = match token(&self.client, shared, s).await {
             Ok(t) => t,
-            Err(why) => return Poll { problem: Some(why), ..Poll::default() },
+            Err(why) => return Poll { problem: Some(why.to_string()), ..Poll::default() },
         };
         let reads = endpoints(&self.slices, &s.namespace, &s.read_service);
         let projectors = endpoints(&self.slices, &s.namespace, &s.projector_service);
@@ -205,19 +216,18 @@ impl Monitors {
     }
 }
 
-async fn token(client: &kube::Client, shared: &Shared, s: &MonitorSettings) -> Result<String, String> {
+async fn token(client: &kube::Client, shared: &Shared, s: &MonitorSettings) -> Result<String, TokenError> {
     let mut cache = shared.tokens.lock().await;
-    if let Some((t, at)) = cache.token.as_ref().filter(|(_, at)| at.elapsed() < TOKEN_REUSE) {
-        let _ = at;
+    if let Some((t, _)) = cache.token.as_ref().filter(|(_, at)| at.elapsed() < TOKEN_REUSE) {
         return Ok(t.clone());
     }
     if cache.secret.as_ref().is_none_or(|(_, at)| at.elapsed() > SECRET_TTL) {
         let api: Api<Secret> = Api::namespaced(client.clone(), &s.namespace);
-        let secret =
-            api.get(&s.secret.name).await.map_err(|e| format!("reading secret {}: {e}", s.secret.name))?;
+        let name = s.secret.name.clone();
+        let secret = api.get(&name).await.map_err(|e| TokenError::Secret { name, reason: e.to_string() })?;
         let value = secret.data.and_then(|d| d.get(&s.secret.key).cloned());
-        let mut bytes =
-            value.ok_or_else(|| format!("secret {} has no key {}", s.secret.name, s.secret.key))?.0;
+        let missing = || TokenError::MissingKey { name: s.secret.name.clone(), key: s.secret.key.clone() };
+        let mut bytes = value.ok_or_else(missing)?.0;
         while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
             bytes.pop();
         }
@@ -233,7 +243,7 @@ async fn token(client: &kube::Client, shared: &Shared, s: &MonitorSettings) -> R
         s.issuer.as_deref(),
         s.audience.as_deref(),
     )
-    .map_err(|e| format!("signing the operator's admin token: {e}"))?;
+    .map_err(|e| TokenError::Sign(e.to_string()))?;
     cache.token = Some((token.clone(), Instant::now()));
     Ok(token)
 }

@@ -29,7 +29,7 @@ const NS: &str = "apps";
 const SECRET: &str = "binary-test-secret-0123456789abcdef";
 const SC: &str = "apis/socialnet.io/v1alpha1";
 /// Events in the history the rebuilds replay: enough for a debug-build rebuild to take a few seconds.
-const HISTORY_POSTS: usize = 150_000;
+const HISTORY_POSTS: usize = 100_000;
 
 fn socialnet(args: &[&str], env: &[(&str, String)]) -> ChildGuard {
     let mut c = Command::new(bin("socialnet"));

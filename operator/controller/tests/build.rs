@@ -401,3 +401,25 @@ fn the_gateway_gets_a_config_it_accepts() {
         env.iter().find(|e| e.name == "SOCIALNET_GATEWAY_CONFIG").unwrap().value.clone().unwrap();
     assert_eq!(config_path, format!("{}/gateway.yaml", mount.mount_path));
 }
+
+/// `socialnet-operator render`: the objects the operator would create, owner references only when the
+/// cluster's uid is known, the rebuild Job its request would start, a multi-document stream.
+#[test]
+fn render_prints_every_object_the_operator_would_create() {
+    use socialnet_operator::render;
+    let text = std::fs::read_to_string(root().join("examples/full.yaml")).unwrap();
+    let sc = render::parse(&text, "apps", None).unwrap();
+    let objects = render::objects(&sc);
+    let kinds: Vec<String> = objects.iter().map(|o| o.kind().to_string()).collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "Deployment").count(), 5);
+    assert_eq!(kinds.last().map(String::as_str), Some("Job"), "the rebuild request's Job last");
+    let yaml = render::to_yaml(&objects);
+    assert_eq!(yaml.matches("\n---\n").count() + 1, objects.len(), "{yaml}");
+    assert!(!yaml.contains("ownerReferences"), "no owner reference without the cluster's uid");
+    let owned =
+        render::objects(&render::parse(&text, "apps", Some("0b5f4a5e-1111-4c2b-9d7e-5a0c2f1e3d4c")).unwrap());
+    assert!(render::to_yaml(&owned).contains("ownerReferences"));
+    let bad = text.replace("maxReplicas: 6", "maxReplicas: 1");
+    let err = render::parse(&bad, "apps", None).unwrap_err().to_string();
+    assert!(err.contains("minReplicas (2) exceeds maxReplicas (1)"), "{err}");
+}
