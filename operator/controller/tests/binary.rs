@@ -318,6 +318,7 @@ async fn quiet_in_steady_state(stack: &Stack) {
         stack.api.now() > Duration::from_secs(5) && stack.operator_requests(since).is_empty()
     })
     .await;
+    let settled = settled.elapsed();
     let from = stack.api.now();
     tokio::time::sleep(Duration::from_secs(60)).await;
     let requests = stack.operator_requests(from);
@@ -331,7 +332,7 @@ async fn quiet_in_steady_state(stack: &Stack) {
          while {} posts were accepted; settled after {} ms: {listed:?}",
         requests.len(),
         posts.load(Ordering::Relaxed),
-        settled.elapsed().as_millis()
+        settled.as_millis()
     );
     assert!(posts.load(Ordering::Relaxed) > 100, "the traffic did not flow");
     assert!(requests.len() <= 10, "{} requests in a minute: {listed:?}", requests.len());
