@@ -12,6 +12,8 @@ command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server redis-tools)
 # The operator's binary-level test drives its fake Kubernetes API with the real kubectl.
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+# The shell scripts (the kind e2e among them, which cannot run here) are checked with shellcheck.
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -20,6 +22,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 PG_BIN="${SOCIALNET_PG_BIN:-/usr/lib/postgresql/15/bin}"
 [ -x "$PG_BIN/initdb" ] || { echo "PostgreSQL 15 server binaries not found in $PG_BIN" >&2; exit 1; }
+# Read by test.sh, which sources this file.
+# shellcheck disable=SC2034
 command -v cargo-nextest >/dev/null 2>&1 || cargo nextest --version >/dev/null 2>&1 || NO_NEXTEST=1
 
 # --- servers ---------------------------------------------------------------------------------------------

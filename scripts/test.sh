@@ -17,6 +17,8 @@ if [ -z "${SKIP_CHECKS:-}" ]; then
   cargo fmt --all -- --check
   log "cargo clippy --all-targets -- -D warnings"
   cargo clippy --workspace --all-targets --quiet -- -D warnings
+  log "shellcheck (scripts, the kind e2e)"
+  shellcheck -S warning scripts/*.sh e2e/*.sh .ci/run
 fi
 log "building every binary (the binary-level tests run them)"
 cargo build --workspace --bins --quiet
