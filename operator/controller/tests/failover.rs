@@ -16,15 +16,14 @@ fn target(
     lag: Option<i64>,
 ) -> TargetHealth {
     TargetHealth {
-        name: name.into(),
         healthy,
         reachable: healthy,
         has_data: healthy.map(|_| true),
         consecutive_failures: failures,
         failing_since: (failures > 0).then(|| Utc::now() - Duration::seconds(failing_for_s)),
         lag_events: lag,
-        lag_seconds: None,
         generation: Some(1),
+        ..TargetHealth::unknown(name)
     }
 }
 
