@@ -28,6 +28,21 @@ pub struct HomeCache {
     pub misses: u64,
 }
 
+/// Where a target stands: its generation, how far it has applied the event store, how far behind it is.
+/// Shared by the read API's and the projector's views (flattened into each).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetPosition {
+    pub generation: Option<u64>,
+    pub checkpoint: Option<Checkpoint>,
+    /// Events applied to the current generation.
+    pub events_applied: Option<u64>,
+    /// Events behind: the projector's exact count of events after the checkpoint; a read API pod's
+    /// estimate from global positions against the most advanced target it sees (an upper bound).
+    pub lag_events: Option<i64>,
+    /// Seconds between the newest event (in the store, or applied by any target) and the last one applied.
+    pub lag_seconds: Option<f64>,
+}
+
 /// One target as a read API pod sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReadTarget {
@@ -41,14 +56,8 @@ pub struct ReadTarget {
     /// It answers at all (it may answer and still be unusable: empty, or far behind).
     pub reachable: bool,
     pub breaker: Breaker,
-    pub generation: Option<u64>,
-    pub checkpoint: Option<Checkpoint>,
-    /// Events applied to the current generation.
-    pub events_applied: Option<u64>,
-    /// Events behind the most advanced target this pod sees (from global positions: an upper bound).
-    pub lag_events: Option<i64>,
-    /// Seconds between the newest event any target has applied and the last one this one applied.
-    pub lag_seconds: Option<f64>,
+    #[serde(flatten)]
+    pub position: TargetPosition,
     pub error: Option<String>,
     pub home_cache: HomeCache,
 }
@@ -74,13 +83,8 @@ pub struct ProjectorTarget {
     pub name: String,
     /// The last round of projecting into it succeeded.
     pub healthy: bool,
-    pub generation: Option<u64>,
-    pub checkpoint: Option<Checkpoint>,
-    pub events_applied: Option<u64>,
-    /// Events in the store after its checkpoint (exact).
-    pub lag_events: Option<i64>,
-    /// Seconds between the newest event in the store and the last one applied.
-    pub lag_seconds: Option<f64>,
+    #[serde(flatten)]
+    pub position: TargetPosition,
     pub error: Option<String>,
     /// The last rebuild recorded in this target, running or finished.
     pub rebuild: Option<RebuildProgress>,
@@ -171,6 +175,20 @@ mod tests {
         assert_eq!((done.done, done.total, done.stage, done.eta_seconds), (20, 20, RebuildStage::Done, 0));
         let failed = RebuildProgress::at(None, 10, 20, 0, 10).finished(20, Some("boom".into()));
         assert_eq!((failed.done, failed.stage), (10, RebuildStage::Failed));
+    }
+
+    #[test]
+    fn the_shared_position_is_flat_in_the_json() {
+        let t = ProjectorTarget {
+            name: "p".into(),
+            healthy: true,
+            position: TargetPosition { lag_events: Some(3), ..TargetPosition::default() },
+            error: None,
+            rebuild: None,
+        };
+        let json = serde_json::to_value(&t).unwrap();
+        assert_eq!(json["lag_events"], 3);
+        assert_eq!(serde_json::from_value::<ProjectorTarget>(json).unwrap(), t);
     }
 
     #[test]

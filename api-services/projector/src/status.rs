@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use contract::admin::{Checkpoint, ProjectorProjections, ProjectorTarget};
+use contract::admin::{Checkpoint, ProjectorProjections, ProjectorTarget, TargetPosition};
 use eventstore::EventStore;
 use projection::{ProjectionTarget, TargetState};
 use std::collections::BTreeMap;
@@ -63,11 +63,13 @@ pub async fn status_of(
     ProjectorTarget {
         name: s.name.clone(),
         healthy: s.healthy,
-        generation: s.generation,
-        checkpoint: s.state.map(|st| Checkpoint { tx_id: st.cursor.tx_id, position: st.cursor.position }),
-        events_applied: s.state.map(|st| st.events),
-        lag_events,
-        lag_seconds,
+        position: TargetPosition {
+            generation: s.generation,
+            checkpoint: s.state.map(|st| Checkpoint { tx_id: st.cursor.tx_id, position: st.cursor.position }),
+            events_applied: s.state.map(|st| st.events),
+            lag_events,
+            lag_seconds,
+        },
         error: s.error.clone(),
         rebuild,
     }

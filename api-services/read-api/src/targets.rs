@@ -1,7 +1,7 @@
 //! The projection targets a read API can read, their health, breakers, and which one is active.
 
 use crate::cache::{CachedPage, PageCache};
-use contract::admin::{Breaker, Checkpoint, HomeCache, ReadApiProjections, ReadTarget};
+use contract::admin::{Breaker, Checkpoint, HomeCache, ReadApiProjections, ReadTarget, TargetPosition};
 use futures::StreamExt;
 use projection::{KvRead, ProjectionError, ProjectionTarget, TargetState};
 use std::sync::{Arc, Mutex, RwLock};
@@ -328,19 +328,15 @@ impl TargetSet {
                     reason: usable.err(),
                     reachable: h.reachable,
                     breaker: if Self::breaker_open(e) { Breaker::Open } else { Breaker::Closed },
-                    generation: h.generation,
-                    checkpoint: h
-                        .state
-                        .map(|s| Checkpoint { tx_id: s.cursor.tx_id, position: s.cursor.position }),
-                    events_applied: h.state.map(|s| s.events),
-                    lag_events: h.state.map(|s| best - s.cursor.position),
-                    lag_seconds: h.state.map(|s| {
-                        if s.cursor.position >= best {
-                            0.0
-                        } else {
-                            ((chrono::Utc::now().timestamp_millis() - s.last_event_ms).max(0) as f64) / 1000.0
-                        }
-                    }),
+                    position: TargetPosition {
+                        generation: h.generation,
+                        checkpoint: h
+                            .state
+                            .map(|s| Checkpoint { tx_id: s.cursor.tx_id, position: s.cursor.position }),
+                        events_applied: h.state.map(|s| s.events),
+                        lag_events: h.state.map(|s| best - s.cursor.position),
+                        lag_seconds: h.state.map(|s| Self::lag_seconds(s, best)),
+                    },
                     error: h.error,
                     home_cache: HomeCache {
                         live: e.cache.is_live(),
@@ -351,6 +347,15 @@ impl TargetSet {
                 }
             })
             .collect()
+    }
+
+    /// Seconds between the newest event any target has applied and the last one this one applied.
+    fn lag_seconds(s: TargetState, best: i64) -> f64 {
+        if s.cursor.position >= best {
+            0.0
+        } else {
+            ((chrono::Utc::now().timestamp_millis() - s.last_event_ms).max(0) as f64) / 1000.0
+        }
     }
 
     /// The admin view of this pod: its active target and every target.

@@ -72,9 +72,9 @@ impl Child {
         each!(self, o => o.name_any())
     }
 
-    /// The object as JSON, with `apiVersion` and `kind` (as applied and as rendered).
+    /// The object as JSON (k8s-openapi writes its `apiVersion` and `kind`), as applied and as rendered.
     pub fn to_json(&self) -> Value {
-        each!(self, o => typed_json(o))
+        each!(self, o => serde_json::to_value(o).unwrap_or(Value::Null))
     }
 
     /// The same object carrying the hash of its content in [`HASH_ANNOTATION`].
@@ -92,15 +92,6 @@ impl Child {
     pub fn hash(&self) -> Option<String> {
         each!(self, o => o.annotations().get(HASH_ANNOTATION).cloned())
     }
-}
-
-fn typed_json<K: kube::Resource<DynamicType = ()> + serde::Serialize>(o: &K) -> Value {
-    let mut v = serde_json::to_value(o).unwrap_or(Value::Null);
-    if let Some(map) = v.as_object_mut() {
-        map.insert("apiVersion".into(), K::api_version(&()).into());
-        map.insert("kind".into(), K::kind(&()).into());
-    }
-    v
 }
 
 /// FNV-1a (64 bits) of the object's JSON: stable across runs and versions of the operator's toolchain.

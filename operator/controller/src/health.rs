@@ -4,7 +4,7 @@
 //! counted when no pod answered: health is then unknown, never assumed.
 
 use chrono::{DateTime, Utc};
-use contract::admin::{ProjectorProjections, ReadApiProjections, RebuildProgress, RebuildStage};
+use contract::admin::{ProjectorProjections, ReadApiProjections, RebuildProgress};
 use std::collections::BTreeMap;
 
 /// One target, as the monitor has seen it over its recent polls.
@@ -63,22 +63,21 @@ impl TargetHealth {
     /// Failed: it does not answer, or answers without data. A target that is only behind is not failed
     /// (the read APIs already read the most caught-up target); `None` when nothing is known.
     pub fn failing(&self) -> Option<bool> {
-        match (self.reachable, self.has_data) {
-            (Some(false), _) | (_, Some(false)) => Some(true),
-            (Some(true), Some(true)) => Some(false),
-            _ => None,
-        }
+        failing(self.reachable, self.has_data)
+    }
+}
+
+fn failing(reachable: Option<bool>, has_data: Option<bool>) -> Option<bool> {
+    match (reachable, has_data) {
+        (Some(false), _) | (_, Some(false)) => Some(true),
+        (Some(true), Some(true)) => Some(false),
+        _ => None,
     }
 }
 
 impl HealthView {
     pub fn target(&self, name: &str) -> Option<&TargetHealth> {
         self.targets.iter().find(|t| t.name == name)
-    }
-
-    /// Whether any read API pod answered this poll.
-    pub fn known(&self) -> bool {
-        self.read_pods.iter().any(|p| p.active.is_some())
     }
 }
 
@@ -143,10 +142,9 @@ fn fold_target(
     let majority = |n: usize| (!seen.is_empty()).then(|| n * 2 > seen.len());
     let healthy = majority(seen.iter().filter(|t| t.healthy).count());
     let reachable = majority(seen.iter().filter(|t| t.reachable).count());
-    let has_data = majority(seen.iter().filter(|t| t.generation.is_some()).count());
+    let has_data = majority(seen.iter().filter(|t| t.position.generation.is_some()).count());
     let exact = projector.and_then(|p| p.targets.iter().find(|t| t.name == name));
-    let failing = TargetHealth { reachable, has_data, ..TargetHealth::unknown(name) }.failing();
-    let (failures, since) = match (failing, prev) {
+    let (failures, since) = match (failing(reachable, has_data), prev) {
         (Some(false), _) => (0, None),
         (Some(true), p) => (
             p.map_or(0, |p| p.consecutive_failures).saturating_add(1),
@@ -162,10 +160,14 @@ fn fold_target(
         consecutive_failures: failures,
         failing_since: since,
         lag_events: exact
-            .and_then(|t| t.lag_events)
-            .or_else(|| seen.iter().filter_map(|t| t.lag_events).min()),
-        lag_seconds: exact.and_then(|t| t.lag_seconds),
-        generation: seen.iter().filter_map(|t| t.generation).max().or(exact.and_then(|t| t.generation)),
+            .and_then(|t| t.position.lag_events)
+            .or_else(|| seen.iter().filter_map(|t| t.position.lag_events).min()),
+        lag_seconds: exact.and_then(|t| t.position.lag_seconds),
+        generation: seen
+            .iter()
+            .filter_map(|t| t.position.generation)
+            .max()
+            .or(exact.and_then(|t| t.position.generation)),
     }
 }
 
@@ -206,15 +208,10 @@ pub fn progress_of<'a>(
     view.and_then(|v| v.rebuilds.get(target)).filter(|r| r.run_id.as_deref() == Some(run_id))
 }
 
-/// Whether a recorded rebuild finished (successfully or not).
-pub fn finished(r: &RebuildProgress) -> bool {
-    matches!(r.stage, RebuildStage::Done | RebuildStage::Failed)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contract::admin::{Breaker, HomeCache, ReadTarget};
+    use contract::admin::{Breaker, HomeCache, ReadTarget, TargetPosition};
 
     fn pod(active: &str, healthy: &[(&str, bool)]) -> Option<ReadApiProjections> {
         let targets = healthy
@@ -226,11 +223,12 @@ mod tests {
                 reason: None,
                 reachable: *h,
                 breaker: Breaker::Closed,
-                generation: Some(1),
-                checkpoint: None,
-                events_applied: None,
-                lag_events: Some(0),
-                lag_seconds: Some(0.0),
+                position: TargetPosition {
+                    generation: Some(1),
+                    lag_events: Some(0),
+                    lag_seconds: Some(0.0),
+                    ..TargetPosition::default()
+                },
                 error: None,
                 home_cache: HomeCache::default(),
             })

@@ -1,7 +1,7 @@
 //! The rebuild Job: `socialnet projector rebuild --target T` with the projector's environment, owned by
 //! the cluster, named after the target and the request token so one request makes one Job.
 
-use crate::build::{Component, deployment, labels, object_name};
+use crate::build::{Component, deployment, labels};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -96,8 +96,4 @@ pub fn job_state(job: &Job) -> JobState {
     } else {
         JobState::Active
     }
-}
-
-pub fn projector_name(sc: &SocialCluster) -> String {
-    object_name(sc, Component::Projector)
 }

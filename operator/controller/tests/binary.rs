@@ -11,6 +11,7 @@
 mod fake_api;
 mod history;
 mod kubectl;
+mod pods;
 mod procs;
 mod rbac;
 
@@ -89,17 +90,8 @@ impl Stack {
             socialnet(&["read-api", "--listen", &listen(r2)], &common),
         ];
         // The pods behind their Services, as the EndpointSlice controller registers them.
-        for (service, n, port) in
-            [("social-read-api", "a", r1), ("social-read-api", "b", r2), ("social-projector", "a", pr)]
-        {
-            api.put("apis/discovery.k8s.io/v1", NS, "endpointslices", json!({
-                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-                "metadata": {"name": format!("{service}-{n}"), "labels": {"kubernetes.io/service-name": service,
-                    "app.kubernetes.io/instance": "social", "app.kubernetes.io/managed-by": "socialnet-operator"}},
-                "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
-                "ports": [{"name": "http", "port": port}]
-            }));
-        }
+        pods::register(&api, NS, "social", "social-read-api", &[r1, r2]);
+        pods::register(&api, NS, "social", "social-projector", &[pr]);
         let kubectl = Kubectl::new(&api.url, NS, &tag);
         Stack {
             api,

@@ -5,7 +5,7 @@
 
 use super::{CACHE_GRACE, Observed, Plan};
 use crate::build;
-use crate::children::{Child, ChildKind, HASH_ANNOTATION, holds};
+use crate::children::{ChildKind, HASH_ANNOTATION, holds};
 use kube::ResourceExt;
 use serde_json::Value;
 use socialnet_crd::SocialClusterStatus;
@@ -48,7 +48,7 @@ pub(super) fn step(plan: &mut Plan, o: &Observed, st: &SocialClusterStatus) {
         let (kind, name) = (child.kind(), child.name());
         let hash = child.hash();
         let found = existing.iter().find(|e| e.kind == kind && e.name == name);
-        let current = found.is_some_and(|e| e.hash == hash && holds(&e.json, &desired_json(child)));
+        let current = found.is_some_and(|e| e.hash == hash && holds(&e.json, &child.to_json()));
         let just_applied =
             hash.as_ref().is_some_and(|h| o.recently_applied.get(&(kind, name.clone())) == Some(h));
         if current {
@@ -62,15 +62,4 @@ pub(super) fn step(plan: &mut Plan, o: &Observed, st: &SocialClusterStatus) {
     }
     let wanted = |e: &Existing| desired.iter().any(|d| d.kind() == e.kind && d.name() == e.name);
     plan.delete.extend(existing.iter().filter(|e| !wanted(e)).map(|e| (e.kind, e.name.clone())));
-}
-
-/// The desired object as it is compared with what exists: without `apiVersion` and `kind`, which the
-/// typed cache does not keep.
-fn desired_json(child: &Child) -> Value {
-    let mut v = child.to_json();
-    if let Some(map) = v.as_object_mut() {
-        map.remove("apiVersion");
-        map.remove("kind");
-    }
-    v
 }

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use contract::admin::{
     Breaker, HomeCache, ProjectorProjections, ProjectorTarget, ReadApiProjections, ReadTarget,
-    RebuildProgress, SwitchActive,
+    RebuildProgress, SwitchActive, TargetPosition,
 };
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -90,11 +90,7 @@ impl FakePod {
                 reason: (!ok).then(|| "unreachable".into()),
                 reachable: *ok,
                 breaker: if *ok { Breaker::Closed } else { Breaker::Open },
-                generation: ok.then_some(1),
-                checkpoint: None,
-                events_applied: None,
-                lag_events: ok.then_some(0),
-                lag_seconds: ok.then_some(0.0),
+                position: position(*ok),
                 error: None,
                 home_cache: HomeCache::default(),
             })
@@ -110,16 +106,26 @@ impl FakePod {
             .map(|(name, ok)| ProjectorTarget {
                 name: name.clone(),
                 healthy: *ok,
-                generation: ok.then_some(1),
-                checkpoint: None,
-                events_applied: None,
-                lag_events: ok.then_some(0),
-                lag_seconds: ok.then_some(0.0),
+                position: position(*ok),
                 error: None,
                 rebuild: s.rebuild.get(name).cloned(),
             })
             .collect();
         ProjectorProjections { targets }
+    }
+}
+
+/// A target that holds data and is caught up, or one that answers nothing.
+fn position(ok: bool) -> TargetPosition {
+    if ok {
+        TargetPosition {
+            generation: Some(1),
+            lag_events: Some(0),
+            lag_seconds: Some(0.0),
+            ..TargetPosition::default()
+        }
+    } else {
+        TargetPosition::default()
     }
 }
 
