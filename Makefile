@@ -1,8 +1,19 @@
 # The two commands of the README: `make dev` runs the whole system in one process; `make test` runs every test.
-.PHONY: dev test image image-smoke bench-write bench-read bench-visible bench-gateway fmt
+.PHONY: dev token test image image-smoke bench-write bench-read bench-visible bench-gateway fmt
+
+# Dev mode's data directory (event store, token secret).
+DATA_DIR ?= ./data
+# `make token USER=carol`; without USER on the command line, alice (not the login name from the environment).
+TOKEN_USER = $(if $(filter command line,$(origin USER)),$(USER),alice)
 
 dev:
-	cargo run --release -p socialnet -- dev
+	./scripts/release.sh
+	./target/release/socialnet dev --data-dir $(DATA_DIR)
+
+# A token for USER signed with dev mode's secret, from the same release build as `make dev`.
+token:
+	@./scripts/release.sh
+	@./target/release/socialnet token --sub $(TOKEN_USER) --ttl 24h --data-dir $(DATA_DIR)
 
 test:
 	./scripts/test.sh

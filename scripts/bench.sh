@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 which="${1:-write}"; shift || true
 source scripts/servers.sh
 log "building release"
-cargo build --release -p socialnet --quiet
+./scripts/release.sh
 bin=target/release/socialnet
 db_name="bench_$(date +%s)"
 psql "$SOCIALNET_TEST_PG_URL" -qc "CREATE DATABASE $db_name"

@@ -60,7 +60,7 @@ case "$what" in
     ;;
   smoke)
     log "building the binaries on this host (release)"
-    cargo build --release --quiet -p socialnet -p socialnet-operator
+    ./scripts/release.sh
     base_image
     ctx="$(mktemp -d /tmp/socialnet-image.XXXXXX)"
     trap 'rm -rf "$ctx"' EXIT

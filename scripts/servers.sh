@@ -14,6 +14,9 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server redis-tools)
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 # The shell scripts (the kind e2e among them, which cannot run here) are checked with shellcheck.
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+# The contract check (scripts/contract.sh) installs Redocly CLI with npm and its Python tools in a venv.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

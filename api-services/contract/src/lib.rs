@@ -4,4 +4,5 @@
 //! the gateway). Both sides use these types, so a renamed field breaks the build, not a cluster.
 
 pub mod admin;
+pub mod api;
 pub mod gateway;

@@ -181,26 +181,62 @@ uuid_newtype!(
 );
 
 impl CommandId {
-    /// A fresh, time-ordered id (UUIDv7).
+    /// A fresh, time-ordered id (UUIDv7) with no issuer recorded in it (tools and tests).
     pub fn new_v7() -> Self {
         Self(Uuid::now_v7())
     }
 
-    /// The id a client's `Idempotency-Key` stands for. Scoped by user so two users' keys never collide,
-    /// and deterministic so a retry gets the same command id (and so the same post or comment id).
-    pub fn from_idempotency_key(actor: &UserId, key: &str) -> Self {
-        const NAMESPACE: Uuid = Uuid::from_u128(0x9b1d_f0a4_3e5c_4b7e_8a2d_6c1f_0e9d_7a35);
-        Self(Uuid::new_v5(&NAMESPACE, format!("{}\u{0}{}", actor.as_str(), key).as_bytes()))
+    /// A fresh, time-ordered id (UUIDv7) that carries a tag of its issuer in its last 4 random bytes, so a
+    /// command still in a queue can be shown to its issuer and to no one else (see [`Self::issued_by`]).
+    pub fn issued(actor: &UserId) -> Self {
+        Self(with_owner_tag(*Uuid::now_v7().as_bytes(), actor))
     }
 
-    /// When a UUIDv7 was minted, in milliseconds since the epoch; `None` for other versions.
-    pub fn minted_at_millis(&self) -> Option<u64> {
-        if self.0.get_version_num() != 7 {
-            return None;
-        }
-        let (secs, nanos) = self.0.get_timestamp()?.to_unix();
-        Some(secs * 1000 + u64::from(nanos) / 1_000_000)
+    /// The id of a keyed request: deterministic in the issuer, the client's `Idempotency-Key` and the
+    /// request's fingerprint (method, path, body), so a retry of the same request is the same command
+    /// (and so names the same post or comment), and a different request under the same key never is.
+    /// A UUIDv8 with the issuer's tag, like [`Self::issued`].
+    pub fn keyed(actor: &UserId, key: &str, fingerprint: &[u8; 32]) -> Self {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new()
+            .chain_update(b"socialnet-command\0")
+            .chain_update(actor.as_str())
+            .chain_update([0])
+            .chain_update(key)
+            .chain_update([0])
+            .chain_update(fingerprint)
+            .finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        let uuid = uuid::Builder::from_custom_bytes(bytes).into_uuid();
+        Self(with_owner_tag(*uuid.as_bytes(), actor))
     }
+
+    /// Whether this id was minted for `actor` by [`Self::issued`] or [`Self::keyed`]. A guess passes with
+    /// odds of 1 in 2^32; the tag hides the issuer from anyone who does not already suspect it.
+    pub fn issued_by(&self, actor: &UserId) -> bool {
+        let bytes = self.0.as_bytes();
+        bytes[12..] == owner_tag(bytes, actor)
+    }
+}
+
+/// Four bytes derived from the issuer and the id's first twelve bytes (so two ids of one user share nothing
+/// visible).
+fn owner_tag(bytes: &[u8; 16], actor: &UserId) -> [u8; 4] {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"socialnet-owner\0")
+        .chain_update(actor.as_str())
+        .chain_update([0])
+        .chain_update(&bytes[..12])
+        .finalize();
+    [digest[0], digest[1], digest[2], digest[3]]
+}
+
+fn with_owner_tag(mut bytes: [u8; 16], actor: &UserId) -> Uuid {
+    let tag = owner_tag(&bytes, actor);
+    bytes[12..].copy_from_slice(&tag);
+    Uuid::from_bytes(bytes)
 }
 
 /// What kind of aggregate a stream holds; it decides how the stream's events are folded into state.
@@ -319,13 +355,30 @@ mod tests {
     }
 
     #[test]
-    fn idempotency_keys_are_scoped_per_user_and_deterministic() {
+    fn keyed_ids_are_scoped_per_user_bound_to_the_request_and_deterministic() {
         let a = UserId::parse("alice").unwrap();
         let b = UserId::parse("bob").unwrap();
         let k = "4f0c1b2e-0000-4000-8000-000000000001";
-        assert_eq!(CommandId::from_idempotency_key(&a, k), CommandId::from_idempotency_key(&a, k));
-        assert_ne!(CommandId::from_idempotency_key(&a, k), CommandId::from_idempotency_key(&b, k));
-        assert!(CommandId::from_idempotency_key(&a, k).minted_at_millis().is_none());
-        assert!(CommandId::new_v7().minted_at_millis().is_some());
+        let (one, two) = ([1u8; 32], [2u8; 32]);
+        assert_eq!(CommandId::keyed(&a, k, &one), CommandId::keyed(&a, k, &one));
+        assert_ne!(CommandId::keyed(&a, k, &one), CommandId::keyed(&b, k, &one));
+        assert_ne!(CommandId::keyed(&a, k, &one), CommandId::keyed(&a, k, &two));
+        assert_ne!(CommandId::keyed(&a, k, &one), CommandId::keyed(&a, "other", &one));
+        assert_eq!(CommandId::keyed(&a, k, &one).0.get_version_num(), 8);
+    }
+
+    #[test]
+    fn an_id_tells_its_issuer_and_no_one_else() {
+        let a = UserId::parse("alice").unwrap();
+        let b = UserId::parse("bob").unwrap();
+        for id in [CommandId::issued(&a), CommandId::keyed(&a, "k", &[0; 32])] {
+            assert!(id.issued_by(&a));
+            assert!(!id.issued_by(&b));
+        }
+        let fresh = CommandId::issued(&a);
+        assert_eq!(fresh.0.get_version_num(), 7, "still time-ordered");
+        // Two ids of one user share no visible tag.
+        assert_ne!(fresh.0.as_bytes()[12..], CommandId::issued(&a).0.as_bytes()[12..]);
+        assert!(!CommandId::new_v7().issued_by(&a));
     }
 }

@@ -120,6 +120,8 @@ pub enum CommandStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandOutcome {
     pub status: CommandStatus,
+    /// Who issued it (the only user, besides the admin role, who may read this outcome).
+    pub actor: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -135,6 +137,7 @@ pub struct CommandOutcome {
 impl CommandOutcome {
     /// The outcome of a command the store has recorded, from its stored columns and event positions.
     pub(crate) fn recorded(
+        actor: String,
         status: &str,
         rejection_code: Option<String>,
         reason: Option<String>,
@@ -142,6 +145,7 @@ impl CommandOutcome {
     ) -> Self {
         Self {
             status: if status == "rejected" { CommandStatus::Rejected } else { CommandStatus::Committed },
+            actor,
             reason,
             rejection_code,
             position: positions.last().copied(),

@@ -325,10 +325,11 @@ impl EventStore for PgEventStore {
     }
 
     async fn command_outcome(&self, id: CommandId) -> Result<Option<CommandOutcome>, StoreError> {
-        let row = sqlx::query("SELECT status, rejection_code, reason FROM commands WHERE command_id = $1")
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT actor, status, rejection_code, reason FROM commands WHERE command_id = $1")
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?;
         let Some(row) = row else { return Ok(None) };
         let status: String = row.try_get("status")?;
         let positions: Vec<i64> =
@@ -337,6 +338,7 @@ impl EventStore for PgEventStore {
                 .fetch_all(&self.pool)
                 .await?;
         Ok(Some(CommandOutcome::recorded(
+            row.try_get("actor")?,
             &status,
             row.try_get("rejection_code")?,
             row.try_get("reason")?,

@@ -190,10 +190,11 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn command_outcome(&self, id: CommandId) -> Result<Option<CommandOutcome>, StoreError> {
-        let row = sqlx::query("SELECT status, rejection_code, reason FROM commands WHERE command_id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT actor, status, rejection_code, reason FROM commands WHERE command_id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
         let Some(row) = row else { return Ok(None) };
         let status: String = row.try_get("status")?;
         let positions: Vec<i64> =
@@ -202,6 +203,7 @@ impl EventStore for SqliteEventStore {
                 .fetch_all(&self.pool)
                 .await?;
         Ok(Some(CommandOutcome::recorded(
+            row.try_get("actor")?,
             &status,
             row.try_get("rejection_code")?,
             row.try_get("reason")?,

@@ -174,7 +174,8 @@ async fn write_api_with(layer: impl FnOnce(Router) -> Router) -> SocketAddr {
         Arc::new(eventstore::SqliteEventStore::in_memory().await.unwrap());
     let state = write_api::AppState {
         publisher: Arc::new(queue::MemoryQueue::new()),
-        commands: Arc::new(write_api::StoreCommandLog { primary: store, backup: None }),
+        commands: Arc::new(write_api::StoreCommandLog { primary: store, backup: None, dead_letters: vec![] }),
+        keys: Arc::new(queue::MemoryKeys::new(queue::DEFAULT_RETENTION)),
         verifier: Arc::new(verifier),
     };
     let ready: http_kit::Readiness = Arc::new(|| Box::pin(async { Ok(()) }));

@@ -4,7 +4,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use contract::api::Problem;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -13,15 +13,6 @@ pub struct ApiError {
     pub detail: String,
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: &'a str,
 }
 
 impl ApiError {
@@ -42,6 +33,10 @@ impl ApiError {
     }
     pub fn conflict(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "Conflict", detail)
+    }
+    /// The request is well formed but cannot be honoured as sent (an idempotency key reused).
+    pub fn unprocessable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Unprocessable content", detail)
     }
     pub fn payload_too_large(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large", detail)
@@ -79,9 +74,9 @@ impl IntoResponse for ApiError {
         let slug = self.title.to_ascii_lowercase().replace(' ', "-");
         let body = Problem {
             kind: format!("https://socialnet.io/problems/{slug}"),
-            title: self.title,
+            title: self.title.to_owned(),
             status: self.status.as_u16(),
-            detail: &self.detail,
+            detail: self.detail,
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = (self.status, bytes).into_response();

@@ -352,17 +352,16 @@ impl Ingester {
     }
 
     /// Dead-letter the message with `reason`: all of it, or only `part` of its commands (the others are
-    /// committed).
+    /// committed), one letter per command.
     async fn give_up(&self, d: &Delivery, reason: &str, part: Option<&[CommandEnvelope]>) {
-        let (id, payload, n) = match part {
-            Some(cmds) => {
-                (cmds.first().map(|e| e.command_id.to_string()), queue::encode_batch(cmds), cmds.len())
-            }
-            None => (d.msg_id.clone(), d.payload.clone(), 1),
-        };
-        tracing::error!(id, delivered = d.delivered, reason, "dead-lettering command");
+        let n = part.map_or(1, <[CommandEnvelope]>::len);
+        tracing::error!(msg_id = d.msg_id, delivered = d.delivered, reason, "dead-lettering");
         metrics::counter!("socialnet_ingester_dead_lettered_total").increment(n as u64);
-        if let Err(e) = d.dead_letter_part(reason, id.as_deref(), payload).await {
+        let done = match part {
+            Some(commands) => d.dead_letter_commands(reason, commands).await,
+            None => d.dead_letter(reason).await,
+        };
+        if let Err(e) = done {
             tracing::error!(error = %e, "could not dead-letter; the message will be redelivered");
         }
     }

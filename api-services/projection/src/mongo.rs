@@ -149,16 +149,14 @@ impl ProjectionTarget for MongoTarget {
                     continue;
                 }
                 Op::ZAdd { key, score, member } if key.starts_with("comments:") => {
-                    let c: serde_json::Value =
+                    let c: contract::api::Comment =
                         serde_json::from_str(member).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
-                    let id = c["comment_id"].as_str().unwrap_or_default().to_owned();
                     let post = key.trim_start_matches("comments:").to_owned();
                     let set = doc! {
-                        "post_id": post, "author_id": c["author_id"].as_str().unwrap_or_default(),
-                        "body": c["body"].as_str().unwrap_or_default(), "created_at": c["created_at"].as_str().unwrap_or_default(),
+                        "post_id": post, "author_id": c.author_id, "body": c.body, "created_at": c.created_at,
                         "position": *score,
                     };
-                    ("comments", id, Some(doc! {"$set": set}))
+                    ("comments", c.comment_id, Some(doc! {"$set": set}))
                 }
                 _ => continue,
             };

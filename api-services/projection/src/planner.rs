@@ -310,10 +310,15 @@ impl Planner {
                 out.push(bump(post_id, pos));
             }
             Event::CommentAdded { post_id, comment_id, author_id, body } => {
-                let comment = serde_json::json!({
-                    "comment_id": comment_id, "author_id": author_id, "body": body, "created_at": at,
-                });
-                out.push(Op::ZAdd { key: Keys::comments(post_id), score: pos, member: comment.to_string() });
+                let comment = contract::api::Comment {
+                    author_id: author_id.to_string(),
+                    body: body.to_string(),
+                    comment_id: comment_id.to_string(),
+                    created_at: at.clone(),
+                };
+                let member =
+                    serde_json::to_string(&comment).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+                out.push(Op::ZAdd { key: Keys::comments(post_id), score: pos, member });
                 out.push(Op::HIncr { key: Keys::post(post_id), field: "comment_count".into(), by: 1 });
                 out.push(bump(post_id, pos));
             }

@@ -4,83 +4,91 @@
 
 use crate::keys::Keys;
 use crate::target::{KvRead, ProjectionError};
+use contract::api::{Comment, CommentPage, Post, PostPage, Profile, UserPage, UserRef};
 use domain::{PostId, UserId};
-use serde::Serialize;
-use serde_json::{Map, Value};
 use std::collections::HashMap;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Page {
-    pub items: Vec<Value>,
-    pub next_cursor: Option<String>,
-}
-
-/// Parse a cursor given back by a client.
+/// Parse a cursor given back by a client (absent or empty: the first page). Exactly the form this API
+/// gives out, `-?[0-9]{1,18}`, so the document's pattern is the whole rule.
 pub fn parse_cursor(cursor: Option<&str>) -> Result<Option<i64>, String> {
+    let bad = |c: &str| format!("cursor {c:?} is not one this API gave out");
     match cursor {
         None | Some("") => Ok(None),
         Some(c) => {
-            c.parse::<i64>().map(Some).map_err(|_| format!("cursor {c:?} is not one this API gave out"))
+            let digits = c.strip_prefix('-').unwrap_or(c);
+            if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad(c));
+            }
+            c.parse::<i64>().map(Some).map_err(|_| bad(c))
         }
     }
 }
 
-fn page(mut scored: Vec<(Value, i64)>, limit: usize) -> Page {
+/// The first `limit` items and, if there were more, the cursor after the last one given.
+fn page<T>(mut scored: Vec<(T, i64)>, limit: usize) -> (Vec<T>, Option<String>) {
     let more = scored.len() > limit;
     scored.truncate(limit);
     let next_cursor = if more { scored.last().map(|(_, s)| s.to_string()) } else { None };
-    Page { items: scored.into_iter().map(|(v, _)| v).collect(), next_cursor }
+    (scored.into_iter().map(|(v, _)| v).collect(), next_cursor)
 }
 
-fn int(h: &HashMap<String, String>, f: &str) -> Value {
-    Value::from(h.get(f).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0))
+fn post_page(scored: Vec<(Post, i64)>, limit: usize) -> PostPage {
+    let (items, next) = page(scored, limit);
+    PostPage::new(items, next)
+}
+
+fn count(h: &HashMap<String, String>, f: &str) -> u64 {
+    h.get(f).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn text(h: &HashMap<String, String>, f: &str) -> String {
+    h.get(f).cloned().unwrap_or_default()
 }
 
 /// A post hash as the API shows it; `None` for a hash that is not a live post.
-pub fn post_json(h: &HashMap<String, String>) -> Option<Value> {
+pub fn post_of(h: &HashMap<String, String>) -> Option<Post> {
     h.get("author_id")?;
-    let mut m = Map::new();
-    for f in ["post_id", "author_id", "body", "created_at"] {
-        m.insert(f.into(), Value::from(h.get(f).cloned().unwrap_or_default()));
-    }
-    m.insert("like_count".into(), int(h, "like_count"));
-    m.insert("comment_count".into(), int(h, "comment_count"));
-    for f in ["edited_at", "reply_to"] {
-        if let Some(v) = h.get(f) {
-            m.insert(f.into(), Value::from(v.clone()));
-        }
-    }
-    Some(Value::Object(m))
+    Some(Post {
+        post_id: text(h, "post_id"),
+        author_id: text(h, "author_id"),
+        body: text(h, "body"),
+        created_at: text(h, "created_at"),
+        edited_at: h.get("edited_at").cloned(),
+        like_count: count(h, "like_count"),
+        comment_count: count(h, "comment_count"),
+        reply_to: h.get("reply_to").cloned(),
+    })
 }
 
-pub async fn profile(view: &dyn KvRead, user: &UserId) -> Result<Option<Value>, ProjectionError> {
+pub async fn profile(view: &dyn KvRead, user: &UserId) -> Result<Option<Profile>, ProjectionError> {
     let h = view.hgetall_many(&[Keys::user(user)]).await?.pop().flatten();
     let Some(h) = h.filter(|h| h.contains_key("handle")) else { return Ok(None) };
-    let mut m = Map::new();
-    for f in ["user_id", "handle", "display_name", "bio"] {
-        m.insert(f.into(), Value::from(h.get(f).cloned().unwrap_or_default()));
-    }
-    for f in ["followers_count", "following_count", "posts_count"] {
-        m.insert(f.into(), int(&h, f));
-    }
-    Ok(Some(Value::Object(m)))
+    Ok(Some(Profile {
+        user_id: text(&h, "user_id"),
+        handle: text(&h, "handle"),
+        display_name: text(&h, "display_name"),
+        bio: text(&h, "bio"),
+        followers_count: count(&h, "followers_count"),
+        following_count: count(&h, "following_count"),
+        posts_count: count(&h, "posts_count"),
+    }))
 }
 
-pub async fn post(view: &dyn KvRead, id: &PostId) -> Result<Option<Value>, ProjectionError> {
-    Ok(view.hgetall_many(&[Keys::post(id)]).await?.pop().flatten().as_ref().and_then(post_json))
+pub async fn post(view: &dyn KvRead, id: &PostId) -> Result<Option<Post>, ProjectionError> {
+    Ok(view.hgetall_many(&[Keys::post(id)]).await?.pop().flatten().as_ref().and_then(post_of))
 }
 
 /// Fetch the posts of `(post id, score)` pairs, dropping any that vanished meanwhile.
 async fn hydrate_posts(
     view: &dyn KvRead,
     ids: Vec<(String, i64)>,
-) -> Result<Vec<(Value, i64)>, ProjectionError> {
+) -> Result<Vec<(Post, i64)>, ProjectionError> {
     let keys: Vec<String> = ids.iter().map(|(id, _)| Keys::post_of(id)).collect();
     let hashes = view.hgetall_many(&keys).await?;
     Ok(ids
         .into_iter()
         .zip(hashes)
-        .filter_map(|((_, s), h)| h.as_ref().and_then(post_json).map(|v| (v, s)))
+        .filter_map(|((_, s), h)| h.as_ref().and_then(post_of).map(|v| (v, s)))
         .collect())
 }
 
@@ -89,9 +97,9 @@ pub async fn user_timeline(
     user: &UserId,
     below: Option<i64>,
     limit: usize,
-) -> Result<Page, ProjectionError> {
+) -> Result<PostPage, ProjectionError> {
     let ids = view.zrevrange_by_score(&Keys::user_timeline(user), below, limit + 1).await?;
-    Ok(page(hydrate_posts(view, ids).await?, limit))
+    Ok(post_page(hydrate_posts(view, ids).await?, limit))
 }
 
 /// The home feed: the fanned-out timeline merged with the recent posts of followed "celebrities".
@@ -100,7 +108,7 @@ pub async fn home(
     user: &UserId,
     below: Option<i64>,
     limit: usize,
-) -> Result<Page, ProjectionError> {
+) -> Result<PostPage, ProjectionError> {
     Ok(home_with_sources(view, user, below, limit).await?.0)
 }
 
@@ -110,12 +118,12 @@ pub async fn home_with_sources(
     user: &UserId,
     below: Option<i64>,
     limit: usize,
-) -> Result<(Page, Vec<String>), ProjectionError> {
+) -> Result<(PostPage, Vec<String>), ProjectionError> {
     let found = view.home_page(user, below, limit + 1).await?;
     let sources = found.sources(user);
     let posts =
-        found.items.into_iter().filter_map(|i| i.post.as_ref().and_then(post_json).map(|v| (v, i.score)));
-    Ok((page(posts.collect(), limit), sources))
+        found.items.into_iter().filter_map(|i| i.post.as_ref().and_then(post_of).map(|v| (v, i.score)));
+    Ok((post_page(posts.collect(), limit), sources))
 }
 
 async fn people(
@@ -123,16 +131,17 @@ async fn people(
     key: String,
     below: Option<i64>,
     limit: usize,
-) -> Result<Page, ProjectionError> {
+) -> Result<UserPage, ProjectionError> {
     let ids = view.zrevrange_by_score(&key, below, limit + 1).await?;
     let keys: Vec<String> = ids.iter().map(|(id, _)| format!("user:{id}")).collect();
     let handles = view.hget_many(&keys, "handle").await?;
     let items = ids
         .into_iter()
         .zip(handles)
-        .map(|((id, s), h)| (serde_json::json!({"user_id": id, "handle": h.unwrap_or_default()}), s))
+        .map(|((user_id, s), h)| (UserRef { user_id, handle: h.unwrap_or_default() }, s))
         .collect();
-    Ok(page(items, limit))
+    let (items, next) = page(items, limit);
+    Ok(UserPage::new(items, next))
 }
 
 pub async fn followers(
@@ -140,7 +149,7 @@ pub async fn followers(
     user: &UserId,
     below: Option<i64>,
     limit: usize,
-) -> Result<Page, ProjectionError> {
+) -> Result<UserPage, ProjectionError> {
     people(view, Keys::followers(user), below, limit).await
 }
 
@@ -149,7 +158,7 @@ pub async fn following(
     user: &UserId,
     below: Option<i64>,
     limit: usize,
-) -> Result<Page, ProjectionError> {
+) -> Result<UserPage, ProjectionError> {
     people(view, Keys::following(user), below, limit).await
 }
 
@@ -158,15 +167,16 @@ pub async fn comments(
     post: &PostId,
     below: Option<i64>,
     limit: usize,
-) -> Result<Page, ProjectionError> {
+) -> Result<CommentPage, ProjectionError> {
     let raw = view.zrevrange_by_score(&Keys::comments(post), below, limit + 1).await?;
     let items = raw
         .into_iter()
         .map(|(json, s)| {
-            serde_json::from_str::<Value>(&json)
+            serde_json::from_str::<Comment>(&json)
                 .map(|v| (v, s))
                 .map_err(|e| ProjectionError::Corrupt(e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(page(items, limit))
+    let (items, next) = page(items, limit);
+    Ok(CommentPage::new(items, next))
 }

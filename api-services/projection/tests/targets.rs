@@ -110,17 +110,18 @@ async fn project(w: &World, target: &dyn ProjectionTarget, batch: usize) -> u64 
     apply_range(w.store.as_ref(), target, 1, &mut planner, batch, None, &mut |_| {}).await.unwrap()
 }
 
-async fn walk<F, Fut>(f: F) -> Vec<serde_json::Value>
+/// Every item of a paged list, following `next_cursor` page by page.
+async fn walk<T, F, Fut>(f: F) -> Vec<T>
 where
     F: Fn(Option<i64>) -> Fut,
-    Fut: std::future::Future<Output = queries::Page>,
+    Fut: std::future::Future<Output = (Vec<T>, Option<String>)>,
 {
     let mut all = Vec::new();
     let mut cursor = None;
     loop {
-        let page = f(cursor).await;
-        all.extend(page.items);
-        match page.next_cursor {
+        let (items, next) = f(cursor).await;
+        all.extend(items);
+        match next {
             Some(c) => cursor = Some(c.parse().unwrap()),
             None => return all,
         }
@@ -130,55 +131,66 @@ where
 async fn check_queries(view: Arc<dyn KvRead>, early: PostId, carol_post: PostId, gone: PostId) {
     let v = view.as_ref();
     let bob = queries::profile(v, &uid("bob")).await.unwrap().unwrap();
-    assert_eq!(bob["posts_count"], 26, "27 posted, 1 deleted");
-    assert_eq!(bob["followers_count"], 1, "alice (dave unfollowed)");
-    assert_eq!(bob["following_count"], 1);
+    assert_eq!(bob.posts_count, 26, "27 posted, 1 deleted");
+    assert_eq!(bob.followers_count, 1, "alice (dave unfollowed)");
+    assert_eq!(bob.following_count, 1);
     let alice = queries::profile(v, &uid("alice")).await.unwrap().unwrap();
-    assert_eq!(alice["display_name"], "Alice A.");
-    assert_eq!(alice["following_count"], 2);
+    assert_eq!(alice.display_name, "Alice A.");
+    assert_eq!(alice.following_count, 2);
     assert!(queries::profile(v, &uid("nobody")).await.unwrap().is_none());
 
     let p = queries::post(v, &early).await.unwrap().unwrap();
-    assert_eq!(p["body"], "bob, edited");
-    assert!(p["edited_at"].is_string());
-    assert_eq!(p["like_count"], 1, "carol's like stays, alice liked twice then unliked");
-    assert_eq!(p["comment_count"], 1);
+    assert_eq!(p.body, "bob, edited");
+    assert!(p.edited_at.is_some());
+    assert_eq!(p.like_count, 1, "carol's like stays, alice liked twice then unliked");
+    assert_eq!(p.comment_count, 1);
     assert!(queries::post(v, &gone).await.unwrap().is_none(), "a deleted post is gone");
 
     // Alice's home: bob's 26 live posts (one backfilled) + carol's post merged at read time (carol is a
     // celebrity, so it was never fanned out). Walk it 7 at a time: every item once, newest first.
-    let home = walk(|c| async move { queries::home(v, &uid("alice"), c, 7).await.unwrap() }).await;
-    let ids: Vec<&str> = home.iter().map(|p| p["post_id"].as_str().unwrap()).collect();
+    let home = walk(|c| async move {
+        let p = queries::home(v, &uid("alice"), c, 7).await.unwrap();
+        (p.items, p.next_cursor)
+    })
+    .await;
+    let ids: Vec<&str> = home.iter().map(|p| p.post_id.as_str()).collect();
     assert_eq!(ids.len(), 27, "{ids:?}");
     let unique: std::collections::HashSet<_> = ids.iter().collect();
     assert_eq!(unique.len(), 27);
     assert!(ids.contains(&early.to_string().as_str()));
     assert!(ids.contains(&carol_post.to_string().as_str()));
     assert!(!ids.contains(&gone.to_string().as_str()));
-    let created: Vec<&str> = home.iter().map(|p| p["created_at"].as_str().unwrap()).collect();
+    let created: Vec<&str> = home.iter().map(|p| p.created_at.as_str()).collect();
     assert!(created.windows(2).all(|w| w[0] >= w[1]), "newest first");
 
     // Dave followed and unfollowed bob: none of bob's posts stay in his home; carol's is merged in.
     let dave = queries::home(v, &uid("dave"), None, 100).await.unwrap();
     assert_eq!(dave.items.len(), 1);
-    assert_eq!(dave.items[0]["post_id"], carol_post.to_string());
+    assert_eq!(dave.items[0].post_id, carol_post.to_string());
 
-    let bob_tl = walk(|c| async move { queries::user_timeline(v, &uid("bob"), c, 10).await.unwrap() }).await;
+    let bob_tl = walk(|c| async move {
+        let p = queries::user_timeline(v, &uid("bob"), c, 10).await.unwrap();
+        (p.items, p.next_cursor)
+    })
+    .await;
     assert_eq!(bob_tl.len(), 26);
     let carol_followers = queries::followers(v, &uid("carol"), None, 2).await.unwrap();
     assert_eq!(carol_followers.items.len(), 2);
     assert!(carol_followers.next_cursor.is_some());
-    let all_followers =
-        walk(|c| async move { queries::followers(v, &uid("carol"), c, 2).await.unwrap() }).await;
-    let mut names: Vec<&str> = all_followers.iter().map(|f| f["user_id"].as_str().unwrap()).collect();
+    let all_followers = walk(|c| async move {
+        let p = queries::followers(v, &uid("carol"), c, 2).await.unwrap();
+        (p.items, p.next_cursor)
+    })
+    .await;
+    let mut names: Vec<&str> = all_followers.iter().map(|f| f.user_id.as_str()).collect();
     names.sort();
     assert_eq!(names, vec!["alice", "bob", "dave"]);
-    assert_eq!(all_followers[0]["handle"], "h_dave", "newest follower first");
+    assert_eq!(all_followers[0].handle, "h_dave", "newest follower first");
     let following = queries::following(v, &uid("alice"), None, 10).await.unwrap();
     assert_eq!(following.items.len(), 2);
     let comments = queries::comments(v, &early, None, 10).await.unwrap();
     assert_eq!(comments.items.len(), 1);
-    assert_eq!(comments.items[0]["author_id"], "dave");
+    assert_eq!(comments.items[0].author_id, "dave");
 }
 
 #[tokio::test]
@@ -320,9 +332,9 @@ async fn cached_home_posts_are_never_stale() {
 
     let after = home().await;
     assert_eq!(after.len(), 1, "the deleted post is gone: {after:?}");
-    assert_eq!(after[0]["post_id"], kept.to_string());
-    assert_eq!(after[0]["like_count"], 1);
-    assert_eq!(after[0]["body"], "first, edited");
+    assert_eq!(after[0].post_id, kept.to_string());
+    assert_eq!(after[0].like_count, 1);
+    assert_eq!(after[0].body, "first, edited");
     redis.drop_generation(1).await.unwrap();
 }
 

@@ -6,6 +6,7 @@ use crate::jetstream::JetStreamQueue;
 use crate::memory::MemoryQueue;
 use async_nats::jetstream::{AckKind, Message};
 use bytes::Bytes;
+use domain::CommandEnvelope;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,31 +59,53 @@ impl Delivery {
         }
     }
 
-    /// Move the message to the dead-letter queue with `reason`, then ack it here.
+    /// Move the whole message to the dead-letter queue with `reason` (it cannot be decoded into commands),
+    /// then ack it here.
     pub async fn dead_letter(&self, reason: &str) -> Result<(), QueueError> {
-        self.dead_letter_part(reason, self.msg_id.as_deref(), self.payload.clone()).await
+        let letter = Letter { command_id: self.msg_id.clone(), payload: self.payload.clone() };
+        self.dead_letter_each(reason, vec![letter]).await
     }
 
-    /// Dead-letter only part of a message that carries several commands (those that keep failing, encoded
-    /// with [`crate::encode_batch`], the first one's id as `command_id`); the rest are committed already.
+    /// Dead-letter some commands of this message, one letter each under its command id (so its issuer can
+    /// look it up, and an operator requeue it alone); the message's other commands are committed already.
     /// The whole message is acked here.
-    pub async fn dead_letter_part(
+    pub async fn dead_letter_commands(
         &self,
         reason: &str,
-        command_id: Option<&str>,
-        payload: Bytes,
+        commands: &[CommandEnvelope],
     ) -> Result<(), QueueError> {
+        let letters = commands
+            .iter()
+            .map(|c| Letter {
+                command_id: Some(c.command_id.to_string()),
+                payload: crate::encode_batch(std::slice::from_ref(c)),
+            })
+            .collect();
+        self.dead_letter_each(reason, letters).await
+    }
+
+    async fn dead_letter_each(&self, reason: &str, letters: Vec<Letter>) -> Result<(), QueueError> {
         match &self.handle {
             Handle::JetStream { message, queue } => {
-                queue.publish_dead_letter(payload, command_id, self.delivered, reason).await?;
+                for l in letters {
+                    queue
+                        .publish_dead_letter(l.payload, l.command_id.as_deref(), self.delivered, reason)
+                        .await?;
+                }
                 message.ack().await.map_err(|e| QueueError::Unavailable(e.to_string()))
             }
             Handle::Memory { queue, id } => {
-                queue.dead_letter(*id, reason, command_id, payload);
+                queue.dead_letter(*id, reason, letters);
                 Ok(())
             }
         }
     }
+}
+
+/// One dead letter to be written: a command (or an undecodable message) and the id it is filed under.
+pub(crate) struct Letter {
+    pub command_id: Option<String>,
+    pub payload: Bytes,
 }
 
 /// A message that failed too often, as the DLQ shows it.
@@ -94,4 +117,11 @@ pub struct DeadLetter {
     pub reason: String,
     pub deliveries: u64,
     pub payload: String,
+}
+
+impl DeadLetter {
+    /// Who issued the command in this letter, if it decodes.
+    pub fn actor(&self) -> Option<domain::UserId> {
+        crate::decode_batch(self.payload.as_bytes()).ok()?.into_iter().next().map(|e| e.actor)
+    }
 }

@@ -130,15 +130,20 @@ impl JetStreamQueue {
                     })
                     .await
                     .map_err(unavailable)?;
-                self.js
-                    .get_or_create_stream(stream::Config {
-                        name: self.names.dlq_stream.clone(),
-                        subjects: vec![self.names.dlq_subject.clone()],
-                        storage: StorageType::File,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(unavailable)?;
+                let dlq = stream::Config {
+                    name: self.names.dlq_stream.clone(),
+                    // One subject per command (`<dlq>.<command id>`) so a command's letter is found by id.
+                    subjects: vec![format!("{}.>", self.names.dlq_subject)],
+                    storage: StorageType::File,
+                    ..Default::default()
+                };
+                let mut existing = self.js.get_or_create_stream(dlq.clone()).await.map_err(unavailable)?;
+                let info = existing.info().await.map_err(unavailable)?;
+                if info.config.subjects != dlq.subjects {
+                    // A stream made by an older version, on the bare subject: widen it (letters stay).
+                    let config = stream::Config { subjects: dlq.subjects, ..info.config.clone() };
+                    self.js.update_stream(config).await.map_err(unavailable)?;
+                }
                 Ok(())
             })
             .await
@@ -206,12 +211,21 @@ impl JetStreamQueue {
             publish = publish.header(HDR_COMMAND, id);
         }
         self.js
-            .send_publish(self.names.dlq_subject.clone(), publish)
+            .send_publish(self.dlq_subject_of(msg_id.unwrap_or("unknown")), publish)
             .await
             .map_err(unavailable)?
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    /// The subject a command's dead letter is filed under; characters a subject token cannot hold become `_`.
+    fn dlq_subject_of(&self, command_id: &str) -> String {
+        let token: String = command_id
+            .chars()
+            .map(|c| if c.is_ascii_graphic() && !matches!(c, '.' | '*' | '>') { c } else { '_' })
+            .collect();
+        format!("{}.{token}", self.names.dlq_subject)
     }
 
     async fn dlq_stream(&self) -> Result<stream::Stream, QueueError> {
@@ -325,14 +339,7 @@ impl DeadLetterQueue for JetStreamQueue {
             let Ok(msg) = stream.get_raw_message(seq).await else {
                 continue;
             };
-            let header = |name: &str| msg.headers.get(name).map(|v| v.as_str().to_owned());
-            out.push(DeadLetter {
-                sequence: seq,
-                command_id: header(HDR_COMMAND),
-                reason: header(HDR_REASON).unwrap_or_default(),
-                deliveries: header(HDR_DELIVERIES).and_then(|d| d.parse().ok()).unwrap_or(0),
-                payload: String::from_utf8_lossy(&msg.payload).into_owned(),
-            });
+            out.push(letter(seq, &msg));
         }
         Ok(out)
     }
@@ -350,9 +357,30 @@ impl DeadLetterQueue for JetStreamQueue {
         Ok(true)
     }
 
+    async fn find(&self, command_id: &str) -> Result<Option<DeadLetter>, QueueError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        let stream = self.dlq_stream().await?;
+        match stream.get_last_raw_message_by_subject(&self.dlq_subject_of(command_id)).await {
+            Ok(msg) => Ok(Some(letter(msg.sequence, &msg))),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     async fn purge(&self) -> Result<u64, QueueError> {
         let stream = self.dlq_stream().await?;
         let done = stream.purge().await.map_err(unavailable)?;
         Ok(done.purged)
+    }
+}
+
+fn letter(sequence: u64, msg: &async_nats::jetstream::message::StreamMessage) -> DeadLetter {
+    let header = |name: &str| msg.headers.get(name).map(|v| v.as_str().to_owned());
+    DeadLetter {
+        sequence,
+        command_id: header(HDR_COMMAND),
+        reason: header(HDR_REASON).unwrap_or_default(),
+        deliveries: header(HDR_DELIVERIES).and_then(|d| d.parse().ok()).unwrap_or(0),
+        payload: String::from_utf8_lossy(&msg.payload).into_owned(),
     }
 }

@@ -9,6 +9,7 @@ mod delivery;
 mod failover;
 mod group;
 mod jetstream;
+mod keys;
 mod memory;
 mod wire;
 
@@ -16,6 +17,7 @@ pub use delivery::{DeadLetter, Delivery};
 pub use failover::FailoverPublisher;
 pub use group::{GroupLimits, GroupPublisher, GroupStats};
 pub use jetstream::{JetStreamQueue, JetStreamSource, QueueNames};
+pub use keys::{Claim, DEFAULT_RETENTION, IdempotencyKeys, JetStreamKeys, MemoryKeys};
 pub use memory::MemoryQueue;
 pub use wire::{command_count, decode_batch, encode_batch};
 
@@ -67,6 +69,8 @@ pub trait DeadLetterQueue: Send + Sync {
     async fn list(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError>;
     /// Put one dead letter (by its DLQ sequence) back on the command queue; false if there is no such one.
     async fn requeue(&self, sequence: u64) -> Result<bool, QueueError>;
+    /// The dead letter of one command, if it is in this queue's dead letters.
+    async fn find(&self, command_id: &str) -> Result<Option<DeadLetter>, QueueError>;
     /// Drop every dead letter; returns how many.
     async fn purge(&self) -> Result<u64, QueueError>;
 }

@@ -1,7 +1,7 @@
 //! The in-process queue of dev mode: the same delivery contract (dedup by message id, ack, delayed
 //! redelivery, dead letters) in memory. It does not survive a restart of the process.
 
-use crate::delivery::{DeadLetter, Delivery, Handle};
+use crate::delivery::{DeadLetter, Delivery, Handle, Letter};
 use crate::{CommandPublisher, CommandSource, DeadLetterQueue, PublishReceipt, QueueError};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -75,21 +75,21 @@ impl MemoryQueue {
         });
     }
 
-    pub(crate) fn dead_letter(&self, id: u64, reason: &str, command_id: Option<&str>, payload: Bytes) {
+    pub(crate) fn dead_letter(&self, id: u64, reason: &str, letters: Vec<Letter>) {
         let mut s = self.lock();
         if let Some(msg) = s.in_flight.remove(&id) {
-            s.next_dead += 1;
-            let sequence = s.next_dead;
-            s.dead.insert(
-                sequence,
-                DeadLetter {
+            for l in letters {
+                s.next_dead += 1;
+                let sequence = s.next_dead;
+                let letter = DeadLetter {
                     sequence,
-                    command_id: command_id.map(str::to_owned),
+                    command_id: l.command_id,
                     reason: reason.to_owned(),
                     deliveries: msg.delivered,
-                    payload: String::from_utf8_lossy(&payload).into_owned(),
-                },
-            );
+                    payload: String::from_utf8_lossy(&l.payload).into_owned(),
+                };
+                s.dead.insert(sequence, letter);
+            }
         }
     }
 
@@ -169,6 +169,10 @@ impl DeadLetterQueue for MemoryQueue {
             delivered: 0,
         });
         Ok(true)
+    }
+
+    async fn find(&self, command_id: &str) -> Result<Option<DeadLetter>, QueueError> {
+        Ok(self.lock().dead.values().find(|d| d.command_id.as_deref() == Some(command_id)).cloned())
     }
 
     async fn purge(&self) -> Result<u64, QueueError> {

@@ -9,10 +9,14 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use contract::admin::SwitchActive;
+use contract::api::{
+    AuditEvent, AuditPage, CommentPage, Cursor, Limit, Post, PostIdParam, PostPage, Profile, StreamIdParam,
+    UserIdParam, UserPage,
+};
 use domain::{PostId, StreamId, UserId};
 use http_kit::{ApiError, Authenticated, JsonBody, PathParams};
 use projection::{ProjectionError, queries};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 100;
@@ -27,9 +31,9 @@ pub struct Paging {
 impl Paging {
     fn parse(&self) -> Result<(Option<i64>, usize), ApiError> {
         let limit = match self.limit.as_deref() {
-            None | Some("") => DEFAULT_LIMIT,
+            None => DEFAULT_LIMIT,
             Some(l) => match l.parse::<usize>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) && l.bytes().all(|b| b.is_ascii_digit()) => n,
                 _ => {
                     return Err(ApiError::bad_request(format!(
                         "limit must be a number from 1 to {MAX_LIMIT}"
@@ -68,7 +72,7 @@ fn post_id(s: &str) -> Result<PostId, ApiError> {
 }
 
 /// JSON with a weak ETag of its bytes; `304` when the client already has it.
-fn with_etag(headers: &HeaderMap, body: &serde_json::Value, served_by: &str) -> Response {
+fn with_etag(headers: &HeaderMap, body: &impl Serialize, served_by: &str) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let page = CachedPage::new(bytes);
     respond(headers, page.body, page.etag, served_by)
@@ -91,8 +95,10 @@ fn respond(headers: &HeaderMap, bytes: Bytes, etag: HeaderValue, served_by: &str
     response
 }
 
-#[utoipa::path(get, path = "/v1/users/{user_id}", tag = "reads", params(("user_id" = String, Path)),
-    responses((status = 200, description = "The profile with its counts; weak ETag"), (status = 304, description = "Not modified"), (status = 404, description = "No such user (problem+json)"), (status = 400, description = "Bad path or paging parameter (problem+json)"), (status = 401, description = "Missing or bad token (problem+json)"), (status = 503, description = "No projection target can answer (problem+json)")))]
+/// A user's profile.
+#[utoipa::path(get, path = "/v1/users/{user_id}", tag = "reads", operation_id = "getProfile",
+    params(("user_id" = UserIdParam, Path)),
+    responses((status = 200, body = Profile, description = "The profile with its counts")))]
 pub async fn profile(
     State(st): State<AppState>,
     _auth: Authenticated,
@@ -112,8 +118,10 @@ pub async fn profile(
     Ok(with_etag(&headers, &body, &by))
 }
 
-#[utoipa::path(get, path = "/v1/posts/{post_id}", tag = "reads", params(("post_id" = String, Path)),
-    responses((status = 200, description = "The post with like and comment counts; weak ETag"), (status = 304, description = "Not modified"), (status = 404, description = "No such post (problem+json)"), (status = 400, description = "Bad path or paging parameter (problem+json)"), (status = 401, description = "Missing or bad token (problem+json)"), (status = 503, description = "No projection target can answer (problem+json)")))]
+/// A post.
+#[utoipa::path(get, path = "/v1/posts/{post_id}", tag = "reads", operation_id = "getPost",
+    params(("post_id" = PostIdParam, Path)),
+    responses((status = 200, body = Post, description = "The post with its like and comment counts (`404` until its command is committed, and after it is deleted)")))]
 pub async fn post(
     State(st): State<AppState>,
     _auth: Authenticated,
@@ -131,9 +139,11 @@ pub async fn post(
 }
 
 macro_rules! list_route {
-    ($name:ident, $query:path, $id:ident, $parse:ident, $path:literal, $param:literal, $what:literal) => {
-        #[utoipa::path(get, path = $path, tag = "reads", params(($param = String, Path), ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)"), ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page")),
-            responses((status = 200, description = $what), (status = 304, description = "Not modified"), (status = 400, description = "Bad path or paging parameter (problem+json)"), (status = 401, description = "Missing or bad token (problem+json)"), (status = 503, description = "No projection target can answer (problem+json)")))]
+    ($name:ident, $query:path, $id:ident, $parse:ident, $path:literal, $op:literal, $param:literal, $ptype:ty, $body:ty, $summary:literal, $what:literal) => {
+        #[doc = $summary]
+        #[utoipa::path(get, path = $path, tag = "reads", operation_id = $op,
+            params(($param = $ptype, Path), ("limit" = Option<Limit>, Query), ("cursor" = Option<Cursor>, Query)),
+            responses((status = 200, body = $body, description = $what)))]
         pub async fn $name(
             State(st): State<AppState>,
             _auth: Authenticated,
@@ -151,7 +161,7 @@ macro_rules! list_route {
                 })
                 .await
                 .map_err(unavailable)?;
-            Ok(with_etag(&headers, &serde_json::to_value(page).unwrap_or_default(), &by))
+            Ok(with_etag(&headers, &page, &by))
         }
     };
 }
@@ -162,8 +172,12 @@ list_route!(
     user,
     user_id,
     "/v1/users/{user_id}/timeline",
+    "getTimeline",
     "user_id",
-    "The user's own posts, newest first: `{items, next_cursor}`"
+    UserIdParam,
+    PostPage,
+    "A user's own posts.",
+    "The user's own posts, newest first (empty for an unknown user)"
 );
 list_route!(
     followers,
@@ -171,8 +185,12 @@ list_route!(
     user,
     user_id,
     "/v1/users/{user_id}/followers",
+    "getFollowers",
     "user_id",
-    "`{items: [{user_id, handle}], next_cursor}`"
+    UserIdParam,
+    UserPage,
+    "Who follows a user.",
+    "Who follows the user, most recent first"
 );
 list_route!(
     following,
@@ -180,8 +198,12 @@ list_route!(
     user,
     user_id,
     "/v1/users/{user_id}/following",
+    "getFollowing",
     "user_id",
-    "`{items: [{user_id, handle}], next_cursor}`"
+    UserIdParam,
+    UserPage,
+    "Whom a user follows.",
+    "Whom the user follows, most recent first"
 );
 list_route!(
     comments,
@@ -189,13 +211,18 @@ list_route!(
     post,
     post_id,
     "/v1/posts/{post_id}/comments",
+    "getComments",
     "post_id",
-    "`{items: [{comment_id, author_id, body, created_at}], next_cursor}`"
+    PostIdParam,
+    CommentPage,
+    "A post's comments.",
+    "The post's comments, newest first (empty for an unknown post)"
 );
 
-/// Only the owner reads a home feed.
-#[utoipa::path(get, path = "/v1/users/{user_id}/home", tag = "reads", params(("user_id" = String, Path), ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)"), ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page")),
-    responses((status = 200, description = "Own and followed users' posts, newest first: `{items, next_cursor}`"), (status = 304, description = "Not modified"), (status = 403, description = "Not the owner (problem+json)"), (status = 400, description = "Bad path or paging parameter (problem+json)"), (status = 401, description = "Missing or bad token (problem+json)"), (status = 503, description = "No projection target can answer (problem+json)")))]
+/// The caller's home feed.
+#[utoipa::path(get, path = "/v1/users/{user_id}/home", tag = "reads", operation_id = "getHome",
+    params(("user_id" = UserIdParam, Path, description = "The caller's own id"), ("limit" = Option<Limit>, Query), ("cursor" = Option<Cursor>, Query)),
+    responses((status = 200, body = PostPage, description = "The caller's and followed users' posts, newest first")))]
 pub async fn home(
     State(st): State<AppState>,
     auth: Authenticated,
@@ -233,9 +260,10 @@ fn require_admin(auth: &Authenticated) -> Result<(), ApiError> {
     }
 }
 
-/// The audit trail of one stream, from the event store (admin only). Paged by stream version.
-#[utoipa::path(get, path = "/v1/streams/{stream_id}/events", tag = "reads", params(("stream_id" = String, Path), ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)"), ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page")),
-    responses((status = 200, description = "The stream's events in order: `{items, next_cursor}`"), (status = 403, description = "The token lacks the admin role (problem+json)"), (status = 400, description = "Bad path or paging parameter (problem+json)"), (status = 401, description = "Missing or bad token (problem+json)"), (status = 503, description = "No projection target can answer (problem+json)")))]
+/// The audit trail of one event stream.
+#[utoipa::path(get, path = "/v1/streams/{stream_id}/events", tag = "reads", operation_id = "getStreamEvents",
+    params(("stream_id" = StreamIdParam, Path), ("limit" = Option<Limit>, Query), ("cursor" = Option<Cursor>, Query)),
+    responses((status = 200, body = AuditPage, description = "The stream's events in order (admin only)")))]
 pub async fn stream_events(
     State(st): State<AppState>,
     auth: Authenticated,
@@ -251,26 +279,30 @@ pub async fn stream_events(
     })?;
     let events = all.remove(&stream).unwrap_or_default();
     let after = after.unwrap_or(0);
-    let mut items: Vec<serde_json::Value> = events
+    let mut items: Vec<AuditEvent> = events
         .iter()
         .filter(|e| e.stream_version as i64 > after)
         .take(limit + 1)
-        .map(|e| {
-            serde_json::json!({
-                "event_id": e.event_id, "command_id": e.command_id, "stream_id": e.stream_id,
-                "stream_version": e.stream_version, "position": e.position, "type": e.event.event_type(),
-                "schema_version": e.schema_version, "payload": e.event.payload(), "metadata": e.metadata,
-                "recorded_at": e.recorded_at,
-            })
+        .map(|e| AuditEvent {
+            event_id: e.event_id.to_string(),
+            command_id: e.command_id.to_string(),
+            stream_id: e.stream_id.to_string(),
+            stream_version: e.stream_version,
+            position: e.position,
+            kind: e.event.event_type().to_owned(),
+            schema_version: e.schema_version,
+            payload: e.event.payload(),
+            metadata: e.metadata.clone(),
+            recorded_at: e.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
         })
         .collect();
     let next = if items.len() > limit {
         items.truncate(limit);
-        items.last().and_then(|i| i["stream_version"].as_u64()).map(|v| v.to_string())
+        items.last().map(|i| i.stream_version.to_string())
     } else {
         None
     };
-    Ok(Json(serde_json::json!({"items": items, "next_cursor": next})).into_response())
+    Ok(Json(AuditPage::new(items, next)).into_response())
 }
 
 pub async fn admin_list(State(st): State<AppState>, auth: Authenticated) -> Result<Response, ApiError> {

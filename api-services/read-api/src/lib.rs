@@ -4,6 +4,8 @@
 //! caught up. `GET /admin/projections` shows the targets, `PUT /admin/projections/active` switches.
 //! Home pages are kept in memory (module `cache`) and dropped on the target's change notices.
 
+use contract::api::openapi::Complete;
+
 mod cache;
 mod handlers;
 mod targets;
@@ -12,6 +14,7 @@ mod targets;
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "socialnet read API", version = "1"),
+    modifiers(&Complete),
     paths(
         handlers::profile,
         handlers::user_timeline,

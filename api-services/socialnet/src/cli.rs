@@ -71,6 +71,9 @@ pub struct DevArgs {
 pub struct WriteApiArgs {
     #[arg(long, env = "SOCIALNET_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// How long an `Idempotency-Key` stays bound to its request, in hours (at least 24).
+    #[arg(long, env = "SOCIALNET_IDEMPOTENCY_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(24..=24 * 30))]
+    pub idempotency_hours: u64,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]

@@ -110,6 +110,44 @@ async fn an_idempotency_key_sent_twice_over_http_is_one_event() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idempotency_key_stays_bound_across_a_write_api_restart() {
+    let wiring = Wiring::fresh().await;
+    let (api_port, ing_port) = (free_port(), free_port());
+    let api = wiring.write_api(api_port);
+    let _ing = wiring.ingester(ing_port, &[]);
+    let http = Http::new(api_port);
+    http.wait_ready(Duration::from_secs(20)).await;
+    let users = register_users(&http, "k", 1).await;
+    let tok = &users[0].1;
+    let key = [("idempotency-key", "c0ffee00-restart")];
+    let body = |text: &str| Some(serde_json::json!({ "body": text }));
+    let (c1, first) = http.call("POST", "/v1/posts", Some(tok), body("before the restart"), &key).await;
+    assert_eq!(c1, 202, "{first}");
+
+    // A new write API process: the key lives in the queue servers' key-value bucket, not in the process.
+    drop(api);
+    let _api = wiring.write_api(api_port);
+    http.wait_ready(Duration::from_secs(20)).await;
+    let (c2, again) = http.call("POST", "/v1/posts", Some(tok), body("before the restart"), &key).await;
+    assert_eq!(c2, 202, "{again}");
+    assert_eq!((&again["command_id"], &again["post_id"]), (&first["command_id"], &first["post_id"]));
+    let (c3, problem) = http.call("POST", "/v1/posts", Some(tok), body("another body"), &key).await;
+    assert_eq!(c3, 422, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("c0ffee00-restart"), "{problem}");
+
+    let outcome =
+        http.wait_decided(tok, first["command_id"].as_str().unwrap(), Duration::from_secs(20)).await;
+    assert_eq!(outcome["status"], "committed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pool = pg(&wiring.database_url).await;
+    let posts: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'PostPublished'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(posts, 1, "one post: the retry and the refused reuse made none");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_poison_command_is_dead_lettered_with_its_reason_and_commits_after_requeue() {
     let wiring = Wiring::fresh().await;
     let (api_port, ing_port) = (free_port(), free_port());
@@ -150,10 +188,12 @@ async fn a_poison_command_is_dead_lettered_with_its_reason_and_commits_after_req
 
     // A second poison command travels in one message with two good ones, as the write API's group
     // commit sends them under load: the good ones commit, only the poison one is dead-lettered.
+    let author = UserId::parse(&users[0].0).unwrap();
     let post = |body: &str| {
         CommandEnvelope::new(
-            CommandId::new_v7(),
-            UserId::parse(&users[0].0).unwrap(),
+            // Minted for its issuer, as the write API mints ids: so its issuer may read it while queued.
+            CommandId::issued(&author),
+            author.clone(),
             Command::PublishPost {
                 post_id: PostId(uuid::Uuid::now_v7()),
                 body: PostBody::parse(body).unwrap(),
@@ -191,20 +231,29 @@ async fn a_poison_command_is_dead_lettered_with_its_reason_and_commits_after_req
     // The grouped one's letter holds that command alone, not its committed neighbours.
     let payload = letter_of(&grouped_poison_id)["payload"].as_str().unwrap().to_owned();
     assert_eq!(queue::decode_batch(payload.as_bytes()).unwrap(), vec![group[1].clone()]);
+    // Its issuer learns that it failed, and why.
     for id in [&poison_id, &grouped_poison_id] {
-        assert_eq!(
-            http.call("GET", &format!("/v1/commands/{id}"), Some(tok), None, &[]).await.1["status"],
-            "queued"
-        );
+        let (code, outcome) = http.call("GET", &format!("/v1/commands/{id}"), Some(tok), None, &[]).await;
+        assert_eq!((code, outcome["status"].as_str()), (200, Some("failed")), "{outcome}");
+        assert!(outcome["reason"].as_str().unwrap().contains("poison post refused by policy"), "{outcome}");
+        assert_eq!(outcome["deliveries"], 3);
     }
 
-    // Fix the cause, requeue, and it commits.
+    // Fix the cause, requeue, and it commits; it is never unknown to its issuer on the way.
     sqlx::query("DROP TRIGGER refuse_poison ON events").execute(&pool).await.unwrap();
     let (ok, out) = wiring.admin(&["admin", "dlq", "requeue", "--all"]);
     assert!(ok, "{out}");
     for id in [&poison_id, &grouped_poison_id] {
-        let outcome = http.wait_decided(tok, id, Duration::from_secs(20)).await;
-        assert_eq!(outcome["status"], "committed");
+        let started = std::time::Instant::now();
+        let outcome = loop {
+            let (code, outcome) = http.call("GET", &format!("/v1/commands/{id}"), Some(tok), None, &[]).await;
+            assert_eq!(code, 200, "a requeued command is never 404 to its issuer: {outcome}");
+            if outcome["status"] != "queued" || started.elapsed() > Duration::from_secs(20) {
+                break outcome;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        assert_eq!(outcome["status"], "committed", "{outcome}");
     }
     assert_eq!(wiring.admin(&["admin", "dlq", "list"]).1.trim(), "");
     let ids: Vec<uuid::Uuid> = [poison_id.as_str(), &grouped_poison_id]

@@ -1,36 +1,23 @@
-//! One handler per write route: authenticate, check the caller acts as itself, parse, publish, answer 202.
+//! One handler per write route: authenticate, check the caller acts as itself, parse, bind the request to
+//! its idempotency key, publish, answer 202.
 
 use crate::AppState;
-use crate::dto::{Accepted, CommandStatusBody, CreatePost, CreateUser, TextBody, UpdateUser};
-use crate::outcome::Lookup;
+use crate::request::{CommandRequest, hex, key_scope};
 use axum::Json;
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use contract::api::{
+    Accepted, CommandIdParam, CommandState, CommandStatus, CreatePost, CreateUser, PostIdParam, TextBody,
+    UpdateUser, UserIdParam,
+};
 use domain::{
     Bio, Command, CommandEnvelope, CommandId, CommentId, DisplayName, Handle, InvalidValue, PostBody, PostId,
     UserId,
 };
 use http_kit::{ApiError, Authenticated, JsonBody, PathParams};
-
-/// The two request headers a command uses (`Idempotency-Key`, `traceparent`), copied out of the request
-/// instead of cloning its whole header map as the `HeaderMap` extractor does.
-pub struct CommandHeaders(HeaderMap);
-
-impl<S: Send + Sync> FromRequestParts<S> for CommandHeaders {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let mut headers = HeaderMap::new();
-        for name in ["idempotency-key", "traceparent"] {
-            if let Some(v) = parts.headers.get(name) {
-                headers.insert(name, v.clone());
-            }
-        }
-        Ok(Self(headers))
-    }
-}
+use queue::Claim;
+use serde::Serialize;
 
 fn invalid(e: InvalidValue) -> ApiError {
     ApiError::bad_request(e.to_string())
@@ -51,48 +38,52 @@ fn same_user(actor: &UserId, path_user: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The command id: derived from `Idempotency-Key` when given (so a retry is the same command), else new.
-fn command_id(headers: &HeaderMap, actor: &UserId) -> Result<CommandId, ApiError> {
-    match headers.get("idempotency-key") {
-        None => Ok(CommandId::new_v7()),
-        Some(v) => {
-            let key =
-                v.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be printable ASCII"))?;
-            if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(ApiError::bad_request(
-                    "Idempotency-Key must be 1 to 128 printable ASCII characters",
-                ));
-            }
-            Ok(CommandId::from_idempotency_key(actor, key))
-        }
-    }
-}
-
-/// The W3C trace id of the request, carried into the event metadata.
-fn trace_id(headers: &HeaderMap) -> Option<String> {
-    let tp = headers.get("traceparent")?.to_str().ok()?;
-    let id = tp.split('-').nth(1)?;
-    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
-}
-
+#[derive(Default)]
 struct Ids {
     user_id: Option<String>,
     post_id: Option<String>,
     comment_id: Option<String>,
 }
 
-const NO_IDS: Ids = Ids { user_id: None, post_id: None, comment_id: None };
-
-async fn submit(
+/// The command id: fresh, or for a keyed request derived from the key and the request, after binding the
+/// key to the request in the shared key store. Also returns the key's name if this request bound it.
+async fn command_id<B: Serialize>(
     state: &AppState,
-    headers: &HeaderMap,
-    id: CommandId,
+    req: &CommandRequest,
+    actor: &UserId,
+    body: Option<&B>,
+) -> Result<(CommandId, Option<String>), ApiError> {
+    let Some(key) = &req.key else { return Ok((CommandId::issued(actor), None)) };
+    let fingerprint = req.fingerprint(body);
+    let id = CommandId::keyed(actor, key, &fingerprint);
+    let scope = key_scope(actor, key);
+    match state.keys.claim(&scope, &hex(&fingerprint)).await {
+        Ok(Claim::New) => Ok((id, Some(scope))),
+        Ok(Claim::Same) => Ok((id, None)),
+        Ok(Claim::Other) => Err(ApiError::unprocessable(format!(
+            "Idempotency-Key {key:?} was already used for a different request (method, path or body); \
+             use a new key for a new request"
+        ))),
+        Err(e) => {
+            // The id is bound to the request all the same, so a retry is still one command; only a reused key
+            // with another body goes unnoticed until the store answers again.
+            tracing::warn!(error = %e, "idempotency key store unavailable; accepting without the reuse check");
+            Ok((id, None))
+        }
+    }
+}
+
+async fn submit<B: Serialize>(
+    state: &AppState,
+    req: CommandRequest,
     actor: UserId,
-    command: Command,
-    ids: Ids,
+    body: Option<&B>,
+    build: impl FnOnce(CommandId) -> (Command, Ids),
 ) -> Result<Response, ApiError> {
+    let (id, claimed) = command_id(state, &req, &actor, body).await?;
+    let (command, ids) = build(id);
     let mut envelope = CommandEnvelope::new(id, actor, command);
-    envelope.trace_id = trace_id(headers);
+    envelope.trace_id = req.trace_id;
     let kind = envelope.command.name();
     match state.publisher.publish(&envelope).await {
         Ok(receipt) => {
@@ -101,6 +92,9 @@ async fn submit(
         }
         Err(e) => {
             tracing::warn!(error = %e, command = kind, "no queue accepted the command");
+            if let Some(scope) = claimed {
+                state.keys.release(&scope).await;
+            }
             return Err(ApiError::unavailable(
                 "the command queue is unavailable; retry with the same Idempotency-Key",
                 1,
@@ -109,7 +103,7 @@ async fn submit(
     }
     let body = Accepted {
         command_id: id.to_string(),
-        status: "queued".into(),
+        status: CommandState::Queued,
         user_id: ids.user_id,
         post_id: ids.post_id,
         comment_id: ids.comment_id,
@@ -121,233 +115,235 @@ async fn submit(
     Ok(response)
 }
 
-#[utoipa::path(post, path = "/v1/users", request_body = CreateUser, tag = "writes",
-    responses((status = 202, body = Accepted), (status = 400, body = crate::dto::Problem), (status = 401, body = crate::dto::Problem)))]
+const NO_BODY: Option<&()> = None;
+
+/// Create the caller's profile.
+///
+/// The user id is the token's `sub`; the handle must be free (else the command is rejected with `handle_taken`).
+#[utoipa::path(post, path = "/v1/users", request_body = CreateUser, tag = "writes", operation_id = "createUser",
+    responses((status = 202, body = Accepted, description = "Queued: the profile exists once the command is `committed` (`handle_taken` rejects it)")))]
 pub async fn create_user(
     State(state): State<AppState>,
     auth: Authenticated,
-    CommandHeaders(headers): CommandHeaders,
-    JsonBody(req): JsonBody<CreateUser>,
+    req: CommandRequest,
+    JsonBody(body): JsonBody<CreateUser>,
 ) -> Result<Response, ApiError> {
     let actor = actor(&auth)?;
     let command = Command::RegisterUser {
-        handle: Handle::parse(req.handle).map_err(invalid)?,
-        display_name: DisplayName::parse(req.display_name).map_err(invalid)?,
-        bio: req.bio.map(Bio::parse).transpose().map_err(invalid)?.unwrap_or_default(),
+        handle: Handle::parse(body.handle.clone()).map_err(invalid)?,
+        display_name: DisplayName::parse(body.display_name.clone()).map_err(invalid)?,
+        bio: body.bio.clone().map(Bio::parse).transpose().map_err(invalid)?.unwrap_or_default(),
     };
-    let id = command_id(&headers, &actor)?;
-    let ids = Ids { user_id: Some(actor.to_string()), ..NO_IDS };
-    submit(&state, &headers, id, actor, command, ids).await
+    let ids = Ids { user_id: Some(actor.to_string()), ..Ids::default() };
+    submit(&state, req, actor, Some(&body), |_| (command, ids)).await
 }
 
-#[utoipa::path(patch, path = "/v1/users/{user_id}", request_body = UpdateUser, tag = "writes",
-    params(("user_id" = String, Path)), responses((status = 202, body = Accepted), (status = 403, body = crate::dto::Problem)))]
+/// Change the caller's display name or bio.
+#[utoipa::path(patch, path = "/v1/users/{user_id}", request_body = UpdateUser, tag = "writes", operation_id = "updateUser",
+    params(("user_id" = UserIdParam, Path, description = "The caller's own id")),
+    responses((status = 202, body = Accepted, description = "Queued")))]
 pub async fn update_user(
     State(state): State<AppState>,
     auth: Authenticated,
-    CommandHeaders(headers): CommandHeaders,
+    req: CommandRequest,
     PathParams(user_id): PathParams<String>,
-    JsonBody(req): JsonBody<UpdateUser>,
+    JsonBody(body): JsonBody<UpdateUser>,
 ) -> Result<Response, ApiError> {
     let actor = actor(&auth)?;
     same_user(&actor, &user_id)?;
-    if req.display_name.is_none() && req.bio.is_none() {
+    if body.display_name.is_none() && body.bio.is_none() {
         return Err(ApiError::bad_request("give at least one of display_name, bio"));
     }
     let command = Command::UpdateProfile {
-        display_name: req.display_name.map(DisplayName::parse).transpose().map_err(invalid)?,
-        bio: req.bio.map(Bio::parse).transpose().map_err(invalid)?,
+        display_name: body.display_name.clone().map(DisplayName::parse).transpose().map_err(invalid)?,
+        bio: body.bio.clone().map(Bio::parse).transpose().map_err(invalid)?,
     };
-    let id = command_id(&headers, &actor)?;
-    submit(&state, &headers, id, actor, command, NO_IDS).await
+    submit(&state, req, actor, Some(&body), |_| (command, Ids::default())).await
 }
 
 async fn follow_change(
     state: AppState,
     auth: Authenticated,
-    headers: HeaderMap,
-    user_id: String,
-    target_id: String,
+    req: CommandRequest,
+    (user_id, target_id): (String, String),
     follow: bool,
 ) -> Result<Response, ApiError> {
     let actor = actor(&auth)?;
     same_user(&actor, &user_id)?;
     let target = UserId::parse(target_id).map_err(invalid)?;
     let command = if follow { Command::FollowUser { target } } else { Command::UnfollowUser { target } };
-    let id = command_id(&headers, &actor)?;
-    submit(&state, &headers, id, actor, command, NO_IDS).await
+    submit(&state, req, actor, NO_BODY, |_| (command, Ids::default())).await
 }
 
-#[utoipa::path(put, path = "/v1/users/{user_id}/following/{target_id}", tag = "writes",
-    params(("user_id" = String, Path), ("target_id" = String, Path)), responses((status = 202, body = Accepted)))]
+/// Follow a user.
+#[utoipa::path(put, path = "/v1/users/{user_id}/following/{target_id}", tag = "writes", operation_id = "follow",
+    params(("user_id" = UserIdParam, Path, description = "The caller's own id"), ("target_id" = UserIdParam, Path, description = "The user to follow")),
+    responses((status = 202, body = Accepted, description = "Queued (following someone already followed commits as a no-op)")))]
 pub async fn follow(
     State(state): State<AppState>,
     auth: Authenticated,
-    CommandHeaders(headers): CommandHeaders,
-    PathParams((user_id, target_id)): PathParams<(String, String)>,
+    req: CommandRequest,
+    PathParams(ids): PathParams<(String, String)>,
 ) -> Result<Response, ApiError> {
-    follow_change(state, auth, headers, user_id, target_id, true).await
+    follow_change(state, auth, req, ids, true).await
 }
 
-#[utoipa::path(delete, path = "/v1/users/{user_id}/following/{target_id}", tag = "writes",
-    params(("user_id" = String, Path), ("target_id" = String, Path)), responses((status = 202, body = Accepted)))]
+/// Stop following a user.
+#[utoipa::path(delete, path = "/v1/users/{user_id}/following/{target_id}", tag = "writes", operation_id = "unfollow",
+    params(("user_id" = UserIdParam, Path, description = "The caller's own id"), ("target_id" = UserIdParam, Path, description = "The user to unfollow")),
+    responses((status = 202, body = Accepted, description = "Queued")))]
 pub async fn unfollow(
     State(state): State<AppState>,
     auth: Authenticated,
-    CommandHeaders(headers): CommandHeaders,
-    PathParams((user_id, target_id)): PathParams<(String, String)>,
+    req: CommandRequest,
+    PathParams(ids): PathParams<(String, String)>,
 ) -> Result<Response, ApiError> {
-    follow_change(state, auth, headers, user_id, target_id, false).await
+    follow_change(state, auth, req, ids, false).await
 }
 
-#[utoipa::path(post, path = "/v1/posts", request_body = CreatePost, tag = "writes",
-    responses((status = 202, body = Accepted), (status = 400, body = crate::dto::Problem), (status = 413, body = crate::dto::Problem)))]
+/// Publish a post.
+///
+/// The answer names the post; `GET /v1/posts/{post_id}` is `404` until the command is committed and projected.
+#[utoipa::path(post, path = "/v1/posts", request_body = CreatePost, tag = "writes", operation_id = "createPost",
+    responses((status = 202, body = Accepted, description = "Queued: `post_id` is readable once the command is `committed`")))]
 pub async fn create_post(
     State(state): State<AppState>,
     auth: Authenticated,
-    CommandHeaders(headers): CommandHeaders,
-    JsonBody(req): JsonBody<CreatePost>,
+    req: CommandRequest,
+    JsonBody(body): JsonBody<CreatePost>,
 ) -> Result<Response, ApiError> {
     let actor = actor(&auth)?;
-    let body = PostBody::parse(req.body).map_err(invalid)?;
-    let reply_to = req.reply_to.as_deref().map(PostId::parse).transpose().map_err(invalid)?;
-    let id = command_id(&headers, &actor)?;
-    // The post id is the command id: a retried command names the same post.
-    let post_id = PostId(id.0);
-    let ids = Ids { post_id: Some(post_id.to_string()), ..NO_IDS };
-    submit(&state, &headers, id, actor, Command::PublishPost { post_id, body, reply_to }, ids).await
+    let text = PostBody::parse(body.body.clone()).map_err(invalid)?;
+    let reply_to = body.reply_to.as_deref().map(PostId::parse).transpose().map_err(invalid)?;
+    submit(&state, req, actor, Some(&body), |id| {
+        // The post id is the command id: a retried command names the same post.
+        let post_id = PostId(id.0);
+        let ids = Ids { post_id: Some(post_id.to_string()), ..Ids::default() };
+        (Command::PublishPost { post_id, body: text, reply_to }, ids)
+    })
+    .await
 }
 
-#[utoipa::path(patch, path = "/v1/posts/{post_id}", request_body = TextBody, tag = "writes",
-    params(("post_id" = String, Path)), responses((status = 202, body = Accepted)))]
+/// Edit one's own post.
+///
+/// Accepted for any post id: editing a post that is not the caller's, or is deleted, is rejected when
+/// the command is decided (`not_author`, `post_not_found`), as the command's status then says.
+#[utoipa::path(patch, path = "/v1/posts/{post_id}", request_body = TextBody, tag = "writes", operation_id = "editPost",
+    params(("post_id" = PostIdParam, Path)), responses((status = 202, body = Accepted, description = "Queued (only the author may edit: others are rejected with `not_author`)")))]
 pub async fn edit_post(
     State(state): State<AppState>,
     auth: Authenticated,
-    CommandHeaders(headers): CommandHeaders,
+    req: CommandRequest,
     PathParams(post_id): PathParams<String>,
-    JsonBody(req): JsonBody<TextBody>,
+    JsonBody(body): JsonBody<TextBody>,
 ) -> Result<Response, ApiError> {
     let actor = actor(&auth)?;
     let post_id = PostId::parse(&post_id).map_err(invalid)?;
-    let body = PostBody::parse(req.body).map_err(invalid)?;
-    let id = command_id(&headers, &actor)?;
-    submit(&state, &headers, id, actor, Command::EditPost { post_id, body }, NO_IDS).await
+    let text = PostBody::parse(body.body.clone()).map_err(invalid)?;
+    submit(&state, req, actor, Some(&body), |_| (Command::EditPost { post_id, body: text }, Ids::default()))
+        .await
 }
 
-#[utoipa::path(delete, path = "/v1/posts/{post_id}", tag = "writes",
-    params(("post_id" = String, Path)), responses((status = 202, body = Accepted)))]
+/// Delete one's own post.
+///
+/// A write on a deleted post is still accepted (`202`) and then rejected when decided; reads answer `404`.
+#[utoipa::path(delete, path = "/v1/posts/{post_id}", tag = "writes", operation_id = "deletePost",
+    params(("post_id" = PostIdParam, Path)), responses((status = 202, body = Accepted, description = "Queued")))]
 pub async fn delete_post(
     State(state): State<AppState>,
     auth: Authenticated,
-    CommandHeaders(headers): CommandHeaders,
+    req: CommandRequest,
     PathParams(post_id): PathParams<String>,
 ) -> Result<Response, ApiError> {
     let actor = actor(&auth)?;
     let post_id = PostId::parse(&post_id).map_err(invalid)?;
-    let id = command_id(&headers, &actor)?;
-    submit(&state, &headers, id, actor, Command::DeletePost { post_id }, NO_IDS).await
+    submit(&state, req, actor, NO_BODY, |_| (Command::DeletePost { post_id }, Ids::default())).await
 }
 
 async fn like_change(
     state: AppState,
     auth: Authenticated,
-    headers: HeaderMap,
-    post_id: String,
-    user_id: String,
+    req: CommandRequest,
+    (post_id, user_id): (String, String),
     like: bool,
 ) -> Result<Response, ApiError> {
     let actor = actor(&auth)?;
     same_user(&actor, &user_id)?;
     let post_id = PostId::parse(&post_id).map_err(invalid)?;
     let command = if like { Command::LikePost { post_id } } else { Command::UnlikePost { post_id } };
-    let id = command_id(&headers, &actor)?;
-    submit(&state, &headers, id, actor, command, NO_IDS).await
+    submit(&state, req, actor, NO_BODY, |_| (command, Ids::default())).await
 }
 
-#[utoipa::path(put, path = "/v1/posts/{post_id}/likes/{user_id}", tag = "writes",
-    params(("post_id" = String, Path), ("user_id" = String, Path)), responses((status = 202, body = Accepted)))]
+/// Like a post.
+#[utoipa::path(put, path = "/v1/posts/{post_id}/likes/{user_id}", tag = "writes", operation_id = "like",
+    params(("post_id" = PostIdParam, Path), ("user_id" = UserIdParam, Path, description = "The caller's own id")),
+    responses((status = 202, body = Accepted, description = "Queued (a second like commits as a no-op)")))]
 pub async fn like(
     State(state): State<AppState>,
     auth: Authenticated,
-    CommandHeaders(headers): CommandHeaders,
-    PathParams((post_id, user_id)): PathParams<(String, String)>,
+    req: CommandRequest,
+    PathParams(ids): PathParams<(String, String)>,
 ) -> Result<Response, ApiError> {
-    like_change(state, auth, headers, post_id, user_id, true).await
+    like_change(state, auth, req, ids, true).await
 }
 
-#[utoipa::path(delete, path = "/v1/posts/{post_id}/likes/{user_id}", tag = "writes",
-    params(("post_id" = String, Path), ("user_id" = String, Path)), responses((status = 202, body = Accepted)))]
+/// Take a like back.
+#[utoipa::path(delete, path = "/v1/posts/{post_id}/likes/{user_id}", tag = "writes", operation_id = "unlike",
+    params(("post_id" = PostIdParam, Path), ("user_id" = UserIdParam, Path, description = "The caller's own id")),
+    responses((status = 202, body = Accepted, description = "Queued")))]
 pub async fn unlike(
     State(state): State<AppState>,
     auth: Authenticated,
-    CommandHeaders(headers): CommandHeaders,
-    PathParams((post_id, user_id)): PathParams<(String, String)>,
+    req: CommandRequest,
+    PathParams(ids): PathParams<(String, String)>,
 ) -> Result<Response, ApiError> {
-    like_change(state, auth, headers, post_id, user_id, false).await
+    like_change(state, auth, req, ids, false).await
 }
 
-#[utoipa::path(post, path = "/v1/posts/{post_id}/comments", request_body = TextBody, tag = "writes",
-    params(("post_id" = String, Path)), responses((status = 202, body = Accepted)))]
+/// Comment on a post.
+#[utoipa::path(post, path = "/v1/posts/{post_id}/comments", request_body = TextBody, tag = "writes", operation_id = "addComment",
+    params(("post_id" = PostIdParam, Path)), responses((status = 202, body = Accepted, description = "Queued: `comment_id` is listed once the command is `committed`")))]
 pub async fn add_comment(
     State(state): State<AppState>,
     auth: Authenticated,
-    CommandHeaders(headers): CommandHeaders,
+    req: CommandRequest,
     PathParams(post_id): PathParams<String>,
-    JsonBody(req): JsonBody<TextBody>,
+    JsonBody(body): JsonBody<TextBody>,
 ) -> Result<Response, ApiError> {
     let actor = actor(&auth)?;
     let post_id = PostId::parse(&post_id).map_err(invalid)?;
-    let body = PostBody::parse(req.body).map_err(invalid)?;
-    let id = command_id(&headers, &actor)?;
-    let comment_id = CommentId(id.0);
-    let ids = Ids { comment_id: Some(comment_id.to_string()), ..NO_IDS };
-    submit(&state, &headers, id, actor, Command::AddComment { post_id, comment_id, body }, ids).await
+    let text = PostBody::parse(body.body.clone()).map_err(invalid)?;
+    submit(&state, req, actor, Some(&body), |id| {
+        let comment_id = CommentId(id.0);
+        let ids = Ids { comment_id: Some(comment_id.to_string()), ..Ids::default() };
+        (Command::AddComment { post_id, comment_id, body: text }, ids)
+    })
+    .await
 }
 
-#[utoipa::path(get, path = "/v1/commands/{command_id}", tag = "writes",
-    params(("command_id" = String, Path)),
-    responses((status = 200, body = CommandStatusBody), (status = 404, body = crate::dto::Problem)))]
+/// What became of a command.
+///
+/// Readable only by the user who issued it (or the `admin` role); to anyone else it is `404`, as an
+/// unknown id is. A command is never `404` to its issuer.
+#[utoipa::path(get, path = "/v1/commands/{command_id}", tag = "writes", operation_id = "getCommand",
+    params(("command_id" = CommandIdParam, Path, description = "The `command_id` of a `202`")),
+    responses((status = 200, body = CommandStatus, description = "Its state: `queued` until decided, then `committed` or `rejected`; `failed` while dead-lettered")))]
 pub async fn command_status(
     State(state): State<AppState>,
-    _auth: Authenticated,
+    auth: Authenticated,
     PathParams(command_id): PathParams<String>,
-) -> Result<Json<CommandStatusBody>, ApiError> {
+) -> Result<Json<CommandStatus>, ApiError> {
     let id = CommandId::parse(&command_id).map_err(invalid)?;
+    let caller = actor(&auth)?;
     let lookup = state.commands.lookup(id).await.map_err(|e| {
         tracing::warn!(error = %e, "command lookup failed");
         ApiError::unavailable("the event store is unavailable", 1)
     })?;
-    let status = serde_json::to_value(lookup.status())
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    Ok(Json(match lookup {
-        Lookup::Known(o) => CommandStatusBody {
-            status,
-            reason: o.reason,
-            code: o.rejection_code,
-            position: o.position,
-            positions: o.positions,
-            stored_in: None,
-        },
-        Lookup::Parked => CommandStatusBody {
-            status,
-            reason: None,
-            code: None,
-            position: None,
-            positions: vec![],
-            stored_in: Some("backup".into()),
-        },
-        Lookup::Queued => CommandStatusBody {
-            status,
-            reason: None,
-            code: None,
-            position: None,
-            positions: vec![],
-            stored_in: None,
-        },
-        Lookup::Unknown => return Err(ApiError::not_found(format!("no command {id} is known"))),
-    }))
+    // Someone else's command is as unknown as one that never was: no existence oracle.
+    if !(auth.0.is_admin() || lookup.issued_by(&id, &caller)) {
+        return Err(ApiError::not_found(format!("no command {id} is known")));
+    }
+    Ok(Json(lookup.into_status(id)))
 }
 
 pub async fn not_found() -> ApiError {

@@ -1,21 +1,22 @@
 //! The write API: the front door of the write side. It authenticates the caller, parses each write request
 //! into a `domain::Command` (rejecting bad input with problem details), publishes it to the command queue
 //! under its command id, and answers `202` with that id once the queue has acknowledged it. It never
-//! touches projections; `GET /v1/commands/{id}` reads the outcome the ingester recorded.
+//! touches projections; `GET /v1/commands/{id}` reads the outcome the ingester recorded (to its issuer only).
 
-mod dto;
 mod handlers;
 mod openapi;
 mod outcome;
+mod request;
 
 pub use openapi::ApiDoc;
-pub use outcome::{CommandLog, StoreCommandLog};
+pub use outcome::{CommandLog, Lookup, StoreCommandLog};
+pub use request::MAX_KEY_LEN;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::routing::{get, post, put};
 use http_kit::{JwtVerifier, Readiness};
-use queue::CommandPublisher;
+use queue::{CommandPublisher, IdempotencyKeys};
 use std::sync::Arc;
 
 /// Largest accepted request body; larger ones get `413`.
@@ -25,6 +26,8 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 pub struct AppState {
     pub publisher: Arc<dyn CommandPublisher>,
     pub commands: Arc<dyn CommandLog>,
+    /// Where idempotency keys are bound to their requests (shared by every replica).
+    pub keys: Arc<dyn IdempotencyKeys>,
     pub verifier: Arc<JwtVerifier>,
 }
 

@@ -1,8 +1,9 @@
-//! The OpenAPI document of the write routes, generated from the handlers' annotations.
+//! The OpenAPI document of the write routes, generated from the handlers' annotations and completed with
+//! what every route shares (`contract::api::openapi`).
 
 use axum::Json;
+use contract::api::openapi::Complete;
 use utoipa::OpenApi;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,25 +21,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::handlers::add_comment,
         crate::handlers::command_status,
     ),
-    components(schemas(crate::dto::Problem)),
-    modifiers(&BearerAuth),
+    modifiers(&Complete),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build(),
-            ),
-        );
-    }
-}
 
 pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())

@@ -1,20 +1,19 @@
-//! Looking up what became of a command: the primary store's record, else the backup's parking lot, else
-//! "queued" for an id that could still be in the queue.
+//! Looking up what became of a command: the primary store's record, else a dead letter, else the backup's
+//! parking lot, else "queued" (it is still in a queue). Only its issuer (or the admin role) may see it.
 
 use async_trait::async_trait;
-use domain::CommandId;
-use eventstore::{BackupStore, CommandOutcome, CommandStatus, EventStore, StoreError};
+use contract::api::{CommandState, CommandStatus, StoredIn};
+use domain::{CommandId, UserId};
+use eventstore::{BackupStore, CommandOutcome, EventStore, StoreError};
+use queue::{DeadLetter, DeadLetterQueue};
 use std::sync::Arc;
-
-/// Command ids we mint are UUIDv7; one older than this that no store knows was never accepted.
-const QUEUE_HORIZON_MS: u64 = 15 * 60 * 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
     Known(CommandOutcome),
+    Failed(DeadLetter),
     Parked,
     Queued,
-    Unknown,
 }
 
 #[async_trait]
@@ -26,6 +25,8 @@ pub trait CommandLog: Send + Sync {
 pub struct StoreCommandLog {
     pub primary: Arc<dyn EventStore>,
     pub backup: Option<BackupStore>,
+    /// Where dead letters are kept (each queue server's).
+    pub dead_letters: Vec<Arc<dyn DeadLetterQueue>>,
 }
 
 #[async_trait]
@@ -38,6 +39,14 @@ impl CommandLog for StoreCommandLog {
             Err(e) if self.backup.is_none() => return Err(e),
             Err(_) => {}
         }
+        let key = id.to_string();
+        for dlq in &self.dead_letters {
+            match dlq.find(&key).await {
+                Ok(Some(letter)) => return Ok(Lookup::Failed(letter)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "dead-letter lookup failed"),
+            }
+        }
         if let Some(backup) = &self.backup {
             match backup.is_parked(id).await {
                 Ok(true) => return Ok(Lookup::Parked),
@@ -47,11 +56,7 @@ impl CommandLog for StoreCommandLog {
                 Err(_) => {}
             }
         }
-        let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
-        Ok(match id.minted_at_millis() {
-            Some(minted) if now_ms.saturating_sub(minted) > QUEUE_HORIZON_MS => Lookup::Unknown,
-            _ => Lookup::Queued,
-        })
+        Ok(Lookup::Queued)
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
@@ -60,10 +65,44 @@ impl CommandLog for StoreCommandLog {
 }
 
 impl Lookup {
-    pub fn status(&self) -> CommandStatus {
+    /// Whether `user` issued command `id`: the stores record the issuer; a command still in a queue
+    /// carries its issuer's tag in its id.
+    pub fn issued_by(&self, id: &CommandId, user: &UserId) -> bool {
         match self {
-            Lookup::Known(o) => o.status,
-            _ => CommandStatus::Queued,
+            Lookup::Known(o) => o.actor == user.as_str(),
+            Lookup::Failed(letter) => letter.actor().as_ref() == Some(user) || id.issued_by(user),
+            Lookup::Parked | Lookup::Queued => id.issued_by(user),
         }
+    }
+
+    pub fn into_status(self, id: CommandId) -> CommandStatus {
+        let mut status = CommandStatus {
+            command_id: id.to_string(),
+            status: CommandState::Queued,
+            code: None,
+            reason: None,
+            position: None,
+            positions: vec![],
+            stored_in: None,
+            deliveries: None,
+        };
+        match self {
+            Lookup::Known(o) => {
+                status.status = match o.status {
+                    eventstore::CommandStatus::Rejected => CommandState::Rejected,
+                    eventstore::CommandStatus::Committed => CommandState::Committed,
+                    eventstore::CommandStatus::Queued => CommandState::Queued,
+                };
+                (status.code, status.reason, status.position) = (o.rejection_code, o.reason, o.position);
+                status.positions = o.positions;
+            }
+            Lookup::Failed(letter) => {
+                status.status = CommandState::Failed;
+                (status.reason, status.deliveries) = (Some(letter.reason), Some(letter.deliveries));
+            }
+            Lookup::Parked => status.stored_in = Some(StoredIn::Backup),
+            Lookup::Queued => {}
+        }
+        status
     }
 }

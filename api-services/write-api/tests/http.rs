@@ -20,11 +20,20 @@ struct Api {
 }
 
 async fn api() -> Api {
-    let queue = MemoryQueue::new();
     let store = Arc::new(eventstore::SqliteEventStore::in_memory().await.unwrap());
+    api_on(MemoryQueue::new(), store)
+}
+
+/// The write API on `queue` (also its dead-letter queue) and `store`, keys in memory.
+fn api_on(queue: MemoryQueue, store: Arc<dyn eventstore::EventStore>) -> Api {
     let state = write_api::AppState {
         publisher: Arc::new(queue.clone()),
-        commands: Arc::new(write_api::StoreCommandLog { primary: store, backup: None }),
+        commands: Arc::new(write_api::StoreCommandLog {
+            primary: store,
+            backup: None,
+            dead_letters: vec![Arc::new(queue.clone())],
+        }),
+        keys: Arc::new(queue::MemoryKeys::new(queue::DEFAULT_RETENTION)),
         verifier: Arc::new(JwtVerifier::new(&AuthConfig {
             hs256_secret: SECRET.to_vec(),
             ..Default::default()
@@ -357,16 +366,7 @@ async fn a_queued_command_reports_its_outcome_after_ingestion() {
     let queue = MemoryQueue::new();
     let store: Arc<dyn eventstore::EventStore> =
         Arc::new(eventstore::SqliteEventStore::in_memory().await.unwrap());
-    let state = write_api::AppState {
-        publisher: Arc::new(queue.clone()),
-        commands: Arc::new(write_api::StoreCommandLog { primary: store.clone(), backup: None }),
-        verifier: Arc::new(JwtVerifier::new(&AuthConfig {
-            hs256_secret: SECRET.to_vec(),
-            ..Default::default()
-        })),
-    };
-    let ready: http_kit::Readiness = Arc::new(|| Box::pin(async { Ok(()) }));
-    let api = Api { router: write_api::app(state, ready), queue: queue.clone() };
+    let api = api_on(queue.clone(), store.clone());
     let ing =
         ingester::Ingester::new(Default::default(), Arc::new(ingester::Processor::new(store)), None).await;
     let worker = tokio::spawn(ing.run(Arc::new(queue)));
@@ -402,5 +402,112 @@ async fn a_queued_command_reports_its_outcome_after_ingestion() {
     assert_eq!(rejected["status"], "rejected");
     assert_eq!(rejected["code"], "not_registered");
     assert!(rejected["reason"].as_str().unwrap().contains("no profile"));
+    worker.abort();
+}
+
+fn keyed(method: &str, uri: &str, tok: &str, key: &str, body: Option<&str>) -> Request<Body> {
+    let mut r = req(method, uri, Some(tok), body);
+    r.headers_mut().insert("idempotency-key", key.parse().unwrap());
+    r
+}
+
+#[tokio::test]
+async fn a_reused_key_with_another_request_is_422_and_queues_nothing() {
+    let api = api().await;
+    let alice = token("alice");
+    let key = "0f6a2c1e-reuse";
+    let (s, _, first) = send(&api, keyed("POST", "/v1/posts", &alice, key, Some(r#"{"body":"one"}"#))).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    // Another body, another route, another path: each names the key in a 422 problem.
+    let other_post_path = format!("/v1/posts/{}/likes/alice", first["post_id"].as_str().unwrap());
+    let others = [
+        ("POST", "/v1/posts", Some(r#"{"body":"two"}"#)),
+        ("POST", "/v1/posts", Some(r#"{"body":"one","reply_to":"0190c4b3-0000-7000-8000-000000000000"}"#)),
+        ("PUT", other_post_path.as_str(), None),
+        ("PUT", "/v1/users/alice/following/bob", None),
+    ];
+    for (method, uri, body) in others {
+        let (s, ctype, problem) = send(&api, keyed(method, uri, &alice, key, body)).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{method} {uri}: {problem}");
+        assert_eq!(ctype, "application/problem+json");
+        assert!(problem["detail"].as_str().unwrap().contains(key), "{problem}");
+    }
+    // The same request, spaced differently, is the first answer again.
+    let (s, _, again) =
+        send(&api, keyed("POST", "/v1/posts", &alice, key, Some(r#"{ "body" : "one" }"#))).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!((&again["command_id"], &again["post_id"]), (&first["command_id"], &first["post_id"]));
+    // One command in the queue: none for the refused requests, none for the retry.
+    let batch = api.queue.fetch(10, Duration::from_millis(20)).await.unwrap();
+    assert_eq!(batch.len(), 1);
+}
+
+#[tokio::test]
+async fn a_command_is_visible_to_its_issuer_and_the_admin_only() {
+    let api = api().await;
+    let (alice, bob) = (token("alice"), token("bob"));
+    let admin = mint_token(SECRET, "root", Duration::from_secs(600), &["admin".into()], None, None).unwrap();
+    let (_, _, json) = send(&api, req("POST", "/v1/posts", Some(&alice), Some(r#"{"body":"mine"}"#))).await;
+    let mine = format!("/v1/commands/{}", json["command_id"].as_str().unwrap());
+    let (_, _, json) =
+        send(&api, keyed("POST", "/v1/posts", &alice, "k1", Some(r#"{"body":"keyed"}"#))).await;
+    let mine_keyed = format!("/v1/commands/{}", json["command_id"].as_str().unwrap());
+    for uri in [&mine, &mine_keyed] {
+        let (s, _, status) = send(&api, req("GET", uri, Some(&alice), None)).await;
+        assert_eq!((s, status["status"].as_str()), (StatusCode::OK, Some("queued")), "{uri}");
+        let (s, _, _) = send(&api, req("GET", uri, Some(&admin), None)).await;
+        assert_eq!(s, StatusCode::OK, "the admin role reads any command");
+        // To bob it is exactly what an unknown id is.
+        let (s, ctype, theirs) = send(&api, req("GET", uri, Some(&bob), None)).await;
+        let unknown_id = uuid::Uuid::now_v7();
+        let (s2, ctype2, unknown) =
+            send(&api, req("GET", &format!("/v1/commands/{unknown_id}"), Some(&bob), None)).await;
+        assert_eq!((s, s2), (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND));
+        assert_eq!((ctype, &theirs["title"]), (ctype2, &unknown["title"]));
+        let id = uri.rsplit('/').next().unwrap();
+        assert_eq!(
+            theirs["detail"].as_str().unwrap().replace(id, "ID"),
+            unknown["detail"].as_str().unwrap().replace(&unknown_id.to_string(), "ID")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_dead_lettered_command_reports_failed_then_queued_then_committed() {
+    use queue::DeadLetterQueue;
+    let queue = MemoryQueue::new();
+    let store: Arc<dyn eventstore::EventStore> =
+        Arc::new(eventstore::SqliteEventStore::in_memory().await.unwrap());
+    let api = api_on(queue.clone(), store.clone());
+    let alice = token("alice");
+    let body = r#"{"handle":"alice","display_name":"Alice"}"#;
+    let (_, _, json) = send(&api, req("POST", "/v1/users", Some(&alice), Some(body))).await;
+    let uri = format!("/v1/commands/{}", json["command_id"].as_str().unwrap());
+    // The ingester gives up on it (as after max deliveries), with a reason.
+    let delivery = queue.fetch(1, Duration::from_millis(50)).await.unwrap().pop().unwrap();
+    let commands = queue::decode_batch(&delivery.payload).unwrap();
+    delivery.dead_letter_commands("refused by policy", &commands).await.unwrap();
+    let (s, _, failed) = send(&api, req("GET", &uri, Some(&alice), None)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["reason"], "refused by policy");
+    assert_eq!(failed["deliveries"], 1);
+    assert_eq!(send(&api, req("GET", &uri, Some(&token("bob")), None)).await.0, StatusCode::NOT_FOUND);
+    // Requeued by an operator: queued again, then committed once an ingester runs.
+    let letter = queue.list(10).await.unwrap().pop().unwrap();
+    assert!(queue.requeue(letter.sequence).await.unwrap());
+    assert_eq!(send(&api, req("GET", &uri, Some(&alice), None)).await.2["status"], "queued");
+    let ing =
+        ingester::Ingester::new(Default::default(), Arc::new(ingester::Processor::new(store)), None).await;
+    let worker = tokio::spawn(ing.run(Arc::new(queue)));
+    let mut last = serde_json::Value::Null;
+    for _ in 0..200 {
+        last = send(&api, req("GET", &uri, Some(&alice), None)).await.2;
+        if last["status"] != "queued" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(last["status"], "committed", "{last}");
     worker.abort();
 }

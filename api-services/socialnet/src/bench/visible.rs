@@ -103,7 +103,12 @@ pub async fn run(args: VisibleBenchArgs) -> anyhow::Result<ExitCode> {
     let (publisher, _) = args.publish.publisher(vec![queue.clone()], Duration::from_secs(5));
     let write_state = write_api::AppState {
         publisher,
-        commands: Arc::new(write_api::StoreCommandLog { primary: store.clone(), backup: None }),
+        commands: Arc::new(write_api::StoreCommandLog {
+            primary: store.clone(),
+            backup: None,
+            dead_letters: vec![],
+        }),
+        keys: Arc::new(queue::MemoryKeys::new(queue::DEFAULT_RETENTION)),
         verifier: verifier.clone(),
     };
     let targets = read_api::TargetSet::new(vec![target.clone()], Default::default());

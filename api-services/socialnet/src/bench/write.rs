@@ -148,7 +148,12 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
         Arc::new(JwtVerifier::new(&AuthConfig { hs256_secret: SECRET.to_vec(), ..Default::default() }));
     let state = write_api::AppState {
         publisher,
-        commands: Arc::new(write_api::StoreCommandLog { primary: store.clone(), backup: None }),
+        commands: Arc::new(write_api::StoreCommandLog {
+            primary: store.clone(),
+            backup: None,
+            dead_letters: vec![],
+        }),
+        keys: Arc::new(queue::MemoryKeys::new(queue::DEFAULT_RETENTION)),
         verifier,
     };
     let ready: Readiness = Arc::new(|| Box::pin(async { Ok(()) }));

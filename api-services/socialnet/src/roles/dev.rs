@@ -58,13 +58,19 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     targets.spawn_refresher();
 
     let verifier = Arc::new(JwtVerifier::new(&AuthConfig {
-        hs256_secret: secret,
+        hs256_secret: secret.clone(),
         leeway_secs: 30,
         ..Default::default()
     }));
+    let dead_letters: Arc<dyn queue::DeadLetterQueue> = Arc::new(queue.clone());
     let write_state = write_api::AppState {
         publisher: Arc::new(queue),
-        commands: Arc::new(write_api::StoreCommandLog { primary: store.clone(), backup: None }),
+        commands: Arc::new(write_api::StoreCommandLog {
+            primary: store.clone(),
+            backup: None,
+            dead_letters: vec![dead_letters],
+        }),
+        keys: Arc::new(queue::MemoryKeys::new(queue::DEFAULT_RETENTION)),
         verifier: verifier.clone(),
     };
     let read_state = read_api::AppState { targets, store: store.clone(), verifier: verifier.clone() };
@@ -94,17 +100,32 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         super::gateway::openapi_doc(),
     );
 
-    let dir = args.data_dir.display();
+    print_banner(&args, &db, &secret)?;
+    crate::serve::serve(args.listen, gateway::app(gw, ready), "dev mode").await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where the API is, and ready tokens for two demo users so the README's walk-through can start at once.
+fn print_banner(args: &DevArgs, db: &Path, secret: &[u8]) -> anyhow::Result<()> {
+    let secret_path = dev_secret_path(&args.data_dir);
     eprintln!(
         "socialnet dev: API on http://{}  (event store {}, secret {})",
         args.listen,
         db.display(),
-        dev_secret_path(&args.data_dir).display()
+        secret_path.display()
     );
-    eprintln!("  get a token:  socialnet token --sub alice --data-dir {dir}");
-    crate::serve::serve(args.listen, gateway::app(gw, ready), "dev mode").await?;
-    Ok(ExitCode::SUCCESS)
+    let ttl = std::time::Duration::from_secs(24 * 3600);
+    eprintln!("  demo tokens, valid 24 h (more: make token USER=carol):");
+    for user in DEMO_USERS {
+        let token =
+            http_kit::mint_token(secret, user, ttl, &[], None, None).context("signing a demo token")?;
+        eprintln!("    export {}={token}", user.to_ascii_uppercase());
+    }
+    Ok(())
 }
+
+/// The users dev mode prints tokens for at start.
+pub const DEMO_USERS: [&str; 2] = ["alice", "bob"];
 
 /// Dev mode's gateway: every route of the contract to the in-process services, tokens checked with the
 /// dev secret, limits generous enough for a person trying the API (and for the tests), any origin.

@@ -13,6 +13,8 @@ pub fn openapi_doc() -> bytes::Bytes {
     let mut doc = write_api::ApiDoc::openapi();
     doc.merge(read_api::ApiDoc::openapi());
     doc.info.title = "socialnet API".into();
+    // Relative: the gateway (or dev mode) that served the document serves the API.
+    doc.servers = Some(vec![utoipa::openapi::server::Server::new("/")]);
     doc.info.description = Some(
         "Writes answer 202 once the command is durably queued; reads come from the active projection.".into(),
     );

@@ -4,15 +4,21 @@
 use crate::cli::WriteApiArgs;
 use eventstore::EventStore;
 use http_kit::Readiness;
+use queue::{DeadLetterQueue, JetStreamKeys};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub async fn run(args: WriteApiArgs) -> anyhow::Result<ExitCode> {
     let verifier = args.auth.verifier()?;
     let queues = args.queue.connect_all().await?;
-    let (publisher, _) = args.publish.publisher(queues, args.queue.timeout());
+    let (publisher, _) = args.publish.publisher(queues.clone(), args.queue.timeout());
     let primary: Arc<dyn EventStore> = Arc::new(args.store.primary()?);
-    let commands = Arc::new(write_api::StoreCommandLog { primary, backup: args.store.backup()? });
+    let dead_letters = queues.iter().map(|q| q.clone() as Arc<dyn DeadLetterQueue>).collect();
+    let commands =
+        Arc::new(write_api::StoreCommandLog { primary, backup: args.store.backup()?, dead_letters });
+    let retention = Duration::from_secs(args.idempotency_hours * 3600);
+    let keys = Arc::new(JetStreamKeys::new(queues, retention));
 
     let (p, c) = (publisher.clone(), commands.clone());
     let ready: Readiness = Arc::new(move || {
@@ -25,7 +31,7 @@ pub async fn run(args: WriteApiArgs) -> anyhow::Result<ExitCode> {
             c.ready().await.map_err(|e| e.to_string())
         })
     });
-    let state = write_api::AppState { publisher, commands, verifier };
+    let state = write_api::AppState { publisher, commands, keys, verifier };
     let app = args.trace.layer(write_api::app(state, ready), "socialnet-write-api");
     crate::serve::serve(args.listen, app, "write API").await?;
     Ok(ExitCode::SUCCESS)
