@@ -91,17 +91,23 @@ impl JetStreamKeys {
         }
     }
 
+    /// One round trip for a new key (a write that expects the key never to have been written); a key
+    /// already bound costs a second one, to read whose request it names.
     async fn claim_in(&self, store: &kv::Store, scope: &str, fingerprint: &str) -> Result<Claim, QueueError> {
-        match store.create(scope, Bytes::copy_from_slice(fingerprint.as_bytes())).await {
+        let value = Bytes::copy_from_slice(fingerprint.as_bytes());
+        if store.update(scope, value.clone(), 0).await.is_ok() {
+            return Ok(Claim::New);
+        }
+        let bound = |f: Bytes| if f.as_ref() == fingerprint.as_bytes() { Claim::Same } else { Claim::Other };
+        if let Some(f) = store.get(scope).await.map_err(unavailable)? {
+            return Ok(bound(f));
+        }
+        // Released (a tombstone is there) or expired: `create` writes over a tombstone.
+        match store.create(scope, value).await {
             Ok(_) => Ok(Claim::New),
+            // Bound meanwhile by a concurrent request: whose?
             Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
-                let bound = store.get(scope).await.map_err(unavailable)?;
-                Ok(match bound {
-                    Some(f) if f.as_ref() == fingerprint.as_bytes() => Claim::Same,
-                    Some(_) => Claim::Other,
-                    // Expired or released between the two calls: it is free again.
-                    None => Claim::New,
-                })
+                Ok(store.get(scope).await.map_err(unavailable)?.map_or(Claim::Other, bound))
             }
             Err(e) => Err(unavailable(e)),
         }

@@ -280,3 +280,40 @@ fn accepted(response: &mut Response, route: Route<'_>) {
 pub fn schema_of<T: ToSchema>() -> RefOr<Schema> {
     T::schema()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Route;
+
+    fn statuses(method: &str, path: &str, has_body: bool) -> Vec<u16> {
+        Route { method, path, has_body }.errors().into_iter().map(|(s, _)| s).collect()
+    }
+
+    #[test]
+    fn each_route_documents_the_errors_it_can_answer() {
+        let common = [400, 401, 429, 502, 503, 504];
+        let cases: [(&str, &str, bool, &[u16]); 8] = [
+            ("post", "/v1/posts", true, &[413, 415, 422]),
+            ("put", "/v1/users/{user_id}/following/{target_id}", false, &[403, 422]),
+            ("patch", "/v1/posts/{post_id}", true, &[413, 415, 422]),
+            ("get", "/v1/users/{user_id}", false, &[404]),
+            ("get", "/v1/users/{user_id}/home", false, &[403]),
+            ("get", "/v1/users/{user_id}/timeline", false, &[]),
+            ("get", "/v1/streams/{stream_id}/events", false, &[403]),
+            ("get", "/v1/commands/{command_id}", false, &[404]),
+        ];
+        for (method, path, body, extra) in cases {
+            let mut want: Vec<u16> = common.iter().chain(extra).copied().collect();
+            want.sort_unstable();
+            assert_eq!(statuses(method, path, body), want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn only_projection_reads_are_cached() {
+        let read = |path| Route { method: "get", path, has_body: false }.is_cached_read();
+        assert!(read("/v1/users/{user_id}/home") && read("/v1/posts/{post_id}"));
+        assert!(!read("/v1/commands/{command_id}") && !read("/v1/streams/{stream_id}/events"));
+        assert!(!Route { method: "post", path: "/v1/posts", has_body: true }.is_cached_read());
+    }
+}

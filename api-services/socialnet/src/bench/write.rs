@@ -2,6 +2,9 @@
 //! phases on the same machine:
 //! 1. *accept*: the write API over HTTP with concurrent clients while no ingester runs (the queue absorbs
 //!    the writes, as it does in production), compared with the raw publish rate measured the same way;
+//!    then (or first: the order alternates by round) the same load with an `Idempotency-Key` on every tenth
+//!    write (the key check is a create-only write to a JetStream key-value bucket), compared with the
+//!    unkeyed rate of the same round; the key check alone is also timed on the idle machine;
 //! 2. *commit*: an ingester alone drains that backlog into PostgreSQL; its rate is compared with phase 1's;
 //! 3. *together*: API and ingester share the machine, as they would if run on one 2-core box.
 //!
@@ -22,7 +25,7 @@ use futures::stream::FuturesUnordered;
 use http_body_util::Full;
 use http_kit::{AuthConfig, JwtVerifier, Readiness};
 use ingester::{Ingester, IngesterConfig, Processor};
-use queue::{CommandSource, JetStreamQueue, JetStreamSource, QueueNames};
+use queue::{CommandSource, IdempotencyKeys, JetStreamKeys, JetStreamQueue, JetStreamSource, QueueNames};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -143,6 +146,7 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
     let ingest_task = start_ingester();
 
     let (publisher, group) = args.publish.publisher(vec![queue.clone()], Duration::from_secs(5));
+    let keys = Arc::new(JetStreamKeys::new(vec![queue.clone()], queue::DEFAULT_RETENTION));
     let group_counts = || group.as_ref().map_or((0, 0), |g| g.snapshot());
     let verifier =
         Arc::new(JwtVerifier::new(&AuthConfig { hs256_secret: SECRET.to_vec(), ..Default::default() }));
@@ -153,7 +157,8 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
             backup: None,
             dead_letters: vec![],
         }),
-        keys: Arc::new(queue::MemoryKeys::new(queue::DEFAULT_RETENTION)),
+        // The production key store: a key-value bucket on the same JetStream server.
+        keys: keys.clone(),
         verifier,
     };
     let ready: Readiness = Arc::new(|| Box::pin(async { Ok(()) }));
@@ -193,59 +198,53 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
     ingest_task.abort();
     let _ = ingest_task.await;
 
-    let post_tokens = tokens.clone();
-    let body = Bytes::from(serde_json::json!({"body": "x".repeat(120)}).to_string());
-    let make: MakeRequest = Arc::new(move |c, _| {
-        hyper::Request::post(format!("http://{addr}/v1/posts"))
-            .header("authorization", format!("Bearer {}", post_tokens[c]))
-            .header("content-type", "application/json")
-            .body(Full::new(body.clone()))
-            .unwrap_or_default()
-    });
+    let make = post_requests(addr, tokens.clone(), None);
+    let (claim, publish) = key_check_cost(keys.as_ref(), &queue, &run_tag, sample.clone()).await?;
     let load = Duration::from_secs(args.seconds);
     let accepted_code = hyper::StatusCode::ACCEPTED;
 
-    // Rounds of raw → accept → drain, each measured with the machine to itself.
+    // Rounds of raw → accept → drain, each measured with the machine to itself. Each round accepts and
+    // drains twice, unkeyed and with a key on every tenth write (the order alternates by round), each from
+    // an empty queue: a queue left full by the first load would slow the second.
     let mut rounds: Vec<Round> = Vec::new();
     let mut ingest_task = None;
     let mut posts = 0u64;
     for round in 1..=args.rounds {
-        if let Some(task) = ingest_task.take() {
-            // Stop the ingester for the next accept phase (the last round keeps it for phase 3).
-            tokio::task::JoinHandle::abort(&task);
-            let _ = task.await;
-        }
+        stop(&mut ingest_task).await;
         eprintln!(
             "round {round}: raw JetStream publish ({} messages, 256 acks in flight)…",
             args.raw_messages
         );
         let raw = raw_publish_rate(&queue, args.raw_messages, sample.clone()).await?;
-        eprintln!(
-            "round {round}, phase 1, accept: {} clients for {} s, no ingester…",
-            args.clients, args.seconds
-        );
-        let sent_before = group_counts();
-        let accept = http_load::run(args.clients, load, accepted_code, false, make.clone()).await;
-        let accepted = accept.ok as f64 / accept.elapsed.as_secs_f64();
-        let sent = group_counts();
-        // Commands per queue message in this accept phase (1 without group commit).
-        let per_message = if sent.0 > sent_before.0 {
-            (sent.1 - sent_before.1) as f64 / (sent.0 - sent_before.0) as f64
-        } else {
-            1.0
-        };
-        eprintln!("round {round}, phase 2, commit: an ingester drains {} accepted writes…", accept.ok);
-        let drain_started = Instant::now();
-        let base = *recorded.borrow();
-        let cpu_before = CpuSample::take();
-        ingest_task = Some(start_ingester());
-        wait_recorded(recorded.clone(), base + accept.ok, Duration::from_secs(600)).await?;
-        let cpu = CpuSample::take();
-        posts += accept.ok;
-        let drained = accept.ok as f64 / drain_started.elapsed().as_secs_f64();
-        let per_command = |name: &str| cpu.since(&cpu_before, name) * 1e6 / accept.ok.max(1) as f64;
-        let cpu_us = [per_command("self"), per_command("postgres"), per_command("nats-server")];
-        rounds.push(Round { raw, accepted, drained, accept, cpu_us, per_message });
+        // Fresh keys in every round: a key of an earlier round would be a retry, not a new write.
+        let make_keyed = post_requests(addr, tokens.clone(), Some(format!("{run_tag}r{round}")));
+        let (mut unkeyed, mut keyed) = (None, None);
+        let order = if round % 2 == 0 { [true, false] } else { [false, true] };
+        for with_key in order {
+            stop(&mut ingest_task).await;
+            let what = if with_key { "a key on 10 %" } else { "no keys" };
+            eprintln!(
+                "round {round}, phase 1, accept ({what}): {} clients for {} s…",
+                args.clients, args.seconds
+            );
+            let sent_before = group_counts();
+            let requests = if with_key { make_keyed.clone() } else { make.clone() };
+            let accept = http_load::run(args.clients, load, accepted_code, false, requests).await;
+            let sent = group_counts();
+            // Commands per queue message in this accept phase (1 without group commit).
+            let per_message = if sent.0 > sent_before.0 {
+                (sent.1 - sent_before.1) as f64 / (sent.0 - sent_before.0) as f64
+            } else {
+                1.0
+            };
+            eprintln!("round {round}, phase 2, commit: an ingester drains {} accepted writes…", accept.ok);
+            let (drained, cpu_us) = drain(accept.ok, &recorded, &mut ingest_task, &start_ingester).await?;
+            posts += accept.ok;
+            let phase = Phase { accept, drained, cpu_us, per_message };
+            if with_key { keyed = Some(phase) } else { unkeyed = Some(phase) }
+        }
+        let (Some(u), Some(k)) = (unkeyed, keyed) else { anyhow::bail!("round {round} ran no phase") };
+        rounds.push(Round::new(raw, u, k));
     }
     for (i, r) in rounds.iter().enumerate() {
         eprintln!(
@@ -269,6 +268,8 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
         v[v.len() / 2]
     };
     let accept_ratio = median(&|r| r.accepted / r.raw);
+    // Per round (both loads ran back to back on the same machine state), then the median.
+    let keyed_ratio = median(&|r| r.keyed_rate / r.accepted);
     let drain_ratio = median(&|r| r.drained / r.accepted);
     // The round whose accept ratio is the median one, for rates and latencies.
     let mid = rounds
@@ -317,6 +318,18 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
         "     commands per queue message             : {:.1} (group commit: at most {}, {} publishes in flight)",
         mid.per_message, args.publish.publish_group_max, args.publish.publish_in_flight
     );
+    let keyed_rate = mid.keyed_rate;
+    println!(
+        "  1k. the same with a key on 10 % of writes : {keyed_rate:>10.0} writes/s   ratio to unkeyed {keyed_ratio:.2} (target >= 0.90)"
+    );
+    println!(
+        "     key check per keyed write (alone)      : {:.0} µs round trip; CPU: write API {:.1} µs, NATS {:.1} µs",
+        claim.round_trip_us, claim.cpu_us[0], claim.cpu_us[1]
+    );
+    println!(
+        "     a plain JetStream publish (alone)      : {:.0} µs round trip; CPU: write API {:.1} µs, NATS {:.1} µs",
+        publish.round_trip_us, publish.cpu_us[0], publish.cpu_us[1]
+    );
     println!(
         "  2. ingester drain of that backlog         : {drain_rate:>10.0} commits/s  ratio to accepted {drain_ratio:.2} (target >= 1)"
     );
@@ -336,7 +349,7 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
         "     together: committed during the load    : {committed_at_load_end} of {}; all committed at {together_commit_rate:.0}/s",
         together.ok
     );
-    let failed = rounds.iter().map(|r| r.accept.failed).sum::<u64>() + together.failed;
+    let failed = rounds.iter().map(|r| r.accept.failed + r.keyed_failed).sum::<u64>() + together.failed;
     println!("  failed requests                           : {failed}");
     println!(
         "{}",
@@ -344,8 +357,13 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
             "bench": "write", "raw_publish_per_s": raw.round(), "accepted_per_s": accepted_rate.round(),
             "drain_commit_per_s": drain_rate.round(), "p50_ms": ms(p50), "p99_ms": ms(p99),
             "ratio_accepted_to_raw": accept_ratio, "ratio_commit_to_accepted": drain_ratio,
-            "commands_per_message": mid.per_message,
+            "commands_per_message": mid.per_message, "keyed_10pct_accepted_per_s": keyed_rate.round(),
+            "ratio_keyed_to_unkeyed": keyed_ratio, "key_claim_round_trip_us": claim.round_trip_us,
+            "key_claim_cpu_us": {"write_api": claim.cpu_us[0], "nats": claim.cpu_us[1]},
+            "plain_publish_round_trip_us": publish.round_trip_us,
+            "plain_publish_cpu_us": {"write_api": publish.cpu_us[0], "nats": publish.cpu_us[1]},
             "rounds": rounds.iter().map(|r| serde_json::json!({"raw": r.raw.round(), "accepted": r.accepted.round(),
+                "keyed_accepted": r.keyed_rate.round(),
                 "drained": r.drained.round(), "drain_cpu_us_per_command": {"ingester": r.cpu_us[0],
                 "postgres": r.cpu_us[1], "nats": r.cpu_us[2]}})).collect::<Vec<_>>(),
             "together_accepted_per_s": together_rate.round(), "together_commit_per_s": together_commit_rate.round(),
@@ -356,7 +374,134 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
     ingest_task.abort();
     let _ = queue.context().delete_stream(&queue.names().commands_stream).await;
     let _ = queue.context().delete_stream(&queue.names().dlq_stream).await;
+    let _ = queue.context().delete_stream(format!("KV_{}_KEYS", queue.names().commands_stream)).await;
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `POST /v1/posts` as client `c`; with `keyed` (a run tag), every tenth request carries a fresh key.
+fn post_requests(addr: std::net::SocketAddr, tokens: Arc<Vec<String>>, keyed: Option<String>) -> MakeRequest {
+    let body = Bytes::from(serde_json::json!({"body": "x".repeat(120)}).to_string());
+    Arc::new(move |c, n| {
+        let mut r = hyper::Request::post(format!("http://{addr}/v1/posts"))
+            .header("authorization", format!("Bearer {}", tokens[c]))
+            .header("content-type", "application/json");
+        if let Some(tag) = keyed.as_ref().filter(|_| n % 10 == 0) {
+            r = r.header("idempotency-key", format!("{tag}-{c}-{n}"));
+        }
+        r.body(Full::new(body.clone())).unwrap_or_default()
+    })
+}
+
+/// One operation alone, on an idle machine: 2 000 in sequence (one round trip each).
+struct SequentialCost {
+    /// Median round trip, µs.
+    round_trip_us: f64,
+    /// CPU per operation, µs: this process (the write API's side), and the NATS server.
+    cpu_us: [f64; 2],
+}
+
+async fn sequential_cost<F, Fut>(mut op: F) -> anyhow::Result<SequentialCost>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    const N: usize = 2000;
+    let mut times = Vec::with_capacity(N);
+    let before = CpuSample::take();
+    for i in 0..N {
+        let started = Instant::now();
+        op(i).await?;
+        times.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    let cpu = CpuSample::take();
+    times.sort_by(f64::total_cmp);
+    let per_op = |name: &str| cpu.since(&before, name) * 1e6 / N as f64;
+    Ok(SequentialCost { round_trip_us: times[N / 2], cpu_us: [per_op("self"), per_op("nats-server")] })
+}
+
+/// The key check (a create-only write of a fresh key) and, to compare, a plain JetStream publish of one
+/// command, each alone.
+async fn key_check_cost(
+    keys: &dyn IdempotencyKeys,
+    queue: &JetStreamQueue,
+    tag: &str,
+    payload: Bytes,
+) -> anyhow::Result<(SequentialCost, SequentialCost)> {
+    let claims = sequential_cost(|i| async move {
+        keys.claim(&format!("probe{tag}{i}"), "f").await.map(drop).context("claiming a key")
+    })
+    .await?;
+    let js = queue.context();
+    let (name, subject) =
+        (format!("BENCHPROBE_{}", std::process::id()), format!("benchprobe.{}", std::process::id()));
+    let config = async_nats::jetstream::stream::Config {
+        name: name.clone(),
+        subjects: vec![subject.clone()],
+        ..Default::default()
+    };
+    js.get_or_create_stream(config).await.context("creating the probe stream")?;
+    let publishes = sequential_cost(|_| {
+        let (subject, payload) = (subject.clone(), payload.clone());
+        async move {
+            js.publish(subject, payload).await.context("probe publish")?.await.context("probe ack")?;
+            Ok(())
+        }
+    })
+    .await?;
+    let _ = js.delete_stream(&name).await;
+    Ok((claims, publishes))
+}
+
+/// Stop the ingester, if one runs.
+async fn stop(task: &mut Option<tokio::task::JoinHandle<()>>) {
+    if let Some(task) = task.take() {
+        task.abort();
+        let _ = task.await;
+    }
+}
+
+/// Start an ingester and wait until it has recorded `n` more commands; returns the rate and the CPU per
+/// command (this process, PostgreSQL, NATS). The ingester keeps running.
+async fn drain(
+    n: u64,
+    recorded: &tokio::sync::watch::Receiver<u64>,
+    task: &mut Option<tokio::task::JoinHandle<()>>,
+    start: &dyn Fn() -> tokio::task::JoinHandle<()>,
+) -> anyhow::Result<(f64, [f64; 3])> {
+    let started = Instant::now();
+    let base = *recorded.borrow();
+    let before = CpuSample::take();
+    *task = Some(start());
+    wait_recorded(recorded.clone(), base + n, Duration::from_secs(600)).await?;
+    let cpu = CpuSample::take();
+    let per_command = |name: &str| cpu.since(&before, name) * 1e6 / n.max(1) as f64;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    Ok((rate, [per_command("self"), per_command("postgres"), per_command("nats-server")]))
+}
+
+/// One accept phase and the drain of its backlog.
+struct Phase {
+    accept: http_load::LoadResult,
+    drained: f64,
+    cpu_us: [f64; 3],
+    per_message: f64,
+}
+
+impl Round {
+    /// A round's figures: the unkeyed phase's in full, the keyed phase's rate and failures.
+    fn new(raw: f64, unkeyed: Phase, keyed: Phase) -> Self {
+        let rate = |p: &Phase| p.accept.ok as f64 / p.accept.elapsed.as_secs_f64();
+        Self {
+            raw,
+            accepted: rate(&unkeyed),
+            drained: unkeyed.drained,
+            cpu_us: unkeyed.cpu_us,
+            per_message: unkeyed.per_message,
+            keyed_rate: rate(&keyed),
+            keyed_failed: keyed.accept.failed,
+            accept: unkeyed.accept,
+        }
+    }
 }
 
 /// One round of the first two phases.
@@ -367,6 +512,9 @@ struct Round {
     accept: http_load::LoadResult,
     /// CPU µs per drained command: this process (the ingester; the API is idle then), PostgreSQL, NATS.
     cpu_us: [f64; 3],
+    /// Accepted writes/s when 10 % carry an `Idempotency-Key`, and how many of those requests failed.
+    keyed_rate: f64,
+    keyed_failed: u64,
     /// Commands per queue message in the accept phase.
     per_message: f64,
 }

@@ -38,3 +38,47 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     crate::serve::serve(args.listen, gateway::app(gw, ready), "gateway").await?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    /// The served document, walked operation by operation: what every client may rely on is there.
+    #[test]
+    fn every_operation_states_security_errors_headers_and_the_async_model() {
+        let doc: Value = serde_json::from_slice(&super::openapi_doc()).unwrap_or_default();
+        let problem = "#/components/schemas/Problem";
+        let mut operations = 0;
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, op) in item.as_object().into_iter().flatten() {
+                operations += 1;
+                let what = format!("{method} {path}");
+                assert_eq!(op["security"][0]["bearer"], Value::Array(vec![]), "{what}");
+                assert!(op["summary"].is_string() && op["operationId"].is_string(), "{what}");
+                let params: Vec<&str> = op["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["name"].as_str())
+                    .collect();
+                for (code, response) in op["responses"].as_object().into_iter().flatten() {
+                    assert!(response["headers"]["x-request-id"].is_object(), "{what} {code}");
+                    if code.starts_with('4') || code.starts_with('5') {
+                        let schema = &response["content"]["application/problem+json"]["schema"]["$ref"];
+                        assert_eq!(schema, problem, "{what} {code}");
+                    }
+                }
+                if method == "get" {
+                    continue;
+                }
+                assert!(params.contains(&"Idempotency-Key"), "{what}");
+                let accepted = &op["responses"]["202"];
+                assert!(accepted["headers"]["Location"].is_object(), "{what}");
+                assert_eq!(accepted["links"]["GetCommand"]["operationId"], "getCommand", "{what}");
+                assert!(op["responses"]["422"].is_object(), "{what}");
+            }
+        }
+        assert_eq!(operations, 19, "every public route");
+        assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    }
+}
