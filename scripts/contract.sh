@@ -51,7 +51,7 @@ status=0
 # Every check but one. `use_after_free` is excluded by design of the asynchronous write model: DELETE
 # /v1/posts/{id} answers 202 once the command is queued, and the post leaves the reads only when the command
 # is committed and projected (milliseconds later), so a read right after the 202 can still succeed; a write
-# after a delete is accepted and then rejected when decided (`post_not_found`), as GET /v1/commands/{id}
+# after a delete is accepted and then rejected when decided (`post_deleted`), as GET /v1/commands/{id}
 # says. The document states this on deletePost and on the 202's links. The check assumes a synchronous
 # delete (it failed once: the comments of a just-deleted post read as 304).
 schemathesis --config-file tests/contract/schemathesis.toml run "$base/openapi.json" \

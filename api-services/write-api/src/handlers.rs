@@ -226,8 +226,9 @@ pub async fn create_post(
 
 /// Edit one's own post.
 ///
-/// Accepted for any post id: editing a post that is not the caller's, or is deleted, is rejected when
-/// the command is decided (`not_author`, `post_not_found`), as the command's status then says.
+/// Accepted for any post id: editing a post that is not the caller's, is deleted or never was, is
+/// rejected when the command is decided (`not_author`, `post_deleted`, `post_not_found`), as the
+/// command's status then says.
 #[utoipa::path(patch, path = "/v1/posts/{post_id}", request_body = TextBody, tag = "writes", operation_id = "editPost",
     params(("post_id" = PostIdParam, Path)), responses((status = 202, body = Accepted, description = "Queued (only the author may edit: others are rejected with `not_author`)")))]
 pub async fn edit_post(
@@ -246,7 +247,8 @@ pub async fn edit_post(
 
 /// Delete one's own post.
 ///
-/// A write on a deleted post is still accepted (`202`) and then rejected when decided; reads answer `404`.
+/// The post leaves the reads once the command is committed and projected (milliseconds); until then a
+/// read may still show it. A later write on it is accepted (`202`) and rejected when decided (`post_deleted`).
 #[utoipa::path(delete, path = "/v1/posts/{post_id}", tag = "writes", operation_id = "deletePost",
     params(("post_id" = PostIdParam, Path)), responses((status = 202, body = Accepted, description = "Queued")))]
 pub async fn delete_post(
