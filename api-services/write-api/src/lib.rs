@@ -9,8 +9,7 @@ mod outcome;
 mod request;
 
 pub use openapi::ApiDoc;
-pub use outcome::{CommandLog, Lookup, StoreCommandLog};
-pub use request::MAX_KEY_LEN;
+pub use outcome::{CommandLog, StoreCommandLog};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};

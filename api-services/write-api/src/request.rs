@@ -10,7 +10,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 /// The longest `Idempotency-Key` accepted.
-pub const MAX_KEY_LEN: usize = 128;
+const MAX_KEY_LEN: usize = 128;
 
 pub struct CommandRequest {
     pub key: Option<String>,

@@ -9,7 +9,7 @@ use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{Content, Header, OpenApi, Ref, RefOr, Required, Response, ResponseBuilder, Schema};
+use utoipa::openapi::{Content, Header, OpenApi, Ref, RefOr, Required, Response, ResponseBuilder};
 use utoipa::{Modify, PartialSchema, ToSchema};
 
 /// How a route behaves, as far as the shared parts of its description go.
@@ -274,11 +274,6 @@ fn accepted(response: &mut Response, route: Route<'_>) {
             });
         }
     }
-}
-
-/// The schema of a typed body, for documents assembled by hand (tests).
-pub fn schema_of<T: ToSchema>() -> RefOr<Schema> {
-    T::schema()
 }
 
 #[cfg(test)]

@@ -125,7 +125,7 @@ fn print_banner(args: &DevArgs, db: &Path, secret: &[u8]) -> anyhow::Result<()> 
 }
 
 /// The users dev mode prints tokens for at start.
-pub const DEMO_USERS: [&str; 2] = ["alice", "bob"];
+const DEMO_USERS: [&str; 2] = ["alice", "bob"];
 
 /// Dev mode's gateway: every route of the contract to the in-process services, tokens checked with the
 /// dev secret, limits generous enough for a person trying the API (and for the tests), any origin.
