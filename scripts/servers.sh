@@ -76,12 +76,67 @@ start_redis() { # name -> prints port
 }
 REDIS=$(start_redis redis-primary); REDIS2=$(start_redis redis-standby)
 
+# A Redis Cluster of 3 masters with one replica each (the scale-out target), and a 3-node NATS cluster
+# with JetStream (replicated streams).
+# A cluster node also listens on its port + 10000 (the cluster bus): both must be free and valid.
+free_bus_port() { python3 -c '
+import random, socket
+while True:
+    p = random.randint(20000, 30000)
+    try:
+        for q in (p, p + 10000):
+            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
+        print(p); break
+    except OSError:
+        pass'; }
+start_redis_node() { # name -> prints port
+  local port; port=$(free_bus_port)
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --cluster-enabled yes --cluster-config-file "$RUN_DIR/$1.nodes.conf" --cluster-node-timeout 2000 \
+    --pidfile "$RUN_DIR/$1.pid" --logfile "$RUN_DIR/$1.log" >/dev/null
+  wait_port "$port" >&2
+  echo "$port"
+}
+start_redis_cluster() { # -> prints comma-separated redis:// URLs of the six nodes
+  local ports=() nodes=() urls=() p
+  for i in 1 2 3 4 5 6; do ports+=("$(start_redis_node "redis-cluster-$i")"); done
+  for p in "${ports[@]}"; do nodes+=("127.0.0.1:$p"); done
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$RUN_DIR/redis-cluster-create.log" 2>&1 \
+    || { cat "$RUN_DIR/redis-cluster-create.log" >&2; return 1; }
+  for p in "${ports[@]}"; do
+    for _ in $(seq 1 200); do
+      redis-cli -p "$p" cluster info 2>/dev/null | grep -q 'cluster_state:ok' && break
+      sleep 0.05
+    done
+    urls+=("redis://127.0.0.1:$p")
+  done
+  (IFS=,; echo "${urls[*]}")
+}
+start_nats_cluster() { # -> prints comma-separated nats:// URLs of the three nodes
+  local client=() route=() routes urls=() i
+  for i in 1 2 3; do client+=("$(free_port)"); route+=("$(free_port)"); done
+  routes=$(printf 'nats://127.0.0.1:%s,' "${route[@]}"); routes=${routes%,}
+  for i in 0 1 2; do
+    local dir="$RUN_DIR/nats-cluster-$((i + 1))"
+    mkdir -p "$dir"
+    nats-server -a 127.0.0.1 -p "${client[$i]}" -n "n$((i + 1))" -js -sd "$dir/js" \
+      --cluster_name socialnet --cluster "nats://127.0.0.1:${route[$i]}" --routes "$routes" >"$dir/log" 2>&1 &
+    echo $! > "$RUN_DIR/nats-cluster-$((i + 1)).pid"
+  done
+  for i in 0 1 2; do wait_port "${client[$i]}" >&2; urls+=("nats://127.0.0.1:${client[$i]}"); done
+  (IFS=,; echo "${urls[*]}")
+}
+REDIS_CLUSTER=$(start_redis_cluster)
+NATS_CLUSTER=$(start_nats_cluster)
+
 export SOCIALNET_TEST_PG_URL="postgres://postgres@127.0.0.1:$PG1/postgres"
 export SOCIALNET_TEST_PG_BACKUP_URL="postgres://postgres@127.0.0.1:$PG2/postgres"
 export SOCIALNET_TEST_NATS_URL="nats://127.0.0.1:$NATS1"
 export SOCIALNET_TEST_NATS_SECONDARY_URL="nats://127.0.0.1:$NATS2"
 export SOCIALNET_TEST_REDIS_URL="redis://127.0.0.1:$REDIS"
 export SOCIALNET_TEST_REDIS_STANDBY_URL="redis://127.0.0.1:$REDIS2"
+export SOCIALNET_TEST_REDIS_CLUSTER_URLS="$REDIS_CLUSTER"
+export SOCIALNET_TEST_NATS_CLUSTER_URLS="$NATS_CLUSTER"
 export SOCIALNET_TEST_TMP="$RUN_DIR"
 export SOCIALNET_PG_BIN="$PG_BIN"
 env | grep '^SOCIALNET_TEST_' | sort >&2

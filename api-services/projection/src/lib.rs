@@ -5,6 +5,7 @@
 //! (production) and in memory (dev mode, `verify`), and the read queries ([`queries`]) are written once over
 //! the [`KvRead`] primitives both provide. A MongoDB document target can run beside a Redis target.
 
+mod cluster_layout;
 mod dump;
 pub mod invalidation;
 mod keys;
@@ -14,6 +15,8 @@ mod ops;
 mod planner;
 pub mod queries;
 mod rebuild;
+mod redis_cluster;
+mod redis_commands;
 mod redis_target;
 mod target;
 mod zset;
@@ -25,5 +28,6 @@ pub use mongo::MongoTarget;
 pub use ops::Op;
 pub use planner::{HOME_CAP, Planner, PlannerConfig};
 pub use rebuild::{Replay, apply_range, rebuild_generation, replay_into_memory};
+pub use redis_cluster::RedisClusterTarget;
 pub use redis_target::RedisTarget;
 pub use target::{HomeItem, HomePage, KvRead, ProjectionError, ProjectionTarget, TargetState};

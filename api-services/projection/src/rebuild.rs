@@ -90,8 +90,13 @@ async fn apply_range_inner(
 ) -> Result<u64, ProjectionError> {
     let view = target.view(generation);
     let mut state = target.state(generation).await?;
-    let cursor = state.map(|s| s.cursor).unwrap_or_default();
     let mut applied = 0u64;
+    if checked && let Some(pending) = target.pending(generation).await? {
+        applied += finish_pending(store, target, generation, planner, state, pending).await?;
+        on_batch(applied);
+        state = Some(pending);
+    }
+    let cursor = state.map(|s| s.cursor).unwrap_or_default();
     let mut events = clip(store.read_all(cursor, batch).await?, until);
     let mut ops = Vec::new();
     while !events.is_empty() {
@@ -140,6 +145,35 @@ async fn apply_range_inner(
         events = clip(following?, until);
     }
     Ok(applied)
+}
+
+/// Apply exactly the batch a writer began and did not finish: the events after `state` up to `pending`,
+/// in one step (partitions that already have it skip their part).
+async fn finish_pending(
+    store: &dyn EventStore,
+    target: &dyn ProjectionTarget,
+    generation: u64,
+    planner: &mut Planner,
+    state: Option<TargetState>,
+    pending: TargetState,
+) -> Result<u64, ProjectionError> {
+    let from = state.unwrap_or_default();
+    let count = pending.events.saturating_sub(from.events);
+    let events = clip(store.read_all(from.cursor, count as usize).await?, Some(pending.cursor));
+    if events.len() as u64 != count || state_after(state, &events) != pending {
+        return Err(ProjectionError::Corrupt(format!(
+            "pending batch {pending:?} does not match the {} events after {from:?}",
+            events.len()
+        )));
+    }
+    let view = target.view(generation);
+    let mut ops = Vec::new();
+    for e in &events {
+        planner.plan(e, view.as_ref(), &mut ops).await?;
+    }
+    target.apply(generation, &ops, state, pending).await?;
+    tracing::warn!(target = target.name(), generation, events = count, "finished a batch left pending");
+    Ok(count)
 }
 
 /// How a rebuild replays history into the new generation.

@@ -4,27 +4,31 @@
 //! `{target}:changes` (see [`crate::invalidation`]) and writes the new checkpoint — one round trip, all or
 //! nothing, and a replayed batch is refused instead of counted twice.
 
-use crate::dump::{Dump, ImageValue, Value};
+use crate::dump::{Dump, ImageValue};
 use crate::invalidation::Invalidation;
 use crate::keys::Keys;
 use crate::ops::Op;
+use crate::redis_commands::{push_load, push_op, read_value};
 use crate::target::{HomeItem, HomePage, KvRead, ProjectionError, ProjectionTarget, TargetState};
 use async_trait::async_trait;
 use contract::admin::RebuildProgress;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Members per command when loading an image.
-const LOAD_CHUNK: usize = 1000;
-
-const APPLY: &str = r#"
+/// The compare-and-set of a standalone target's checkpoint, before [`OPS`].
+const APPLY_HEAD: &str = r#"
 local prefix = ARGV[1]
 local current = redis.call('GET', ARGV[2])
 if (current or '') ~= ARGV[3] then
   return redis.error_reply('CONFLICT checkpoint is ' .. tostring(current))
 end
+"#;
+
+/// Runs the encoded operations (see [`encode`]) found from `ARGV[7]` on, under key prefix `prefix`. Shared
+/// by the standalone and the cluster scripts.
+pub(crate) const OPS: &str = r#"
 local i = 7
 local n = #ARGV
 while i <= n do
@@ -63,6 +67,10 @@ while i <= n do
     return redis.error_reply('BADOP ' .. tostring(op))
   end
 end
+"#;
+
+/// Announce the change and move the checkpoint, after [`OPS`].
+const APPLY_TAIL: &str = r#"
 if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 redis.call('SET', ARGV[2], ARGV[4])
 return 1
@@ -114,7 +122,7 @@ impl std::fmt::Debug for RedisTarget {
     }
 }
 
-fn unavailable(e: redis::RedisError) -> ProjectionError {
+pub(crate) fn unavailable(e: redis::RedisError) -> ProjectionError {
     ProjectionError::Unavailable(e.to_string())
 }
 
@@ -145,7 +153,7 @@ impl RedisTarget {
             name: name.to_owned(),
             client,
             conn,
-            apply: Arc::new(redis::Script::new(APPLY)),
+            apply: Arc::new(redis::Script::new(&format!("{APPLY_HEAD}{OPS}{APPLY_TAIL}"))),
             home_page: Arc::new(redis::Script::new(HOME_PAGE)),
             posts: Arc::default(),
         })
@@ -197,7 +205,7 @@ impl RedisTarget {
     }
 }
 
-fn encode(ops: &[Op], args: &mut Vec<String>) {
+pub(crate) fn encode(ops: &[Op], args: &mut Vec<String>) {
     for op in ops {
         match op {
             Op::HSet { key, fields } => {
@@ -228,7 +236,7 @@ fn encode(ops: &[Op], args: &mut Vec<String>) {
     }
 }
 
-fn state_string(state: Option<TargetState>) -> String {
+pub(crate) fn state_string(state: Option<TargetState>) -> String {
     state.map(|s| serde_json::to_string(&s).unwrap_or_default()).unwrap_or_default()
 }
 
@@ -282,7 +290,7 @@ impl RedisView {
     }
 }
 
-fn scored(raw: Vec<(String, f64)>) -> Vec<(String, i64)> {
+pub(crate) fn scored(raw: Vec<(String, f64)>) -> Vec<(String, i64)> {
     raw.into_iter().map(|(m, s)| (m, s as i64)).collect()
 }
 
@@ -526,43 +534,9 @@ impl ProjectionTarget for RedisTarget {
         next: TargetState,
     ) -> Result<(), ProjectionError> {
         let prefix = self.prefix(generation);
-        let k = |key: &str| format!("{prefix}{key}");
         let mut pipe = redis::pipe();
         for op in ops {
-            match op {
-                Op::HSet { key, fields } => {
-                    let c = pipe.cmd("HSET").arg(k(key));
-                    for (f, v) in fields {
-                        c.arg(f).arg(v);
-                    }
-                    c.ignore();
-                }
-                Op::HDel { key, fields } => {
-                    pipe.cmd("HDEL").arg(k(key)).arg(fields).ignore();
-                }
-                Op::HIncr { key, field, by } => {
-                    pipe.cmd("HINCRBY").arg(k(key)).arg(field).arg(*by).ignore();
-                }
-                Op::Del { key } => {
-                    pipe.cmd("DEL").arg(k(key)).ignore();
-                }
-                Op::ZAdd { key, score, member } => {
-                    pipe.cmd("ZADD").arg(k(key)).arg(*score).arg(member).ignore();
-                }
-                Op::ZRem { key, members } => {
-                    pipe.cmd("ZREM").arg(k(key)).arg(members).ignore();
-                }
-                Op::ZKeepTop { key, keep } => {
-                    pipe.cmd("ZREMRANGEBYRANK")
-                        .arg(k(key))
-                        .arg(0)
-                        .arg(-1 - i64::try_from(*keep).unwrap_or(0))
-                        .ignore();
-                }
-                Op::SAdd { key, member } => {
-                    pipe.cmd("SADD").arg(k(key)).arg(member).ignore();
-                }
-            }
+            push_op(&mut pipe, &format!("{prefix}{}", op.key()), op);
         }
         pipe.cmd("SET").arg(self.checkpoint_key(generation)).arg(state_string(Some(next))).ignore();
         let _: () = pipe.query_async(&mut self.conn.clone()).await.map_err(unavailable)?;
@@ -581,34 +555,7 @@ impl ProjectionTarget for RedisTarget {
         let prefix = self.prefix(generation);
         let mut pipe = redis::pipe();
         for (key, value) in image {
-            let key = format!("{prefix}{key}");
-            pipe.cmd("DEL").arg(&key).ignore();
-            // Many members per command: one ZADD of 800 members costs Redis far less than 800 ZADDs.
-            match value {
-                ImageValue::Hash(h) => {
-                    for chunk in h.chunks(LOAD_CHUNK) {
-                        let c = pipe.cmd("HSET").arg(&key);
-                        for (f, v) in chunk {
-                            c.arg(f).arg(v);
-                        }
-                        c.ignore();
-                    }
-                }
-                ImageValue::ZSet(z) => {
-                    for chunk in z.chunks(LOAD_CHUNK) {
-                        let c = pipe.cmd("ZADD").arg(&key);
-                        for (m, s) in chunk {
-                            c.arg(*s).arg(m);
-                        }
-                        c.ignore();
-                    }
-                }
-                ImageValue::Set(s) => {
-                    for chunk in s.chunks(LOAD_CHUNK) {
-                        pipe.cmd("SADD").arg(&key).arg(chunk).ignore();
-                    }
-                }
-            }
+            push_load(&mut pipe, &format!("{prefix}{key}"), value);
         }
         let _: () = pipe.query_async(&mut self.conn.clone()).await.map_err(unavailable)?;
         Ok(())
@@ -648,37 +595,7 @@ impl ProjectionTarget for RedisTarget {
             let types: Vec<String> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
             for (k, t) in chunk.iter().zip(types) {
                 let rel = k.strip_prefix(&prefix).unwrap_or(k).to_owned();
-                let value = match t.as_str() {
-                    "hash" => {
-                        let h: BTreeMap<String, String> =
-                            redis::cmd("HGETALL").arg(k).query_async(&mut conn).await.map_err(unavailable)?;
-                        Value::Hash(h)
-                    }
-                    "zset" => {
-                        let z: Vec<(String, f64)> = redis::cmd("ZRANGE")
-                            .arg(k)
-                            .arg(0)
-                            .arg(-1)
-                            .arg("WITHSCORES")
-                            .query_async(&mut conn)
-                            .await
-                            .map_err(unavailable)?;
-                        Value::ZSet(z.into_iter().map(|(m, s)| (m, s as i64)).collect())
-                    }
-                    "set" => {
-                        let s: BTreeSet<String> = redis::cmd("SMEMBERS")
-                            .arg(k)
-                            .query_async(&mut conn)
-                            .await
-                            .map_err(unavailable)?;
-                        Value::Set(s)
-                    }
-                    "none" => continue,
-                    other => {
-                        // A string or list has no place in the read model: report it as a difference.
-                        Value::Hash(BTreeMap::from([("~unexpected_type".to_owned(), other.to_owned())]))
-                    }
-                };
+                let Some(value) = read_value(&mut conn, k, &t).await? else { continue };
                 out.insert(rel, value);
             }
         }

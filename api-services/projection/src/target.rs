@@ -140,6 +140,13 @@ pub trait ProjectionTarget: Send + Sync {
     /// A new, never used generation number (for a rebuild).
     async fn allocate_generation(&self) -> Result<u64, ProjectionError>;
     async fn state(&self, generation: u64) -> Result<Option<TargetState>, ProjectionError>;
+    /// A batch begun but not finished (a writer died between the partitions of a partitioned target): the
+    /// checkpoint it moves to. The next writer must apply exactly that batch — the events after the
+    /// checkpoint up to this one — before any other. `None` on targets that apply a batch in one step.
+    async fn pending(&self, generation: u64) -> Result<Option<TargetState>, ProjectionError> {
+        let _ = generation;
+        Ok(None)
+    }
     /// Apply `ops` and move the checkpoint from `expected` to `next`, all or nothing. Fails with
     /// `Conflict` when the checkpoint is no longer `expected`.
     async fn apply(

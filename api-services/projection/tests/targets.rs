@@ -7,6 +7,7 @@ use domain::*;
 use eventstore::{EventStore, GlobalCursor, SqliteEventStore};
 use ingester::Processor;
 use projection::*;
+
 use std::sync::Arc;
 
 fn uid(s: &str) -> UserId {
@@ -438,4 +439,171 @@ async fn rebuild_progress_is_kept_in_the_target_outside_its_generations() {
     }
     redis.set_current(7).await.unwrap();
     assert!(redis.dump(7).await.unwrap().is_empty(), "the record is no key of a generation");
+}
+
+fn cluster_target(name: &str) -> RedisClusterTarget {
+    RedisClusterTarget::connect_for_writing(name, &testkit::env_urls("SOCIALNET_TEST_REDIS_CLUSTER_URLS"))
+        .unwrap()
+}
+
+/// The same events on a Redis Cluster target (3 masters, partitioned by owner) give the image the memory
+/// target has, every query answers right, replays change nothing, and the keys spread over every master.
+#[tokio::test]
+async fn a_redis_cluster_target_agrees_with_memory_and_replays_change_nothing() {
+    let w = World::new().await;
+    let (early, carol, gone) = scenario(&w).await;
+    let memory = MemoryTarget::new("m");
+    project(&w, &memory, 1000).await;
+    let name = format!("c{}", uuid::Uuid::new_v4().simple());
+    let cluster = cluster_target(&name);
+    let applied = project(&w, &cluster, 5).await;
+    assert!(applied > 40);
+    check_queries(cluster.view(1), early, carol, gone).await;
+    let image = cluster.dump(1).await.unwrap();
+    assert_eq!(diff(&memory.dump(1).await.unwrap(), &image), Vec::<String>::new());
+
+    // A replayed first batch is refused at the checkpoint and changes nothing.
+    let first = w.store.read_all(GlobalCursor::START, 5).await.unwrap();
+    let mut ops = Vec::new();
+    let mut planner = Planner::new(config(), true);
+    for e in &first {
+        planner.plan(e, cluster.view(1).as_ref(), &mut ops).await.unwrap();
+    }
+    let next = TargetState { cursor: first.last().unwrap().cursor(), events: 5, last_event_ms: 0 };
+    let err = cluster.apply(1, &ops, None, next).await.unwrap_err();
+    assert!(matches!(err, ProjectionError::Conflict(_)), "{err:?}");
+    assert_eq!(cluster.dump(1).await.unwrap(), image);
+    let mut planner = Planner::new(config(), false);
+    assert_eq!(
+        apply_range(w.store.as_ref(), &cluster, 1, &mut planner, 5, None, &mut |_| {}).await.unwrap(),
+        0
+    );
+
+    // Every master holds a share of the model.
+    let per_master = keys_per_master(&format!("{name}:g1:*")).await;
+    assert_eq!(per_master.len(), 3, "{per_master:?}");
+    assert!(per_master.iter().all(|n| *n > 0), "{per_master:?}");
+    cluster.drop_generation(1).await.unwrap();
+    assert!(keys_per_master(&format!("{name}:g1:*")).await.iter().all(|n| *n == 0));
+}
+
+/// Keys matching `pattern` on each master of the test cluster.
+async fn keys_per_master(pattern: &str) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for url in testkit::env_urls("SOCIALNET_TEST_REDIS_CLUSTER_URLS") {
+        let mut conn = redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await.unwrap();
+        if !matches!(&role[0], redis::Value::BulkString(r) if r == b"master") {
+            continue;
+        }
+        let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query_async(&mut conn).await.unwrap();
+        counts.push(keys.len());
+    }
+    counts
+}
+
+/// A writer that died after announcing a batch leaves it pending; the next run of the projector applies
+/// exactly that batch first, then the rest, and the image is the memory target's.
+#[tokio::test]
+async fn a_batch_left_pending_on_a_cluster_is_finished_first() {
+    let w = World::new().await;
+    scenario(&w).await;
+    let (memory, g) = replay_into_memory(w.store.as_ref(), config(), None).await.unwrap();
+    let name = format!("c{}", uuid::Uuid::new_v4().simple());
+    let cluster = cluster_target(&name);
+    cluster.set_current(1).await.unwrap();
+    let mut planner = Planner::new(config(), false);
+    let until = w.store.read_all(GlobalCursor::START, 10).await.unwrap().last().unwrap().cursor();
+    apply_range(w.store.as_ref(), &cluster, 1, &mut planner, 10, Some(until), &mut |_| {}).await.unwrap();
+    let at = cluster.state(1).await.unwrap().unwrap();
+    assert_eq!(at.events, 10);
+    // The intent of a 7-event batch, as a writer records it before touching any partition.
+    let seven = w.store.read_all(at.cursor, 7).await.unwrap();
+    let pending = TargetState {
+        cursor: seven.last().unwrap().cursor(),
+        events: 17,
+        last_event_ms: seven.last().unwrap().recorded_at.timestamp_millis(),
+    };
+    let url = testkit::env_urls("SOCIALNET_TEST_REDIS_CLUSTER_URLS").remove(0);
+    let client = redis::cluster::ClusterClient::new(vec![url]).unwrap();
+    let mut conn = client.get_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{{{name}}}:g1:~pending"))
+        .arg(serde_json::to_string(&pending).unwrap())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(cluster.pending(1).await.unwrap(), Some(pending));
+    // Another batch from the same checkpoint is refused while one is pending.
+    let other = TargetState { events: 11, ..pending };
+    assert!(matches!(cluster.apply(1, &[], Some(at), other).await, Err(ProjectionError::Conflict(_))));
+    let mut planner = Planner::new(config(), false);
+    apply_range(w.store.as_ref(), &cluster, 1, &mut planner, 5, None, &mut |_| {}).await.unwrap();
+    assert_eq!(cluster.pending(1).await.unwrap(), None);
+    assert_eq!(diff(&memory.dump(g).await.unwrap(), &cluster.dump(1).await.unwrap()), Vec::<String>::new());
+    cluster.drop_generation(1).await.unwrap();
+}
+
+/// Blue/green rebuilds (image load and streaming) and verify-style tamper detection on a cluster target.
+#[tokio::test]
+async fn a_cluster_target_rebuilds_and_verify_finds_tampering() {
+    let w = World::new().await;
+    let (early, carol, gone) = scenario(&w).await;
+    let (memory, g) = replay_into_memory(w.store.as_ref(), config(), None).await.unwrap();
+    let expected = memory.dump(g).await.unwrap();
+    for replay in [Replay::InMemory, Replay::Streaming] {
+        let name = format!("c{}", uuid::Uuid::new_v4().simple());
+        let cluster = cluster_target(&name);
+        project(&w, &cluster, 50).await;
+        let (generation, applied) = rebuild_generation(
+            w.store.as_ref(),
+            &cluster,
+            config(),
+            11,
+            std::time::Duration::ZERO,
+            replay,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!((generation, cluster.current_generation().await.unwrap()), (2, Some(2)));
+        assert_eq!(applied, w.store.count_after(GlobalCursor::START).await.unwrap());
+        assert!(cluster.dump(1).await.unwrap().is_empty(), "the old generation is removed");
+        assert_eq!(diff(&expected, &cluster.dump(2).await.unwrap()), Vec::<String>::new(), "{replay:?}");
+        check_queries(cluster.view(2), early, carol, gone).await;
+        let mut planner = Planner::new(config(), false);
+        assert_eq!(
+            apply_range(w.store.as_ref(), &cluster, 2, &mut planner, 5, None, &mut |_| {}).await.unwrap(),
+            0
+        );
+        if replay == Replay::InMemory {
+            tamper(&cluster, &name, &expected).await;
+        }
+        cluster.drop_generation(2).await.unwrap();
+    }
+}
+
+/// Delete alice's home and one copy of `celebs`: the dump shows both.
+async fn tamper(cluster: &RedisClusterTarget, name: &str, expected: &Dump) {
+    let url = testkit::env_urls("SOCIALNET_TEST_REDIS_CLUSTER_URLS").remove(0);
+    let mut conn =
+        redis::cluster::ClusterClient::new(vec![url]).unwrap().get_async_connection().await.unwrap();
+    let pattern = |rel: &str| format!("{name}:g2:*:{rel}");
+    for rel in ["home:alice", "celebs"] {
+        let mut found = Vec::new();
+        for url in testkit::env_urls("SOCIALNET_TEST_REDIS_CLUSTER_URLS") {
+            let mut node =
+                redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
+            let keys: Vec<String> =
+                redis::cmd("KEYS").arg(pattern(rel)).query_async(&mut node).await.unwrap();
+            found.extend(keys);
+        }
+        found.sort();
+        found.dedup();
+        let victim = found.last().expect("the key exists").clone();
+        let _: () = redis::cmd("DEL").arg(victim).query_async(&mut conn).await.unwrap();
+    }
+    let d = diff(expected, &cluster.dump(2).await.unwrap());
+    assert!(d.iter().any(|l| l == "missing key home:alice"), "{d:?}");
+    assert!(d.iter().any(|l| l.contains("celebs@missing")), "{d:?}");
 }

@@ -20,6 +20,11 @@ pub fn env_url(name: &str) -> String {
     })
 }
 
+/// A comma-separated list of URLs exported by the test command (the nodes of a cluster).
+pub fn env_urls(name: &str) -> Vec<String> {
+    env_url(name).split(',').map(str::to_owned).collect()
+}
+
 /// Create an empty database on the server of `admin_url` (a URL ending in `/postgres`) and return its URL.
 pub async fn fresh_database(admin_url: &str) -> String {
     use sqlx::Connection;
