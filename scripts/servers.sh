@@ -93,6 +93,7 @@ start_redis_node() { # name -> prints port
   local port; port=$(free_bus_port)
   redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
     --cluster-enabled yes --cluster-config-file "$RUN_DIR/$1.nodes.conf" --cluster-node-timeout 2000 \
+    --dir "$RUN_DIR" --dbfilename "$1.rdb" --repl-diskless-sync yes \
     --pidfile "$RUN_DIR/$1.pid" --logfile "$RUN_DIR/$1.log" >/dev/null
   wait_port "$port" >&2
   echo "$port"

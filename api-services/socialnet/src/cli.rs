@@ -189,7 +189,9 @@ pub struct TokenArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct TargetArgs {
-    /// Projection targets, `name=redis://host:port` separated by commas (the first is the initial primary).
+    /// Projection targets separated by commas (the first is the initial primary): `name=redis://host:port`
+    /// for one Redis, `name=redis+cluster://host1:port1,host2:port2,…` for a Redis Cluster (any masters or
+    /// replicas as seeds; the seeds run on until the next `name=`).
     #[arg(long, env = "SOCIALNET_TARGETS", value_delimiter = ',', required = true)]
     pub targets: Vec<String>,
     /// Optional MongoDB document targets, `name=mongodb://host/db?replicaSet=rs0`, separated by commas.

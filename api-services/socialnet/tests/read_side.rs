@@ -229,6 +229,27 @@ async fn the_scenario_distributed_over_two_redis_targets() {
     assert!(listed.iter().all(|t| t["healthy"] == true && t["lag_events"] == 0), "{admin}");
 }
 
+/// The same, with a Redis Cluster (3 masters with a replica each) as the primary target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_scenario_distributed_over_a_redis_cluster_and_a_redis() {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let targets = format!(
+        "{},s{tag}={}",
+        cluster_target(&format!("c{tag}")),
+        testkit::env_url("SOCIALNET_TEST_REDIS_STANDBY_URL")
+    );
+    let stack = Stack::start(&targets).await;
+    scenario(&stack.write, &stack.read, &|s| token(s), Some(admin_token("root"))).await;
+    for t in [format!("c{tag}"), format!("s{tag}")] {
+        let (ok, out) = stack.wiring.projector_cmd("verify", &t, &targets);
+        assert!(ok, "verify {t} found differences:\n{out}");
+    }
+    let admin = stack.read.call("GET", "/admin/projections", Some(&admin_token("ops")), None, &[]).await.1;
+    let cluster =
+        admin["targets"].as_array().unwrap().iter().find(|t| t["name"] == format!("c{tag}").as_str());
+    assert!(cluster.is_some_and(|t| t["healthy"] == true), "{admin}");
+}
+
 /// The titles (bodies) on a home page, and whether the page came from the read API's cache.
 /// `None` until the read API can answer (a fresh stack's target has no generation yet).
 async fn home_bodies_of(r: &Http, tok: &str, user: &str) -> Option<(Vec<String>, bool)> {
@@ -264,11 +285,33 @@ async fn home_becomes_of(r: &Http, tok: &str, user: &str, want: &[&str], what: &
     }
 }
 
+/// `name=redis+cluster://…` for the test command's Redis Cluster.
+fn cluster_target(name: &str) -> String {
+    let seeds: Vec<String> = testkit::env_urls("SOCIALNET_TEST_REDIS_CLUSTER_URLS")
+        .iter()
+        .map(|u| u.trim_start_matches("redis://").to_owned())
+        .collect();
+    format!("{name}=redis+cluster://{}", seeds.join(","))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cached_home_pages_follow_every_kind_of_change() {
     let tag = uuid::Uuid::new_v4().simple().to_string();
-    let p = format!("p{tag}");
-    let targets = format!("{p}={}", testkit::env_url("SOCIALNET_TEST_REDIS_URL"));
+    cached_home_pages_follow_changes(
+        &tag,
+        &format!("p{tag}={}", testkit::env_url("SOCIALNET_TEST_REDIS_URL")),
+    )
+    .await;
+}
+
+/// The same on a Redis Cluster target: its notices come from every partition's script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cached_home_pages_on_a_cluster_follow_every_kind_of_change() {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    cached_home_pages_follow_changes(&tag, &cluster_target(&format!("p{tag}"))).await;
+}
+
+async fn cached_home_pages_follow_changes(tag: &str, targets: &str) {
     let stack = Stack::start(&targets).await;
     let (w, r) = (&stack.write, &stack.read);
     let t = |u: &str| token(&format!("{u}{}", &tag[..6]));

@@ -4,7 +4,9 @@ use crate::cli::{ProjectorArgs, ProjectorCommand, TargetArgs};
 use anyhow::{Context, bail};
 use eventstore::{EventStore, PgEventStore};
 use http_kit::Readiness;
-use projection::{MongoTarget, PlannerConfig, ProjectionTarget, RedisTarget, diff, replay_into_memory};
+use projection::{
+    MongoTarget, PlannerConfig, ProjectionTarget, RedisClusterTarget, RedisTarget, diff, replay_into_memory,
+};
 use projector::{Projector, ProjectorConfig};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,25 +18,70 @@ fn split(spec: &str) -> anyhow::Result<(&str, &str)> {
         .with_context(|| format!("target {spec:?} must look like name=url"))
 }
 
+/// How a target is reached: one Redis, or the seed nodes of a Redis Cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetUrl {
+    Single(String),
+    Cluster(Vec<String>),
+}
+
+/// `--targets` as `(name, where)`: `name=redis://host:port` for one Redis, or
+/// `name=redis+cluster://h1:p1,h2:p2,…` for a Redis Cluster (its seeds continue the comma-separated list
+/// until the next `name=`; `rediss+cluster://` for TLS).
+pub fn parse_targets(specs: &[String]) -> anyhow::Result<Vec<(String, TargetUrl)>> {
+    let mut out: Vec<(String, TargetUrl)> = Vec::new();
+    for spec in specs.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        if !spec.contains('=') {
+            match out.last_mut() {
+                Some((_, TargetUrl::Cluster(seeds))) => {
+                    let scheme = seeds[0].split_once("://").map_or("redis", |(s, _)| s).to_owned();
+                    seeds.push(format!("{scheme}://{spec}"));
+                    continue;
+                }
+                _ => bail!(
+                    "target {spec:?} must look like name=url (only a cluster's URL lists several hosts)"
+                ),
+            }
+        }
+        let (name, url) = split(spec)?;
+        let target = match url.split_once("://") {
+            Some((scheme @ ("redis+cluster" | "rediss+cluster"), first)) => {
+                let scheme = scheme.trim_end_matches("+cluster");
+                TargetUrl::Cluster(vec![format!("{scheme}://{first}")])
+            }
+            _ => TargetUrl::Single(url.to_owned()),
+        };
+        if out.iter().any(|(n, _)| n == name) {
+            bail!("target name {name:?} is given twice");
+        }
+        out.push((name.to_owned(), target));
+    }
+    Ok(out)
+}
+
 impl TargetArgs {
     /// The Redis targets, in the order given, connected for reading (short timeouts, fast failover).
     pub fn redis(&self) -> anyhow::Result<Vec<Arc<dyn ProjectionTarget>>> {
-        self.redis_with(RedisTarget::connect)
+        self.redis_with(false)
     }
 
     /// The Redis targets connected for writing (long timeouts: a big batch may take a while).
     pub fn redis_for_writing(&self) -> anyhow::Result<Vec<Arc<dyn ProjectionTarget>>> {
-        self.redis_with(RedisTarget::connect_for_writing)
+        self.redis_with(true)
     }
 
-    fn redis_with(
-        &self,
-        connect: fn(&str, &str) -> Result<RedisTarget, projection::ProjectionError>,
-    ) -> anyhow::Result<Vec<Arc<dyn ProjectionTarget>>> {
+    fn redis_with(&self, writing: bool) -> anyhow::Result<Vec<Arc<dyn ProjectionTarget>>> {
         let mut out: Vec<Arc<dyn ProjectionTarget>> = Vec::new();
-        for spec in &self.targets {
-            let (name, url) = split(spec)?;
-            out.push(Arc::new(connect(name, url).with_context(|| format!("target {name}"))?));
+        for (name, url) in parse_targets(&self.targets)? {
+            let target: Arc<dyn ProjectionTarget> = match (url, writing) {
+                (TargetUrl::Single(u), false) => Arc::new(RedisTarget::connect(&name, &u)?),
+                (TargetUrl::Single(u), true) => Arc::new(RedisTarget::connect_for_writing(&name, &u)?),
+                (TargetUrl::Cluster(s), false) => Arc::new(RedisClusterTarget::connect(&name, &s)?),
+                (TargetUrl::Cluster(s), true) => {
+                    Arc::new(RedisClusterTarget::connect_for_writing(&name, &s)?)
+                }
+            };
+            out.push(target);
         }
         Ok(out)
     }
@@ -260,6 +307,43 @@ impl ProgressReporter {
             }
         } else {
             eprintln!("{}", serde_json::json!({ "progress": p }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn specs(s: &str) -> Vec<String> {
+        s.split(',').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn targets_name_one_redis_or_a_cluster_s_seeds() {
+        let parsed = parse_targets(&specs(
+            "primary=redis+cluster://a:1,b:2,c:3,standby=redis://d:4,third=rediss+cluster://e:5",
+        ))
+        .unwrap();
+        assert_eq!(
+            parsed,
+            vec![
+                (
+                    "primary".into(),
+                    TargetUrl::Cluster(vec![
+                        "redis://a:1".into(),
+                        "redis://b:2".into(),
+                        "redis://c:3".into()
+                    ])
+                ),
+                ("standby".into(), TargetUrl::Single("redis://d:4".into())),
+                ("third".into(), TargetUrl::Cluster(vec!["rediss://e:5".into()])),
+            ]
+        );
+        for bad in ["a:1,primary=redis://x", "primary=redis://x,b:2", "=redis://x", "p=redis://x,p=redis://y"]
+        {
+            assert!(parse_targets(&specs(bad)).is_err(), "{bad}");
         }
     }
 }
