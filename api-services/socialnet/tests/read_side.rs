@@ -312,7 +312,7 @@ async fn cached_home_pages_on_a_cluster_follow_every_kind_of_change() {
 }
 
 async fn cached_home_pages_follow_changes(tag: &str, targets: &str) {
-    let stack = Stack::start(&targets).await;
+    let stack = Stack::start(targets).await;
     let (w, r) = (&stack.write, &stack.read);
     let t = |u: &str| token(&format!("{u}{}", &tag[..6]));
     let id = |u: &str| format!("{u}{}", &tag[..6]);
