@@ -93,7 +93,7 @@ start_redis_node() { # name -> prints port
   local port; port=$(free_bus_port)
   redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
     --cluster-enabled yes --cluster-config-file "$RUN_DIR/$1.nodes.conf" --cluster-node-timeout 2000 \
-    --dir "$RUN_DIR" --dbfilename "$1.rdb" --repl-diskless-sync yes \
+    --dir "$RUN_DIR" --dbfilename "$1.rdb" --repl-diskless-sync yes --repl-diskless-sync-delay 0 \
     --pidfile "$RUN_DIR/$1.pid" --logfile "$RUN_DIR/$1.log" >/dev/null
   wait_port "$port" >&2
   echo "$port"
@@ -110,6 +110,13 @@ start_redis_cluster() { # -> prints comma-separated redis:// URLs of the six nod
       sleep 0.05
     done
     urls+=("redis://127.0.0.1:$p")
+  done
+  # A replica that never finished its first sync would not be promoted.
+  for _ in $(seq 1 200); do
+    local up=0
+    for p in "${ports[@]}"; do redis-cli -p "$p" info replication | grep -q 'master_link_status:up' && up=$((up + 1)); done
+    [ "$up" -ge 3 ] && break
+    sleep 0.05
   done
   (IFS=,; echo "${urls[*]}")
 }

@@ -26,7 +26,7 @@ use crate::target::{HomeItem, HomePage, KvRead, ProjectionError, ProjectionTarge
 use async_trait::async_trait;
 use contract::admin::RebuildProgress;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +70,9 @@ redis.call('DEL', KEYS[2])
 return 1
 "#;
 
+/// How long a batch waits for a replica to confirm a partition's change.
+const REPLICA_WAIT_MS: u64 = 200;
+
 /// Suffix of a partition's checkpoint key (not part of the model).
 const PARTITION_CHECKPOINT: &str = "~cp";
 
@@ -83,6 +86,7 @@ struct Inner {
     seeds: Vec<String>,
     client: redis::cluster::ClusterClient,
     conn: OnceCell<ClusterConnection>,
+    replicas: OnceCell<usize>,
     layout: Layout,
     partition: redis::Script,
     intent: redis::Script,
@@ -133,6 +137,7 @@ impl RedisClusterTarget {
                 seeds: seeds.to_vec(),
                 client,
                 conn: OnceCell::new(),
+                replicas: OnceCell::new(),
                 layout: Layout::new(),
                 partition: redis::Script::new(&format!("{PARTITION_HEAD}{OPS}{PARTITION_TAIL}")),
                 intent: redis::Script::new(INTENT),
@@ -223,6 +228,52 @@ impl RedisClusterTarget {
         }
         let result: Result<i64, redis::RedisError> = invocation.invoke_async(&mut self.conn().await?).await;
         conflict_or_unavailable(result.map(|_| ()))
+    }
+
+    /// Wait until a replica has each partition's change (`WAIT 1`, on each partition's master) before the
+    /// batch is committed: a master that dies right after would otherwise take the change with it while its
+    /// promoted replica and the committed checkpoint say it happened. Skipped on a cluster without
+    /// replicas; a replica that does not answer within the timeout costs that timeout, not the batch.
+    async fn replicate(&self, partitions: impl Iterator<Item = usize>) -> Result<(), ProjectionError> {
+        if self.replicas().await? == 0 {
+            return Ok(());
+        }
+        let conn = self.conn().await?;
+        let waits = partitions.map(|p| {
+            let slot = crate::cluster_layout::slot_of(self.inner.layout.tag(p).as_bytes());
+            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+                slot,
+                SlotAddr::Master,
+            )));
+            let mut conn = conn.clone();
+            async move {
+                let mut wait = redis::cmd("WAIT");
+                wait.arg(1).arg(REPLICA_WAIT_MS);
+                conn.route_command(wait, route).await.map_err(unavailable)
+            }
+        });
+        let acked = futures::future::try_join_all(waits).await?;
+        if acked.iter().any(|a| matches!(a, redis::Value::Int(0))) {
+            tracing::warn!(target = %self.inner.name, "a partition's change reached no replica in time");
+        }
+        Ok(())
+    }
+
+    /// Replicas per master (the fewest over all slot ranges), read once.
+    async fn replicas(&self) -> Result<usize, ProjectionError> {
+        let n = self
+            .inner
+            .replicas
+            .get_or_try_init(|| async {
+                let ranges: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER")
+                    .arg("SLOTS")
+                    .query_async(&mut self.conn().await?)
+                    .await
+                    .map_err(unavailable)?;
+                Ok::<_, ProjectionError>(ranges.iter().map(|r| r.len().saturating_sub(3)).min().unwrap_or(0))
+            })
+            .await?;
+        Ok(*n)
     }
 
     /// The masters' addresses, from `CLUSTER SLOTS` (each range: start, end, master, replicas…).
@@ -358,6 +409,7 @@ impl ProjectionTarget for RedisClusterTarget {
         let parts = self.split(ops);
         let runs = parts.iter().map(|(p, ops)| self.apply_partition(generation, *p, ops, span));
         futures::future::try_join_all(runs).await?;
+        self.replicate(parts.keys().copied()).await?;
         self.run_global(&self.inner.commit, generation, &from, &to).await
     }
 

@@ -1,6 +1,8 @@
-//! Faults on the read side, with real processes and servers: the primary Redis killed under continuous
+//! Faults on the read side, with real processes and servers: a Redis Cluster master killed under reads (its
+//! replica is promoted, no read fails, verify is clean); the primary Redis killed under continuous
 //! reads (the standby serves, no read fails; the primary comes back empty, a rebuild restores it, verify
-//! finds no difference); a "projection-directed attack" on Redis found by verify and repaired by a rebuild
+//! finds no difference); a "projection-directed attack" on Redis (single and cluster) found by verify and
+//! repaired by a rebuild
 //! while reads go on; the projector killed mid-batch; two transactions committing out of order.
 #![allow(clippy::unwrap_used)]
 
@@ -145,45 +147,135 @@ async fn primary_redis_killed_under_reads_standby_serves_then_rebuild_restores_i
     assert!(ok_reads > 10, "the reader barely ran ({ok_reads} reads)");
 }
 
+/// A master of the cluster target killed under reads: the read API serves from the standby meanwhile (no
+/// read fails), the cluster promotes the master's replica, and the cluster target then holds every batch it
+/// committed (each waited for a replica) and catches up: verify finds no difference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_cluster_master_killed_under_reads_its_replica_takes_over_and_no_read_fails() {
+    let mut cluster = testkit::RedisCluster::start();
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let (c, s) = (format!("c{tag}"), format!("s{tag}"));
+    let targets = format!(
+        "{c}=redis+cluster://{},{s}={}",
+        cluster.seeds().join(","),
+        testkit::env_url("SOCIALNET_TEST_REDIS_STANDBY_URL")
+    );
+    let stack = Stack::start(&targets).await;
+    let users = populate(&stack, 5, 4).await;
+    let tok = users[1].1.clone();
+    wait_posts(&stack, &tok, 4).await;
+    let reader = Reader::start(
+        stack.ports[3],
+        tok.clone(),
+        vec!["/v1/users/a0".into(), "/v1/users/a1/home?limit=10".into(), "/v1/users/a0/followers".into()],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let masters = cluster.masters();
+    assert_eq!(masters.len(), 3, "{masters:?}");
+    cluster.kill(masters[0]);
+    let killed_at = std::time::Instant::now();
+    let (code, _) = stack
+        .write
+        .call("POST", "/v1/posts", Some(&users[0].1), Some(json!({"body": "during the failover"})), &[])
+        .await;
+    assert_eq!(code, 202);
+    wait_posts(&stack, &tok, 5).await;
+    // The node timeout is 1 s: the others first agree the master failed, then promote its replica.
+    let promoted = testkit::eventually(Duration::from_secs(30), || async {
+        cluster.masters().len() == 3
+            && cluster.ports.iter().filter(|p| **p != masters[0]).all(|p| cluster.wait_ok(*p, Duration::ZERO))
+    })
+    .await;
+    assert!(promoted, "the cluster never promoted the dead master's replica");
+    eprintln!("replica promoted, cluster ok {:?} after the kill", killed_at.elapsed());
+    let verified = testkit::eventually(Duration::from_secs(30), || async {
+        stack.wiring.projector_cmd("verify", &c, &targets).0
+    })
+    .await;
+    assert!(
+        verified,
+        "the cluster target differs:\n{}",
+        stack.wiring.projector_cmd("verify", &c, &targets).1
+    );
+    let (ok_reads, failed, failures) = reader.finish().await;
+    assert_eq!(failed, 0, "client reads failed: {failures:?}");
+    assert!(ok_reads > 10, "the reader barely ran ({ok_reads} reads)");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_projection_directed_attack_is_found_by_verify_and_repaired_by_rebuild() {
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let p = format!("p{tag}");
     let url = testkit::env_url("SOCIALNET_TEST_REDIS_URL");
-    let targets = format!("{p}={url}");
-    let stack = Stack::start(&targets).await;
+    attack_and_repair(&p, &format!("{p}={url}"), vec![url.clone()], format!("{p}:current"), |g, k| {
+        format!("{p}:g{g}:{k}")
+    })
+    .await;
+}
+
+/// The same on a Redis Cluster target: the keys are found on whichever master holds their partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_projection_directed_attack_on_a_cluster_is_found_by_verify_and_repaired_by_rebuild() {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let p = format!("p{tag}");
+    let urls = testkit::env_urls("SOCIALNET_TEST_REDIS_CLUSTER_URLS");
+    let seeds: Vec<&str> = urls.iter().map(|u| u.trim_start_matches("redis://")).collect();
+    let targets = format!("{p}=redis+cluster://{}", seeds.join(","));
+    attack_and_repair(&p, &targets, urls.clone(), format!("{{{p}}}:current"), |g, k| {
+        format!("{p}:g{g}:*:{k}")
+    })
+    .await;
+}
+
+/// The node (of `urls`, masters only) holding the one key that matches `pattern`, and that key.
+async fn locate(urls: &[String], pattern: &str) -> (redis::aio::MultiplexedConnection, String) {
+    for url in urls {
+        let mut conn =
+            redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await.unwrap();
+        if !matches!(&role[0], redis::Value::BulkString(r) if r == b"master") {
+            continue;
+        }
+        let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query_async(&mut conn).await.unwrap();
+        if let Some(k) = keys.into_iter().next() {
+            return (conn, k);
+        }
+    }
+    panic!("no key matches {pattern}");
+}
+
+/// A home timeline deleted, a counter inflated, a post body rewritten behind the projector's back: verify
+/// lists exactly those, a rebuild repairs them, and reads go on throughout.
+async fn attack_and_repair(
+    p: &str,
+    targets: &str,
+    urls: Vec<String>,
+    current: String,
+    pattern: impl Fn(u64, &str) -> String,
+) {
+    let stack = Stack::start(targets).await;
     let users = populate(&stack, 4, 3).await;
     let tok = users[1].1.clone();
     wait_posts(&stack, &tok, 3).await;
-    let (ok, out) = stack.wiring.projector_cmd("verify", &p, &targets);
+    let (ok, out) = stack.wiring.projector_cmd("verify", p, targets);
     assert!(ok, "differences before the attack:\n{out}");
     let reader =
         Reader::start(stack.ports[3], tok.clone(), vec!["/v1/users/a0".into(), "/v1/users/a1/home".into()]);
 
-    // The attack: a home timeline deleted, a counter inflated, a post body rewritten.
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let generation: u64 = redis::cmd("GET").arg(format!("{p}:current")).query_async(&mut conn).await.unwrap();
-    let key = |k: &str| format!("{p}:g{generation}:{k}");
+    let (mut conn, key) = locate(&urls, &current).await;
+    let generation: u64 = redis::cmd("GET").arg(key).query_async(&mut conn).await.unwrap();
+    let (mut conn, utl) = locate(&urls, &pattern(generation, "utl:a0")).await;
     let post_ids: Vec<String> =
-        redis::cmd("ZRANGE").arg(key("utl:a0")).arg(0).arg(0).query_async(&mut conn).await.unwrap();
-    let _: () = redis::cmd("DEL").arg(key("home:a2")).query_async(&mut conn).await.unwrap();
-    let _: () = redis::cmd("HSET")
-        .arg(key("user:a0"))
-        .arg("followers_count")
-        .arg(100000)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let _: () = redis::cmd("HSET")
-        .arg(key(&format!("post:{}", post_ids[0])))
-        .arg("body")
-        .arg("pwned")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+        redis::cmd("ZRANGE").arg(utl).arg(0).arg(0).query_async(&mut conn).await.unwrap();
+    let (mut conn, home) = locate(&urls, &pattern(generation, "home:a2")).await;
+    let _: () = redis::cmd("DEL").arg(home).query_async(&mut conn).await.unwrap();
+    let (mut conn, user) = locate(&urls, &pattern(generation, "user:a0")).await;
+    let _: () =
+        redis::cmd("HSET").arg(user).arg("followers_count").arg(100000).query_async(&mut conn).await.unwrap();
+    let (mut conn, post) = locate(&urls, &pattern(generation, &format!("post:{}", post_ids[0]))).await;
+    let _: () = redis::cmd("HSET").arg(post).arg("body").arg("pwned").query_async(&mut conn).await.unwrap();
 
-    let (ok, out) = stack.wiring.projector_cmd("verify", &p, &targets);
+    let (ok, out) = stack.wiring.projector_cmd("verify", p, targets);
     assert!(!ok, "verify missed the attack");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
@@ -191,9 +283,9 @@ async fn a_projection_directed_attack_is_found_by_verify_and_repaired_by_rebuild
     assert!(out.contains("user:a0: field followers_count is \"100000\""), "{out}");
     assert!(out.contains("field body is \"pwned\""), "{out}");
 
-    let (ok, out) = stack.wiring.projector_cmd("rebuild", &p, &targets);
+    let (ok, out) = stack.wiring.projector_cmd("rebuild", p, targets);
     assert!(ok, "{out}");
-    let (ok, out) = stack.wiring.projector_cmd("verify", &p, &targets);
+    let (ok, out) = stack.wiring.projector_cmd("verify", p, targets);
     assert!(ok, "differences after the rebuild:\n{out}");
     let profile = stack.read.call("GET", "/v1/users/a0", Some(&tok), None, &[]).await.1;
     assert_eq!(profile["followers_count"], 3);

@@ -244,3 +244,137 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// A Redis Cluster of its own: 3 masters with one replica each, failover after 1 s without a master, no
+/// persistence. Its nodes can be killed one by one.
+#[derive(Debug)]
+pub struct RedisCluster {
+    dir: PathBuf,
+    pub ports: Vec<u16>,
+    children: Vec<Option<std::process::Child>>,
+}
+
+/// A port whose cluster-bus port (+10 000) is free and valid too.
+fn free_bus_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let dir = scratch_dir("redis-cluster");
+        let ports: Vec<u16> = (0..6).map(|_| free_bus_port()).collect();
+        let children = ports.iter().map(|p| Some(Self::node(&dir, *p))).collect();
+        let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli must be installed (make test installs it)");
+        assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+        let cluster = Self { dir, ports, children };
+        for p in &cluster.ports {
+            assert!(cluster.wait_ok(*p, Duration::from_secs(20)), "node {p} never saw the cluster ok");
+        }
+        // A replica that never finished its first sync would not be promoted.
+        let started = Instant::now();
+        while cluster
+            .ports
+            .iter()
+            .filter(|p| Self::cli(**p, &["info", "replication"]).contains("master_link_status:up"))
+            .count()
+            < 3
+        {
+            assert!(started.elapsed() < Duration::from_secs(20), "the replicas never synchronised");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    fn node(dir: &Path, port: u16) -> std::process::Child {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+            .arg("--cluster-config-file")
+            .arg(dir.join(format!("{port}.conf")))
+            .arg("--dir")
+            .arg(dir)
+            .args([
+                "--dbfilename",
+                &format!("{port}.rdb"),
+                "--repl-diskless-sync",
+                "yes",
+                "--repl-diskless-sync-delay",
+                "0",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (make test installs it)");
+        assert!(wait_port(port, Duration::from_secs(10)), "redis-server {port} did not start");
+        child
+    }
+
+    fn cli(port: u16, args: &[&str]) -> String {
+        let out = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+    }
+
+    /// Whether node `port` reports `cluster_state:ok` within `limit`.
+    pub fn wait_ok(&self, port: u16, limit: Duration) -> bool {
+        let started = Instant::now();
+        loop {
+            if Self::cli(port, &["cluster", "info"]).contains("cluster_state:ok") {
+                return true;
+            }
+            if started.elapsed() >= limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `host:port` of every node, for a `redis+cluster://` URL.
+    pub fn seeds(&self) -> Vec<String> {
+        self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect()
+    }
+
+    /// The ports of the nodes that are masters now.
+    pub fn masters(&self) -> Vec<u16> {
+        self.ports
+            .iter()
+            .copied()
+            .filter(|p| self.children[self.index(*p)].is_some())
+            .filter(|p| Self::cli(*p, &["role"]).starts_with("master"))
+            .collect()
+    }
+
+    fn index(&self, port: u16) -> usize {
+        self.ports.iter().position(|p| *p == port).expect("a node of this cluster")
+    }
+
+    /// SIGKILL node `port`.
+    pub fn kill(&mut self, port: u16) {
+        let i = self.index(port);
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().filter_map(Option::take) {
+            let mut c = c;
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
