@@ -47,7 +47,22 @@ impl FailoverPublisher {
 
 impl FailoverPublisher {
     /// Publish one message (one command, or a group: see [`crate::GroupPublisher`]) under `msg_id`.
-    pub async fn publish_payload(&self, msg_id: &str, payload: Bytes) -> Result<PublishReceipt, QueueError> {
+    /// The queue's names (partitions and replicas are the same on every server).
+    pub fn names(&self) -> Option<&crate::QueueNames> {
+        self.targets.first().map(|t| t.queue.names())
+    }
+
+    /// The partition an envelope's commands go to.
+    pub fn partition_of(&self, envelope: &CommandEnvelope) -> u16 {
+        self.names().map_or(0, |n| n.partition_of(&envelope.actor))
+    }
+
+    pub async fn publish_payload(
+        &self,
+        partition: u16,
+        msg_id: &str,
+        payload: Bytes,
+    ) -> Result<PublishReceipt, QueueError> {
         let mut errors = Vec::new();
         let last = self.targets.len().saturating_sub(1);
         for (i, target) in self.targets.iter().enumerate() {
@@ -55,8 +70,11 @@ impl FailoverPublisher {
             if i < last && Self::skipped(target) {
                 continue;
             }
-            let attempt =
-                tokio::time::timeout(self.timeout, target.queue.publish_raw(msg_id, payload.clone())).await;
+            let attempt = tokio::time::timeout(
+                self.timeout,
+                target.queue.publish_to(partition, msg_id, payload.clone()),
+            )
+            .await;
             match attempt {
                 Ok(Ok(receipt)) => {
                     Self::set_skip(target, None);
@@ -78,7 +96,9 @@ impl FailoverPublisher {
 #[async_trait]
 impl CommandPublisher for FailoverPublisher {
     async fn publish(&self, envelope: &CommandEnvelope) -> Result<PublishReceipt, QueueError> {
-        self.publish_payload(&envelope.command_id.to_string(), Bytes::from(envelope.encode())).await
+        let partition = self.partition_of(envelope);
+        self.publish_payload(partition, &envelope.command_id.to_string(), Bytes::from(envelope.encode()))
+            .await
     }
 
     async fn ready(&self) -> bool {

@@ -55,7 +55,8 @@ impl GroupStats {
 }
 
 pub struct GroupPublisher {
-    tx: mpsc::Sender<Pending>,
+    /// One grouping task per partition: a message goes to one partition.
+    tx: Vec<mpsc::Sender<Pending>>,
     inner: Arc<FailoverPublisher>,
     stats: Arc<GroupStats>,
 }
@@ -75,9 +76,15 @@ impl GroupPublisher {
             ..limits
         };
         // Bounded: when the queue is slower than the clients, requests wait here rather than pile up.
-        let (tx, rx) = mpsc::channel(limits.max_commands * limits.in_flight * 4);
         let stats = Arc::new(GroupStats::default());
-        tokio::spawn(run(inner.clone(), rx, limits, stats.clone()));
+        let partitions = inner.names().map_or(1, |n| n.partitions.max(1));
+        let tx = (0..partitions)
+            .map(|partition| {
+                let (tx, rx) = mpsc::channel(limits.max_commands * limits.in_flight * 4);
+                tokio::spawn(run(inner.clone(), rx, limits, stats.clone(), partition));
+                tx
+            })
+            .collect();
         Self { tx, inner, stats }
     }
 
@@ -93,7 +100,9 @@ impl CommandPublisher for GroupPublisher {
         let pending =
             Pending { command_id: envelope.command_id.to_string(), encoded: envelope.encode(), reply };
         let gone = || QueueError::Unavailable("the publishing task has stopped".into());
-        self.tx.send(pending).await.map_err(|_| gone())?;
+        let partition = usize::from(self.inner.partition_of(envelope));
+        let tx = self.tx.get(partition).or(self.tx.first()).ok_or_else(gone)?;
+        tx.send(pending).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 
@@ -107,6 +116,7 @@ async fn run(
     mut rx: mpsc::Receiver<Pending>,
     limits: GroupLimits,
     stats: Arc<GroupStats>,
+    partition: u16,
 ) {
     let slots = Arc::new(Semaphore::new(limits.in_flight));
     // A command that did not fit the previous batch starts the next one.
@@ -135,20 +145,20 @@ async fn run(
         stats.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
         let inner = inner.clone();
         tokio::spawn(async move {
-            publish(&inner, batch).await;
+            publish(&inner, partition, batch).await;
             drop(slot);
         });
     }
 }
 
-async fn publish(inner: &FailoverPublisher, batch: Vec<Pending>) {
+async fn publish(inner: &FailoverPublisher, partition: u16, batch: Vec<Pending>) {
     let msg_id = match batch.as_slice() {
         [one] => one.command_id.clone(),
         _ => format!("batch-{}", uuid::Uuid::now_v7()),
     };
     let payload = join_encoded(batch.iter().map(|p| p.encoded.as_slice()));
     metrics::histogram!("socialnet_queue_commands_per_message").record(batch.len() as f64);
-    let result = inner.publish_payload(&msg_id, payload).await;
+    let result = inner.publish_payload(partition, &msg_id, payload).await;
     for p in batch {
         // The request may have gone away (client disconnect); its command is queued all the same.
         let _ = p.reply.send(result.clone());

@@ -68,7 +68,9 @@ impl JetStreamKeys {
                 }
                 // The bucket's stream made directly: the client's `create_key_value` first reads the
                 // account info, whose shape it no longer parses from NATS 2.9 servers.
-                js.get_or_create_stream(self.bucket_stream()).await.map_err(unavailable)?;
+                js.get_or_create_stream(self.bucket_stream(bucket.queue.names().replicas))
+                    .await
+                    .map_err(unavailable)?;
                 js.get_key_value(&self.name).await.map_err(unavailable)
             })
             .await
@@ -76,7 +78,7 @@ impl JetStreamKeys {
 
     /// A key-value bucket's stream, as NATS defines it: one value per key, values expire after the
     /// retention window, a key's first write must not exist yet (create-only).
-    fn bucket_stream(&self) -> stream::Config {
+    fn bucket_stream(&self, replicas: usize) -> stream::Config {
         stream::Config {
             name: format!("KV_{}", self.name),
             subjects: vec![format!("$KV.{}.>", self.name)],
@@ -87,6 +89,7 @@ impl JetStreamKeys {
             deny_delete: true,
             allow_direct: true,
             discard: DiscardPolicy::New,
+            num_replicas: replicas,
             ..Default::default()
         }
     }

@@ -72,7 +72,7 @@ async fn commands_arriving_during_a_publish_share_messages_and_each_lands_once()
     assert!(messages <= 100 / 16 + 2, "100 commands in {messages} messages: they were not grouped");
 
     // What the ingester sees: the lone command once, then each of the 100 once.
-    let source = JetStreamSource(q.clone());
+    let source = JetStreamSource::new(q.clone());
     let mut got = Vec::new();
     let mut deliveries = 0;
     while got.len() < 101 {

@@ -107,6 +107,35 @@ pub struct IngesterArgs {
     /// First retry delay in milliseconds (doubles per delivery, capped at 30 s).
     #[arg(long, env = "SOCIALNET_BACKOFF_MS", default_value_t = 500)]
     pub backoff_ms: u64,
+    /// Ingester replicas sharing the queue's partitions; replica I consumes partitions I, I+N, I+2N, …
+    #[arg(long, env = "SOCIALNET_INGESTER_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub replicas: u16,
+    /// This replica's index (0-based). Default: the ordinal a StatefulSet puts at the end of the host
+    /// name (`…-ingester-2` → 2), else 0.
+    #[arg(long, env = "SOCIALNET_INGESTER_INDEX")]
+    pub index: Option<u16>,
+}
+
+impl IngesterArgs {
+    /// This replica's index, checked against the replica count.
+    pub fn replica_index(&self) -> anyhow::Result<u16> {
+        let from_host = || {
+            let host = std::env::var("HOSTNAME").ok()?;
+            host.rsplit_once('-')?.1.parse::<u16>().ok()
+        };
+        let index = self.index.or_else(|| (self.replicas > 1).then(from_host).flatten()).unwrap_or(0);
+        if index >= self.replicas {
+            anyhow::bail!("ingester index {index} is not below --replicas {}", self.replicas);
+        }
+        if self.replicas > self.queue.queue_partitions {
+            anyhow::bail!(
+                "--replicas {} needs at least as many --queue-partitions (now {}): a replica without a partition would idle",
+                self.replicas,
+                self.queue.queue_partitions
+            );
+        }
+        Ok(index)
+    }
 }
 
 #[derive(Debug, Args)]

@@ -70,7 +70,8 @@ impl StoreArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct QueueArgs {
-    /// NATS URL of the primary JetStream server.
+    /// NATS URL of the primary JetStream server, or of several nodes of a NATS cluster separated by
+    /// commas (`nats://a:4222,nats://b:4222,nats://c:4222`).
     #[arg(long, env = "SOCIALNET_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
     /// NATS URL of the secondary JetStream server (used while the primary is down).
@@ -79,6 +80,15 @@ pub struct QueueArgs {
     /// Prefix of the stream names (`{P}_COMMANDS`, `{P}_DLQ`); subjects use it in lower case.
     #[arg(long, env = "SOCIALNET_QUEUE_PREFIX", default_value = "SOCIAL")]
     pub queue_prefix: String,
+    /// Command partitions (the same on the write API and every ingester): a command goes to partition
+    /// hash(issuer) mod N, each consumed by one ingester at a time, so ingesters can run side by side while
+    /// each issuer's commands stay in order. 1 = one subject and one consumer.
+    #[arg(long, env = "SOCIALNET_QUEUE_PARTITIONS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub queue_partitions: u16,
+    /// Copies of each stream on a JetStream cluster: 1, or 3 on a 3-node cluster (survives the loss of one
+    /// node). Applied to existing streams too.
+    #[arg(long, env = "SOCIALNET_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=5))]
+    pub stream_replicas: u16,
     /// Publish timeout per queue server, milliseconds.
     #[arg(long, env = "SOCIALNET_QUEUE_TIMEOUT_MS", default_value_t = 2000)]
     pub queue_timeout_ms: u64,
@@ -87,6 +97,7 @@ pub struct QueueArgs {
 impl QueueArgs {
     pub fn names(&self) -> QueueNames {
         QueueNames::with_prefix(&self.queue_prefix, &self.queue_prefix.to_ascii_lowercase())
+            .scaled(self.queue_partitions, usize::from(self.stream_replicas))
     }
 
     pub fn timeout(&self) -> Duration {

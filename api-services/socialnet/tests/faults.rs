@@ -1,6 +1,7 @@
 //! Fault tests against real servers and real `socialnet` processes: the ingester killed under load, the
-//! primary PostgreSQL stopped while writes continue, the primary NATS stopped. In each, every write that
-//! was answered 202 becomes exactly one event.
+//! primary PostgreSQL stopped while writes continue, the primary NATS stopped, a node of a 3-node NATS
+//! cluster killed under writes with two ingesters consuming partitions side by side. In each, every write
+//! that was answered 202 becomes exactly one event.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -8,7 +9,7 @@ mod common;
 use common::*;
 use std::sync::Arc;
 use std::time::Duration;
-use testkit::{NatsServer, PgServer, free_port};
+use testkit::{NatsCluster, NatsServer, PgServer, free_port};
 
 /// Post `n` times as each of `users`, `clients` requests in flight; returns the accepted command ids
 /// (in acceptance order per client) and the number of non-202 answers.
@@ -188,4 +189,130 @@ async fn primary_queue_down_writes_go_to_the_secondary_and_are_ingested() {
     accepted.extend(after);
     wait_recorded(&pool, "publish_post", accepted.len(), Duration::from_secs(60)).await;
     assert_exactly_once(&pool, &accepted, "PostPublished").await;
+}
+
+/// Post `per_user` times as each user, one request at a time per user, as a well-behaved client does: each
+/// post under its own idempotency key, retried with it until it is answered 202. Returns each user's
+/// command ids in acceptance order and the number of retries.
+async fn post_retrying(
+    http: &Arc<Http>,
+    users: &[(String, String)],
+    per_user: usize,
+) -> (Vec<Vec<uuid::Uuid>>, usize) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (user, tok)) in users.iter().enumerate() {
+        let (user, tok, http) = (user.clone(), tok.clone(), http.clone());
+        tasks.spawn(async move {
+            let (mut ids, mut retries) = (Vec::new(), 0);
+            for n in 0..per_user {
+                let key = format!("{user}-{n}");
+                let body = serde_json::json!({"body": format!("{user} #{n}")});
+                loop {
+                    let headers = [("idempotency-key", key.as_str())];
+                    let (code, answer) =
+                        http.call("POST", "/v1/posts", Some(&tok), Some(body.clone()), &headers).await;
+                    if code == 202 {
+                        ids.push(uuid::Uuid::parse_str(answer["command_id"].as_str().unwrap()).unwrap());
+                        break;
+                    }
+                    retries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            (i, ids, retries)
+        });
+    }
+    let mut out = vec![Vec::new(); users.len()];
+    let mut retries = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (i, ids, r) = r.unwrap();
+        out[i] = ids;
+        retries += r;
+    }
+    (out, retries)
+}
+
+/// Wait until the cluster has elected its JetStream leader and can place a replicated stream.
+async fn jetstream_ready(url: &str) {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let name = format!("READY_{}", uuid::Uuid::new_v4().simple());
+    let ready = testkit::eventually(Duration::from_secs(30), || async {
+        let config = async_nats::jetstream::stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("ready.{name}")],
+            num_replicas: 3,
+            ..Default::default()
+        };
+        js.get_or_create_stream(config).await.is_ok()
+    })
+    .await;
+    assert!(ready, "the NATS cluster never accepted a replicated stream");
+    let _ = js.delete_stream(&name).await;
+}
+
+/// A 3-node NATS cluster with the streams replicated on every node (R3) and the commands in 4 partitions,
+/// consumed by two ingesters at once. A node is killed in the middle of the writes: every accepted post is
+/// exactly one event, and each writer's posts are stored in the order they were accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nats_node_killed_under_writes_two_ingesters_lose_nothing_and_keep_each_writer_s_order() {
+    let mut nats = NatsCluster::start();
+    let mut wiring = Wiring { nats_url: nats.url(), ..Wiring::fresh().await };
+    wiring.env = vec![
+        ("SOCIALNET_STREAM_REPLICAS".into(), "3".into()),
+        ("SOCIALNET_QUEUE_PARTITIONS".into(), "4".into()),
+        ("SOCIALNET_INGESTER_REPLICAS".into(), "2".into()),
+    ];
+    jetstream_ready(&format!("nats://127.0.0.1:{}", nats.ports[1])).await;
+    let api_port = free_port();
+    let _api = wiring.write_api(api_port);
+    let _first = wiring.ingester(free_port(), &["--index", "0", "--batch-size", "64"]);
+    let _second = wiring.ingester(free_port(), &["--index", "1", "--batch-size", "64"]);
+    let http = Arc::new(Http::new(api_port));
+    http.wait_ready(Duration::from_secs(30)).await;
+    let users = register_users(&http, "r", 12).await;
+    let pool = pg(&wiring.database_url).await;
+
+    let load = {
+        let (http, users) = (http.clone(), users.clone());
+        tokio::spawn(async move { post_retrying(&http, &users, 40).await })
+    };
+    wait_recorded(&pool, "publish_post", 150, Duration::from_secs(60)).await;
+    nats.kill(0);
+    let (accepted, retries) = load.await.unwrap();
+    eprintln!("{retries} retries after the node was killed");
+    let all: Vec<uuid::Uuid> = accepted.iter().flatten().copied().collect();
+    assert_eq!(all.len(), 12 * 40);
+    wait_recorded(&pool, "publish_post", all.len(), Duration::from_secs(90)).await;
+    assert_exactly_once(&pool, &all, "PostPublished").await;
+    // Each writer's posts in acceptance order have increasing positions in the event store.
+    for ids in &accepted {
+        let rows: Vec<(uuid::Uuid, i64)> =
+            sqlx::query_as("SELECT command_id, position FROM events WHERE command_id = ANY($1)")
+                .bind(ids)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let at: std::collections::HashMap<uuid::Uuid, i64> = rows.into_iter().collect();
+        let positions: Vec<i64> = ids.iter().map(|id| at[id]).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "a writer's posts out of order: {positions:?}");
+    }
+    // Both ingesters took part: every partition's own consumer delivered commands.
+    let client = async_nats::connect(format!("nats://127.0.0.1:{}", nats.ports[1])).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream(format!("{}_COMMANDS", wiring.queue_prefix)).await.unwrap();
+    assert_eq!(stream.cached_info().config.num_replicas, 3);
+    for p in 0..4 {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer(&format!("ingester-p{p}")).await.unwrap();
+        let info = consumer.info().await.unwrap().clone();
+        assert!(info.delivered.stream_sequence > 0, "partition {p} was never consumed");
+        // Acks go out in the background after each commit.
+        let acked = testkit::eventually(Duration::from_secs(15), || {
+            let mut consumer = consumer.clone();
+            async move { consumer.info().await.is_ok_and(|i| i.num_ack_pending == 0) }
+        })
+        .await;
+        assert!(acked, "partition {p} left commands unacknowledged");
+    }
 }

@@ -59,7 +59,7 @@ async fn the_same_command_published_twice_delivered_twice_or_sent_twice_is_one_e
     q.publish_raw("post-b", post.encode().into()).await.unwrap();
 
     // Delivered twice: process the first delivery, commit, then "lose" the ack (nak) so it comes again.
-    let source = JetStreamSource(q.clone());
+    let source = JetStreamSource::new(q.clone());
     let processor = Arc::new(Processor::new(store.clone() as Arc<dyn EventStore>));
     let mut got = Vec::new();
     while got.len() < 3 {

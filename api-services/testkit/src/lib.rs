@@ -9,7 +9,7 @@ mod servers;
 
 pub use otlp::OtlpCollector;
 
-pub use servers::{NatsServer, PgServer, RedisCluster, RedisServer, free_port};
+pub use servers::{NatsCluster, NatsServer, PgServer, RedisCluster, RedisServer, free_port};
 
 use std::time::{Duration, Instant};
 

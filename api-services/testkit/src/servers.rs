@@ -378,3 +378,79 @@ impl Drop for RedisCluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A 3-node NATS cluster with JetStream of its own (streams can be R3); nodes can be killed and restarted
+/// on the same ports and data.
+#[derive(Debug)]
+pub struct NatsCluster {
+    dir: PathBuf,
+    pub ports: Vec<u16>,
+    routes: Vec<u16>,
+    children: Vec<Option<std::process::Child>>,
+}
+
+impl NatsCluster {
+    pub fn start() -> Self {
+        let dir = scratch_dir("nats-cluster");
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut cluster = Self { dir, ports, routes, children: vec![None, None, None] };
+        for i in 0..3 {
+            cluster.start_node(i);
+        }
+        cluster
+    }
+
+    /// Start node `i` (again).
+    pub fn start_node(&mut self, i: usize) {
+        let routes: Vec<String> = self.routes.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
+        let child =
+            Command::new(std::env::var("SOCIALNET_NATS_BIN").unwrap_or_else(|_| "nats-server".into()))
+                .args([
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &self.ports[i].to_string(),
+                    "-n",
+                    &format!("n{i}"),
+                    "-js",
+                    "-sd",
+                ])
+                .arg(self.dir.join(format!("n{i}")))
+                .args([
+                    "--cluster_name",
+                    "socialnet",
+                    "--cluster",
+                    &format!("nats://127.0.0.1:{}", self.routes[i]),
+                ])
+                .args(["--routes", &routes.join(",")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nats-server must be installed (make test installs it)");
+        self.children[i] = Some(child);
+        assert!(wait_port(self.ports[i], Duration::from_secs(10)), "nats-server n{i} did not start");
+    }
+
+    /// Every node, comma-separated, for `--nats-url`.
+    pub fn url(&self) -> String {
+        self.ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
+    }
+
+    /// SIGKILL node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..3 {
+            self.kill(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

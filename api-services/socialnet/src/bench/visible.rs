@@ -91,7 +91,7 @@ pub async fn run(args: VisibleBenchArgs) -> anyhow::Result<ExitCode> {
     )
     .await;
     let ingest =
-        tokio::spawn(ingester.run(Arc::new(JetStreamSource(queue.clone())) as Arc<dyn CommandSource>));
+        tokio::spawn(ingester.run(Arc::new(JetStreamSource::new(queue.clone())) as Arc<dyn CommandSource>));
     let target: Arc<dyn ProjectionTarget> =
         Arc::new(RedisTarget::connect_for_writing(&format!("vis{tag}"), &args.redis_url)?);
     let projector = Projector::new(store.clone(), vec![target.clone()], ProjectorConfig::default());

@@ -123,7 +123,7 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<ExitCode> {
 
     let pg = PgEventStore::connect(&args.store.database_url).await.context("event store")?;
     let store: Arc<dyn EventStore> = Arc::new(pg.clone());
-    let source: Arc<dyn CommandSource> = Arc::new(JetStreamSource(queue.clone()));
+    let source: Arc<dyn CommandSource> = Arc::new(JetStreamSource::new(queue.clone()));
     let (parallelism, batch_size) = (args.append_parallelism, args.batch_size);
     // The ingester reports how many commands each append recorded, so waiting for a drain costs the
     // machine nothing; counting rows instead took a growing share of the CPU being measured.

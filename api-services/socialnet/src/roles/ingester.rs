@@ -51,13 +51,14 @@ pub async fn run(args: IngesterArgs) -> anyhow::Result<ExitCode> {
     let store: Arc<dyn EventStore> = Arc::new(primary);
     let processor = Processor::new(store.clone()).with_append_parallelism(args.append_parallelism);
     let ingester = Ingester::new(config, Arc::new(processor), backup.clone()).await;
-    let sources: Vec<Arc<dyn CommandSource>> = args
-        .queue
-        .connect_all()
-        .await?
-        .into_iter()
-        .map(|q| Arc::new(JetStreamSource(q)) as Arc<dyn CommandSource>)
-        .collect();
+    let index = args.replica_index()?;
+    let mut sources: Vec<Arc<dyn CommandSource>> = Vec::new();
+    for queue in args.queue.connect_all().await? {
+        for source in JetStreamSource::owned(&queue, index, args.replicas) {
+            sources.push(Arc::new(source));
+        }
+    }
+    tracing::info!(index, replicas = args.replicas, sources = sources.len(), "consuming");
     let worker = tokio::spawn(ingester.run_all(sources));
 
     let ready: Readiness = Arc::new(move || {

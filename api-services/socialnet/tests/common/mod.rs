@@ -33,6 +33,8 @@ pub struct Wiring {
     pub nats_url: String,
     pub nats_secondary_url: Option<String>,
     pub queue_prefix: String,
+    /// More settings every process of the test gets (e.g. queue partitions and stream replicas).
+    pub env: Vec<(String, String)>,
 }
 
 impl Wiring {
@@ -46,6 +48,9 @@ impl Wiring {
         }
         if let Some(s) = &self.nats_secondary_url {
             c.env("SOCIALNET_NATS_SECONDARY_URL", s);
+        }
+        for (k, v) in &self.env {
+            c.env(k, v);
         }
     }
 
@@ -273,6 +278,7 @@ impl Wiring {
             nats_url: testkit::env_url("SOCIALNET_TEST_NATS_URL"),
             nats_secondary_url: None,
             queue_prefix: testkit::queue_prefix(),
+            env: Vec::new(),
         }
     }
 
