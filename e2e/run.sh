@@ -47,6 +47,9 @@ refused 's/- name: standby/- name: primary/' "Duplicate value"
 step "stores"
 kubectl -n "$NS" apply -f e2e/stores.yaml
 kubectl -n "$NS" wait --for=condition=Available deploy --all --timeout=300s
+kubectl -n "$NS" rollout status statefulset/redis-cluster --timeout=300s
+kubectl -n "$NS" rollout status statefulset/nats-cluster --timeout=300s
+kubectl -n "$NS" wait --for=condition=Complete job/redis-cluster-init --timeout=300s
 kubectl -n "$NS" exec deploy/mongodb -- mongosh --quiet --eval \
   'try { rs.status() } catch (e) { rs.initiate({_id: "rs0", members: [{_id: 0, host: "mongodb:27017"}]}) }'
 

@@ -153,6 +153,8 @@ fn env(sc: &SocialCluster, c: Component) -> Vec<EnvVar> {
     if matches!(c, Component::WriteApi | Component::Ingester) {
         env.push(secret_env("SOCIALNET_NATS_URL", &s.queue.primary));
         env.extend(s.queue.secondary.as_ref().map(|q| secret_env("SOCIALNET_NATS_SECONDARY_URL", q)));
+        env.push(plain_env("SOCIALNET_QUEUE_PARTITIONS", s.queue.partitions.to_string()));
+        env.push(plain_env("SOCIALNET_STREAM_REPLICAS", s.queue.stream_replicas.to_string()));
     }
     if matches!(c, Component::Gateway | Component::WriteApi | Component::ReadApi) {
         env.push(secret_env("SOCIALNET_JWT_SECRET", &s.auth.jwt_secret));
@@ -195,7 +197,10 @@ fn target_env(sc: &SocialCluster, c: Component) -> Vec<EnvVar> {
     for t in &s.projections.targets {
         let redis = var("REDIS", &t.name);
         env.push(secret_env(&redis, &t.redis));
-        parts.push(format!("{}=$({redis})", t.name));
+        parts.push(match t.mode {
+            socialnet_crd::RedisMode::Standalone => format!("{}=$({redis})", t.name),
+            socialnet_crd::RedisMode::Cluster => format!("{}=redis+cluster://$({redis})", t.name),
+        });
         if let Some(m) = t.mongodb.as_ref().filter(|_| c == Component::Projector) {
             let docs = var("MONGO", &t.name);
             env.push(secret_env(&docs, m));

@@ -51,6 +51,9 @@ fn components(s: &SocialClusterSpec, problems: &mut Vec<String>) {
             }
         }
     }
+    if !(1..=256).contains(&s.queue.partitions) || !(1..=5).contains(&s.queue.stream_replicas) {
+        problems.push("spec.queue: partitions must be 1 to 256 and streamReplicas 1 to 5".to_owned());
+    }
     if s.projector.replicas > 1 || s.projector.autoscaling.is_some() {
         problems
             .push("spec.projector must run one replica (it is the single writer of its targets)".to_owned());

@@ -286,6 +286,38 @@ fn build_follows_the_spec() {
     assert!(d.hpas.is_empty() && d.pdbs.is_empty(), "single replicas need no HPA or PDB");
 }
 
+/// A Redis Cluster target becomes `name=redis+cluster://$(VAR)` (the Secret holds the seeds); the queue's
+/// partitions and stream replicas reach the write API and the ingester.
+#[test]
+fn cluster_targets_and_queue_scaling_reach_the_components() {
+    let sc = example("scaled.yaml");
+    let env_of = |c: Component| {
+        let d = build::deployment(&sc, c);
+        d.spec.template.spec.unwrap().containers[0].env.clone().unwrap()
+    };
+    let value = |env: &[k8s_openapi::api::core::v1::EnvVar], name: &str| {
+        env.iter().find(|e| e.name == name).and_then(|e| e.value.clone())
+    };
+    for c in [Component::Projector, Component::ReadApi] {
+        assert_eq!(
+            value(&env_of(c), "SOCIALNET_TARGETS").as_deref(),
+            Some("primary=redis+cluster://$(SOCIALNET_REDIS_PRIMARY),standby=$(SOCIALNET_REDIS_STANDBY)")
+        );
+    }
+    for c in [Component::WriteApi, Component::Ingester] {
+        let env = env_of(c);
+        assert_eq!(value(&env, "SOCIALNET_QUEUE_PARTITIONS").as_deref(), Some("12"));
+        assert_eq!(value(&env, "SOCIALNET_STREAM_REPLICAS").as_deref(), Some("3"));
+    }
+    let minimal = env_of_minimal();
+    assert_eq!(value(&minimal, "SOCIALNET_QUEUE_PARTITIONS").as_deref(), Some("1"));
+}
+
+fn env_of_minimal() -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+    let d = build::deployment(&example("minimal.yaml"), Component::Ingester);
+    d.spec.template.spec.unwrap().containers[0].env.clone().unwrap()
+}
+
 #[test]
 fn the_rebuild_job_runs_the_rebuild_for_its_target() {
     let sc = example("full.yaml");

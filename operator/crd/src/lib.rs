@@ -185,12 +185,23 @@ pub struct EventStoreSpec {
 
 /// Where the command queue is.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct QueueSpec {
-    /// NATS URL of the primary JetStream server.
+    /// NATS URL of the primary JetStream server, or the URLs of several nodes of one NATS cluster
+    /// separated by commas.
     pub primary: SecretKeyRef,
     /// NATS URL of the secondary JetStream server (used while the primary is down).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secondary: Option<SecretKeyRef>,
+    /// Command partitions (1 to 256): a command goes to partition hash(issuer) mod N, each partition is
+    /// consumed by one ingester at a time. Changing it while commands are queued reorders them: drain first.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 256))]
+    pub partitions: i32,
+    /// Copies of each stream on a JetStream cluster: 1, or 3 on a 3-node cluster (survives the loss of a node).
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 5))]
+    pub stream_replicas: i32,
 }
 
 /// The gateway's policy. Every field is optional; the defaults suit a small public deployment.
@@ -277,11 +288,23 @@ pub struct ProjectionTargetSpec {
     /// Target name: 1 to 31 lower-case letters, digits and dashes, starting with a letter (`primary`, `standby`).
     #[schemars(length(min = 1, max = 31), pattern(TARGET_NAME))]
     pub name: String,
-    /// Redis URL of the target.
+    /// Redis URL of the target (`redis://host:port`); for `mode: Cluster`, the seed nodes of the Redis
+    /// Cluster as `host:port` separated by commas.
     pub redis: SecretKeyRef,
+    /// A single Redis (default) or a Redis Cluster (the model partitioned over its masters).
+    #[serde(default)]
+    pub mode: RedisMode,
     /// MongoDB URL for document projections beside this target (optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mongodb: Option<SecretKeyRef>,
+}
+
+/// How a projection target's Redis runs.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RedisMode {
+    #[default]
+    Standalone,
+    Cluster,
 }
 
 /// Automatic failover of the primary projection target.
