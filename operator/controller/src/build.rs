@@ -359,6 +359,56 @@ pub fn deployment(sc: &SocialCluster, c: Component) -> Deployment {
     }
 }
 
+/// Label telling the Deployments of a partitioned queue's ingester replicas apart.
+pub const INGESTER_INDEX_LABEL: &str = "socialnet.io/ingester-index";
+
+/// Whether the ingester runs as replicas that each own their share of the queue's partitions.
+pub fn ingester_sharded(sc: &SocialCluster) -> bool {
+    sc.spec.queue.partitions > 1 && sc.spec.ingester.replicas > 1 && sc.spec.ingester.autoscaling.is_none()
+}
+
+/// The ingester's Deployments: one; or, on a partitioned queue, one per replica index (`NAME-ingester-I`,
+/// one pod each), since replica I consumes partitions I, I+N, … and a Deployment's pods have no stable
+/// index. The Service and PDB still select them all by component.
+pub fn ingester_deployments(sc: &SocialCluster) -> Vec<Deployment> {
+    if !ingester_sharded(sc) {
+        return vec![deployment(sc, Component::Ingester)];
+    }
+    let n = sc.spec.ingester.replicas;
+    (0..n)
+        .map(|i| {
+            let mut d = deployment(sc, Component::Ingester);
+            d.metadata.name = Some(format!("{}-{i}", object_name(sc, Component::Ingester)));
+            d.spec.replicas = Some(1);
+            let index = (INGESTER_INDEX_LABEL.to_owned(), i.to_string());
+            d.spec
+                .selector
+                .match_labels
+                .get_or_insert_with(BTreeMap::new)
+                .insert(index.0.clone(), index.1.clone());
+            if let Some(m) = d.spec.template.metadata.as_mut() {
+                m.labels.get_or_insert_with(BTreeMap::new).insert(index.0, index.1);
+            }
+            if let Some(c) = d.spec.template.spec.as_mut().and_then(|p| p.containers.first_mut()) {
+                let env = c.env.get_or_insert_with(Vec::new);
+                env.push(plain_env("SOCIALNET_INGESTER_INDEX", i.to_string()));
+                env.push(plain_env("SOCIALNET_INGESTER_REPLICAS", n.to_string()));
+            }
+            d
+        })
+        .collect()
+}
+
+/// Whether Deployment `name` runs component `c` (the ingester may run as `NAME-ingester-I`).
+pub fn runs(sc: &SocialCluster, c: Component, name: &str) -> bool {
+    let base = object_name(sc, c);
+    name == base
+        || (c == Component::Ingester
+            && name
+                .strip_prefix(&format!("{base}-"))
+                .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit())))
+}
+
 pub fn service(sc: &SocialCluster, c: Component) -> Service {
     Service {
         metadata: meta(sc, object_name(sc, c), Some(c)),
@@ -468,7 +518,11 @@ pub fn desired(sc: &SocialCluster, active: &str) -> Desired {
         ..Desired::default()
     };
     for c in COMPONENTS {
-        d.deployments.push(deployment(sc, c));
+        if c == Component::Ingester {
+            d.deployments.extend(ingester_deployments(sc));
+        } else {
+            d.deployments.push(deployment(sc, c));
+        }
         d.services.push(service(sc, c));
         d.hpas.extend(hpa(sc, c));
         d.pdbs.extend(pdb(sc, c));

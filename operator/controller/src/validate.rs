@@ -51,6 +51,14 @@ fn components(s: &SocialClusterSpec, problems: &mut Vec<String>) {
             }
         }
     }
+    if s.queue.partitions > 1
+        && (s.ingester.autoscaling.is_some() || s.ingester.replicas > s.queue.partitions)
+    {
+        problems.push(format!(
+            "spec.ingester: on a queue of {} partitions the ingester cannot autoscale and runs at most one replica per partition (each replica owns its partitions)",
+            s.queue.partitions
+        ));
+    }
     if !(1..=256).contains(&s.queue.partitions) || !(1..=5).contains(&s.queue.stream_replicas) {
         problems.push("spec.queue: partitions must be 1 to 256 and streamReplicas 1 to 5".to_owned());
     }

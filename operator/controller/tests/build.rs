@@ -178,6 +178,23 @@ fn invalid_specs_are_refused_with_a_clear_reason() {
             "accessLogSuccessPercent",
         ),
         (
+            "more ingesters than partitions",
+            Box::new(|s| {
+                s["queue"]["partitions"] = 2.into();
+                s["ingester"] = serde_json::json!({"replicas": 3});
+            }),
+            "partition",
+        ),
+        (
+            "autoscaled ingester on a partitioned queue",
+            Box::new(|s| {
+                s["queue"]["partitions"] = 4.into();
+                s["ingester"] = serde_json::json!({"autoscaling": {"minReplicas": 1, "maxReplicas": 3}});
+            }),
+            "autoscale",
+        ),
+        ("zero partitions", Box::new(|s| s["queue"]["partitions"] = 0.into()), "partitions"),
+        (
             "threshold out of range",
             Box::new(|s| s["projections"]["failover"]["failureThreshold"] = 0.into()),
             "failureThreshold",
@@ -311,6 +328,48 @@ fn cluster_targets_and_queue_scaling_reach_the_components() {
     }
     let minimal = env_of_minimal();
     assert_eq!(value(&minimal, "SOCIALNET_QUEUE_PARTITIONS").as_deref(), Some("1"));
+}
+
+/// On a partitioned queue each ingester replica is a Deployment of its own with its index; without
+/// partitions the ingester stays one Deployment (its replicas share the one consumer).
+#[test]
+fn ingester_replicas_on_a_partitioned_queue_each_get_their_index() {
+    let mut sc = example("scaled.yaml");
+    sc.spec.ingester.replicas = 3;
+    let d = build::desired(&sc, "primary");
+    let ingesters: Vec<_> = d
+        .deployments
+        .iter()
+        .filter(|x| build::runs(&sc, Component::Ingester, &x.metadata.name.clone().unwrap()))
+        .collect();
+    let names: Vec<String> = ingesters.iter().map(|x| x.metadata.name.clone().unwrap()).collect();
+    assert_eq!(
+        names,
+        vec!["social-scaled-ingester-0", "social-scaled-ingester-1", "social-scaled-ingester-2"]
+    );
+    for (i, x) in ingesters.iter().enumerate() {
+        assert_eq!(x.spec.replicas, Some(1));
+        let selector = x.spec.selector.match_labels.clone().unwrap();
+        assert_eq!(selector[build::INGESTER_INDEX_LABEL], i.to_string(), "selectors must not overlap");
+        let pod = x.spec.template.metadata.clone().unwrap().labels.unwrap();
+        assert!(selector.iter().all(|(k, v)| pod.get(k) == Some(v)), "the pods match their selector");
+        let env = x.spec.template.spec.clone().unwrap().containers[0].env.clone().unwrap();
+        let get = |n: &str| env.iter().find(|e| e.name == n).and_then(|e| e.value.clone());
+        assert_eq!(
+            (get("SOCIALNET_INGESTER_INDEX"), get("SOCIALNET_INGESTER_REPLICAS")),
+            (Some(i.to_string()), Some("3".into()))
+        );
+    }
+    assert!(!build::runs(&sc, Component::Ingester, "social-scaled-ingester-x"));
+    assert!(!build::runs(&sc, Component::WriteApi, "social-scaled-write-api-0"));
+    let full = example("full.yaml");
+    let single: Vec<_> = build::desired(&full, "primary")
+        .deployments
+        .into_iter()
+        .filter(|x| build::runs(&full, Component::Ingester, &x.metadata.name.clone().unwrap()))
+        .collect();
+    assert_eq!(single.len(), 1);
+    assert_eq!(single[0].spec.replicas, Some(2));
 }
 
 fn env_of_minimal() -> Vec<k8s_openapi::api::core::v1::EnvVar> {

@@ -43,7 +43,8 @@ const TARGET_NAME: &str = r"^[a-z][a-z0-9-]{0,30}$";
     cel,
     validation = Rule::new("!has(self.rebuild) || self.projections.targets.exists(t, t.name == self.rebuild.target)").message("rebuild.target must name one of projections.targets"),
     validation = Rule::new("!has(self.switchover) || self.projections.targets.exists(t, t.name == self.switchover.target)").message("switchover.target must name one of projections.targets"),
-    validation = Rule::new("!has(self.projections.primary) || self.projections.targets.exists(t, t.name == self.projections.primary)").message("projections.primary must name one of projections.targets")
+    validation = Rule::new("!has(self.projections.primary) || self.projections.targets.exists(t, t.name == self.projections.primary)").message("projections.primary must name one of projections.targets"),
+    validation = Rule::new("!has(self.queue.partitions) || self.queue.partitions <= 1 || !has(self.ingester) || (!has(self.ingester.autoscaling) && (!has(self.ingester.replicas) || self.ingester.replicas <= self.queue.partitions))").message("on a partitioned queue the ingester cannot autoscale and runs at most one replica per partition")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SocialClusterSpec {

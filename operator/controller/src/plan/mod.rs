@@ -229,11 +229,13 @@ fn components(st: &mut SocialClusterStatus, o: &Observed, now: DateTime<Utc>) {
     let mut all = ComponentsStatus::default();
     let (mut ready_all, mut want_all) = (0, 0);
     for c in COMPONENTS {
-        let name = build::object_name(sc, c);
-        let d = o.deployments.iter().find(|d| d.name_any() == name);
-        // With an HPA the spec has no replicas: the Deployment's own count is what is wanted.
-        let want = d.and_then(|d| d.spec.replicas.or(d.status.as_ref()?.replicas)).unwrap_or(0);
-        let ready = d.and_then(|d| d.status.as_ref()?.ready_replicas).unwrap_or(0);
+        let mine = o.deployments.iter().filter(|d| build::runs(sc, c, &d.name_any()));
+        let (mut want, mut ready) = (0, 0);
+        for d in mine {
+            // With an HPA the spec has no replicas: the Deployment's own count is what is wanted.
+            want += d.spec.replicas.or(d.status.as_ref().and_then(|s| s.replicas)).unwrap_or(0);
+            ready += d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+        }
         (ready_all, want_all) = (ready_all + ready, want_all + want);
         let s = Some(ComponentStatus { ready_replicas: ready, replicas: want });
         match c {
