@@ -229,12 +229,16 @@ fn components(st: &mut SocialClusterStatus, o: &Observed, now: DateTime<Utc>) {
     let mut all = ComponentsStatus::default();
     let (mut ready_all, mut want_all) = (0, 0);
     for c in COMPONENTS {
-        let mine = o.deployments.iter().filter(|d| build::runs(sc, c, &d.name_any()));
+        let mut seen = std::collections::HashSet::new();
+        // One per name: the observed list may hold a Deployment twice (watch cache and just applied).
+        let mine =
+            o.deployments.iter().filter(|d| build::runs(sc, c, &d.name_any()) && seen.insert(d.name_any()));
         let (mut want, mut ready) = (0, 0);
-        for d in mine {
-            // With an HPA the spec has no replicas: the Deployment's own count is what is wanted.
-            want += d.spec.replicas.or(d.status.as_ref().and_then(|s| s.replicas)).unwrap_or(0);
-            ready += d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+        // A Deployment counts once its controller has given it a status. With an HPA the spec has no
+        // replicas: the Deployment's own count is what is wanted.
+        for (d, status) in mine.filter_map(|d| Some((d, d.status.as_ref()?))) {
+            want += d.spec.replicas.or(status.replicas).unwrap_or(0);
+            ready += status.ready_replicas.unwrap_or(0);
         }
         (ready_all, want_all) = (ready_all + ready, want_all + want);
         let s = Some(ComponentStatus { ready_replicas: ready, replicas: want });
