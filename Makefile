@@ -26,18 +26,21 @@ image:
 image-smoke:
 	./scripts/image.sh smoke
 
-# Benchmarks (not tests): start the servers like the tests do and run `socialnet bench write`.
+# Benchmarks (not tests): start the servers like the tests do and run `socialnet bench <which>`. Flags for the
+# benchmark go in ARGS, e.g. `make bench-read ARGS='--events 200000 --seconds 2'`.
+ARGS ?=
+
 bench-write:
-	./scripts/bench.sh write --clients 256
+	./scripts/bench.sh write --clients 256 $(ARGS)
 
 bench-read:
-	./scripts/bench.sh read
+	./scripts/bench.sh read $(ARGS)
 
 bench-visible:
-	./scripts/bench.sh visible
+	./scripts/bench.sh visible $(ARGS)
 
 bench-gateway:
-	./scripts/bench.sh gateway
+	./scripts/bench.sh gateway $(ARGS)
 
 fmt:
 	cargo fmt --all

@@ -23,7 +23,8 @@ psql "$SOCIALNET_TEST_PG_URL" -qc "CREATE DATABASE $db_name"
 db_url="${SOCIALNET_TEST_PG_URL%/*}/$db_name"
 case "$which" in
   write) "${run[@]}" "$bin" bench write --database-url "$db_url" --nats-url "$SOCIALNET_TEST_NATS_URL" "$@" ;;
-  read) "${run[@]}" "$bin" bench read --database-url "$db_url" --redis-url "$SOCIALNET_TEST_REDIS_URL" "$@" ;;
+  read) "${run[@]}" "$bin" bench read --database-url "$db_url" --redis-url "$SOCIALNET_TEST_REDIS_URL" \
+          --cluster-urls "$SOCIALNET_TEST_REDIS_CLUSTER_URLS" "$@" ;;
   visible) "${run[@]}" "$bin" bench visible --database-url "$db_url" --nats-url "$SOCIALNET_TEST_NATS_URL" \
              --redis-url "$SOCIALNET_TEST_REDIS_URL" "$@" ;;
   gateway) "${run[@]}" "$bin" bench gateway --redis-url "$SOCIALNET_TEST_REDIS_URL" "$@" ;;

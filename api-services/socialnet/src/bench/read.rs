@@ -5,6 +5,8 @@
 //! 4. HTTP: bare axum hello-world, bare Redis GET, then the read API's home timeline (20 hydrated posts),
 //!    with its page cache off and on, all with the same number of concurrent clients; ratios to
 //!    hello-world.
+//! 5. With `--cluster-urls`: the rebuild (Redis commands and memory per master: the work divides) and
+//!    both home timelines again on a Redis Cluster target, beside the single-Redis figures.
 
 use super::dataset::{self, Spec};
 use super::http_load::{self, MakeRequest};
@@ -45,6 +47,10 @@ pub struct ReadBenchArgs {
     /// Distinct users whose home pages the clients read (at most half the users).
     #[arg(long, default_value_t = 10_000)]
     pub home_readers: usize,
+    /// A Redis Cluster's nodes (`redis://h:p,redis://h:p,...`): the rebuild and the home timelines are also
+    /// measured on a cluster target, in the same run (`make bench-read` passes the test cluster's).
+    #[arg(long, env = "SOCIALNET_REDIS_CLUSTER_URLS", value_delimiter = ',')]
+    pub cluster_urls: Vec<String>,
 }
 
 const SECRET: &[u8] = b"bench-secret-bench-secret";
@@ -95,20 +101,9 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
 
     // Rebuild throughput.
     let target = RedisTarget::connect_for_writing(&format!("bench{tag}"), &args.redis_url)?;
-    let cmds_before = redis_commands(&args.redis_url).await?;
-    let t = Instant::now();
-    let (generation, applied) = projection::rebuild_generation(
-        &pg,
-        &target,
-        config.clone(),
-        2000,
-        Duration::ZERO,
-        projection::Replay::InMemory,
-        &mut |_| {},
-    )
-    .await?;
-    let rebuild_secs = t.elapsed().as_secs_f64();
-    let rebuild_cmds = redis_commands(&args.redis_url).await?.saturating_sub(cmds_before);
+    let single = rebuild(&pg, &target, &config, std::slice::from_ref(&args.redis_url)).await?;
+    let (generation, applied, rebuild_secs, rebuild_cmds) =
+        (single.generation, single.events, single.secs, single.commands.iter().sum::<u64>());
 
     // Live projector throughput (not "fresh": it reads followers and recent posts from Redis).
     let live = RedisTarget::connect_for_writing(&format!("live{tag}"), &args.redis_url)?;
@@ -120,7 +115,7 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
             .await?;
     let cmds_before = redis_commands(&args.redis_url).await?;
     let t = Instant::now();
-    let mut planner = Planner::new(config, false);
+    let mut planner = Planner::new(config.clone(), false);
     let live_applied = projection::apply_range(
         &pg,
         &live,
@@ -162,62 +157,12 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let readers = Arc::new(readers);
-    let mut home_runs = Vec::new();
-    let default_ttl = read_api::TargetSetConfig::default().home_cache_ttl;
-    for cache_ttl in [Duration::ZERO, default_ttl] {
-        let config = read_api::TargetSetConfig { home_cache_ttl: cache_ttl, ..Default::default() };
-        let targets =
-            read_api::TargetSet::new(vec![Arc::new(target.clone()) as Arc<dyn ProjectionTarget>], config);
-        targets.refresh().await;
-        let background = targets.spawn_refresher();
-        if !cache_ttl.is_zero() {
-            let since = Instant::now();
-            while !targets.home_cache_live(target.name()) {
-                anyhow::ensure!(since.elapsed() < Duration::from_secs(10), "no change-notice subscription");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        let state = read_api::AppState {
-            targets: targets.clone(),
-            store: Arc::new(pg.clone()) as Arc<dyn EventStore>,
-            verifier: Arc::new(JwtVerifier::new(&AuthConfig {
-                hs256_secret: SECRET.to_vec(),
-                ..Default::default()
-            })),
-        };
-        let ready: Readiness = Arc::new(|| Box::pin(async { Ok(()) }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let srv = http_kit::spawn(listener, read_api::app(state, ready));
-        let (readers, clients, reader_count) = (readers.clone(), args.clients, readers.len() as u64);
-        let make_home: MakeRequest = Arc::new(move |c, n| {
-            let i = (c as u64 + n * clients as u64) % readers.len() as u64;
-            let (u, t) = &readers[usize::try_from(i).unwrap_or(0)];
-            hyper::Request::get(format!("http://{addr}/v1/users/{u}/home?limit=20"))
-                .header("authorization", format!("Bearer {t}"))
-                .body(Full::new(Bytes::new()))
-                .unwrap_or_default()
-        });
-        if !cache_ttl.is_zero() {
-            // Warm up: every reader's page once, so the measurement shows a warm cache (its misses,
-            // pages expiring or changed, are still counted below).
-            let warm = http_load::run_count(
-                args.clients,
-                reader_count,
-                Duration::from_secs(120),
-                hyper::StatusCode::OK,
-                make_home.clone(),
-            )
-            .await;
-            eprintln!("page cache warmed: {} pages in {:.1} s", warm.ok, warm.elapsed.as_secs_f64());
-        }
-        let before = targets.home_cache_stats();
-        let run = http_load::run(args.clients, d, hyper::StatusCode::OK, true, make_home).await;
-        let after = targets.home_cache_stats();
-        srv.abort();
-        background.abort();
-        home_runs.push((run, (after.0 - before.0, after.1 - before.1)));
-    }
+    let shared: Arc<dyn ProjectionTarget> = Arc::new(target.clone());
+    let home_runs = home_timelines(&args, &pg, shared, &readers).await?;
+    let cluster = match args.cluster_urls.is_empty() {
+        true => None,
+        false => Some(cluster_run(&args, &pg, &config, &readers, tag).await?),
+    };
     let full_pages = |r: &http_load::LoadResult| {
         r.bodies
             .iter()
@@ -262,6 +207,9 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
     let home_r = &cached.0;
     let home_rate = report("home timeline, page cache (default)", home_r, Some(base));
     let (hits, misses) = cached.1;
+    if let Some(c) = &cluster {
+        print_cluster(c, base, uncached_rate / base, home_rate / base);
+    }
     println!(
         "  page cache: {hits} hits, {misses} misses ({} readers); pages checked with 20 hydrated posts: {} and {} of {}",
         readers.len(),
@@ -281,9 +229,38 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
             "home_cache_misses": misses,
             "home_p50_ms": f64::from(percentile(&home_r.latencies_us, 0.5)) / 1000.0,
             "home_p99_ms": f64::from(percentile(&home_r.latencies_us, 0.99)) / 1000.0,
+            "rebuild_events": applied, "rebuild_peak_rss_bytes": peak_rss_bytes(),
+            "cluster_shards": cluster.as_ref().map(|c| c.rebuild.commands.len()),
+            "cluster_rebuild_events_per_s": cluster.as_ref().map(|c| (c.rebuild.events as f64 / c.rebuild.secs).round()),
+            "cluster_home_ratio_to_hello": cluster.as_ref().map(|c| c.cached / base),
+            "cluster_home_uncached_ratio_to_hello": cluster.as_ref().map(|c| c.uncached / base),
         })
     );
-    Ok(if home_r.failed + uncached.0.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let failed = home_r.failed + uncached.0.failed + cluster.as_ref().map_or(0, |c| c.failed);
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn print_cluster(c: &ClusterRun, base: f64, single_uncached: f64, single_cached: f64) {
+    let r = &c.rebuild;
+    println!(
+        "  cluster rebuild ({} masters)       : {} events in {:.1} s = {:.0} events/s; Redis commands per master {:?}; memory per master {:?} MB",
+        r.commands.len(),
+        r.events,
+        r.secs,
+        r.events as f64 / r.secs,
+        r.commands,
+        c.memory_mb
+    );
+    for (name, rate, single) in [
+        ("cluster home, every page from Redis", c.uncached, single_uncached),
+        ("cluster home, page cache (default)", c.cached, single_cached),
+    ] {
+        println!(
+            "  {name:<34}: {rate:>9.0} req/s  ratio to hello-world {:.2} (single Redis {single:.2})",
+            rate / base
+        );
+    }
+    println!("  cluster home reads failed          : {}", c.failed);
 }
 
 /// `clients` tasks doing GET on one multiplexed connection each, for `d`. Returns (ops, latencies µs).
@@ -314,4 +291,183 @@ async fn bare_redis(url: &str, clients: usize, d: Duration) -> anyhow::Result<(u
     }
     all.sort_unstable();
     Ok((all.len() as u64, all))
+}
+
+/// The home timeline twice on `target`: every page from Redis (cache off), then with the read API's page
+/// cache (on by default, warmed first). Readers are ordinary users (not the most followed ones), each
+/// client cycling through its share of them; the load only reads, which is the best case for the cache
+/// (no page is dropped by a change). Returns each run with its (hits, misses).
+async fn home_timelines(
+    args: &ReadBenchArgs,
+    pg: &PgEventStore,
+    target: Arc<dyn ProjectionTarget>,
+    readers: &Arc<Vec<(String, String)>>,
+) -> anyhow::Result<Vec<(http_load::LoadResult, (u64, u64))>> {
+    let mut runs = Vec::new();
+    let default_ttl = read_api::TargetSetConfig::default().home_cache_ttl;
+    for cache_ttl in [Duration::ZERO, default_ttl] {
+        let config = read_api::TargetSetConfig { home_cache_ttl: cache_ttl, ..Default::default() };
+        let targets = read_api::TargetSet::new(vec![target.clone()], config);
+        targets.refresh().await;
+        let background = targets.spawn_refresher();
+        if !cache_ttl.is_zero() {
+            let since = Instant::now();
+            while !targets.home_cache_live(target.name()) {
+                anyhow::ensure!(since.elapsed() < Duration::from_secs(10), "no change-notice subscription");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let run = home_timeline(args, pg, &targets, readers, !cache_ttl.is_zero()).await;
+        background.abort();
+        runs.push(run?);
+    }
+    Ok(runs)
+}
+
+/// One home-timeline measurement through a read API serving `targets`.
+async fn home_timeline(
+    args: &ReadBenchArgs,
+    pg: &PgEventStore,
+    targets: &Arc<read_api::TargetSet>,
+    readers: &Arc<Vec<(String, String)>>,
+    warm_up: bool,
+) -> anyhow::Result<(http_load::LoadResult, (u64, u64))> {
+    let state = read_api::AppState {
+        targets: targets.clone(),
+        store: Arc::new(pg.clone()) as Arc<dyn EventStore>,
+        verifier: Arc::new(JwtVerifier::new(&AuthConfig {
+            hs256_secret: SECRET.to_vec(),
+            ..Default::default()
+        })),
+    };
+    let ready: Readiness = Arc::new(|| Box::pin(async { Ok(()) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let srv = http_kit::spawn(listener, read_api::app(state, ready));
+    let (readers, clients, reader_count) = (readers.clone(), args.clients, readers.len() as u64);
+    let make_home: MakeRequest = Arc::new(move |c, n| {
+        let i = (c as u64 + n * clients as u64) % readers.len() as u64;
+        let (u, t) = &readers[usize::try_from(i).unwrap_or(0)];
+        hyper::Request::get(format!("http://{addr}/v1/users/{u}/home?limit=20"))
+            .header("authorization", format!("Bearer {t}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap_or_default()
+    });
+    if warm_up {
+        // Every reader's page once, so the measurement shows a warm cache (its misses, pages expiring or
+        // changed, are still counted).
+        let limit = Duration::from_secs(120);
+        let warm =
+            http_load::run_count(args.clients, reader_count, limit, hyper::StatusCode::OK, make_home.clone())
+                .await;
+        eprintln!("page cache warmed: {} pages in {:.1} s", warm.ok, warm.elapsed.as_secs_f64());
+    }
+    let before = targets.home_cache_stats();
+    let d = Duration::from_secs(args.seconds);
+    let run = http_load::run(args.clients, d, hyper::StatusCode::OK, true, make_home).await;
+    let after = targets.home_cache_stats();
+    srv.abort();
+    Ok((run, (after.0 - before.0, after.1 - before.1)))
+}
+
+/// One blue/green rebuild of `target` from the whole event store.
+struct Rebuilt {
+    generation: u64,
+    events: u64,
+    secs: f64,
+    /// Redis commands each node (master) ran during it.
+    commands: Vec<u64>,
+}
+
+async fn rebuild(
+    pg: &PgEventStore,
+    target: &dyn ProjectionTarget,
+    config: &PlannerConfig,
+    nodes: &[String],
+) -> anyhow::Result<Rebuilt> {
+    let before = per_node(nodes, redis_commands).await?;
+    let t = Instant::now();
+    let replay = projection::Replay::InMemory;
+    let (generation, events) =
+        projection::rebuild_generation(pg, target, config.clone(), 2000, Duration::ZERO, replay, &mut |_| {})
+            .await?;
+    let secs = t.elapsed().as_secs_f64();
+    let after = per_node(nodes, redis_commands).await?;
+    let commands = after.iter().zip(&before).map(|(a, b)| a.saturating_sub(*b)).collect();
+    Ok(Rebuilt { generation, events, secs, commands })
+}
+
+async fn per_node<'a, F, Fut>(nodes: &'a [String], f: F) -> anyhow::Result<Vec<u64>>
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<u64>>,
+{
+    let mut out = Vec::new();
+    for n in nodes {
+        out.push(f(n).await?);
+    }
+    Ok(out)
+}
+
+/// The cluster's masters (the nodes whose `ROLE` is master).
+async fn masters(urls: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for url in urls {
+        let mut conn = redis::Client::open(url.as_str())?.get_multiplexed_async_connection().await?;
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
+        if matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
+            out.push(url.clone());
+        }
+    }
+    Ok(out)
+}
+
+async fn used_memory(url: &str) -> anyhow::Result<u64> {
+    let mut conn = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await?;
+    Ok(info.lines().find_map(|l| l.strip_prefix("used_memory:")?.trim().parse().ok()).unwrap_or(0))
+}
+
+/// This process's peak resident memory (`VmHWM`), in bytes.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    let kb: u64 = line.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The cluster target's figures: its rebuild (work and memory per master) and its home timelines.
+struct ClusterRun {
+    rebuild: Rebuilt,
+    memory_mb: Vec<u64>,
+    uncached: f64,
+    cached: f64,
+    failed: u64,
+}
+
+async fn cluster_run(
+    args: &ReadBenchArgs,
+    pg: &PgEventStore,
+    config: &PlannerConfig,
+    readers: &Arc<Vec<(String, String)>>,
+    tag: u32,
+) -> anyhow::Result<ClusterRun> {
+    let masters = masters(&args.cluster_urls).await?;
+    let memory_before = per_node(&masters, used_memory).await?;
+    let name = format!("cbench{tag}");
+    let target = projection::RedisClusterTarget::connect_for_writing(&name, &args.cluster_urls)?;
+    let rebuilt = rebuild(pg, &target, config, &masters).await?;
+    let memory_after = per_node(&masters, used_memory).await?;
+    let memory_mb =
+        memory_after.iter().zip(&memory_before).map(|(a, b)| a.saturating_sub(*b) >> 20).collect();
+    let runs = home_timelines(args, pg, Arc::new(target.clone()), readers).await?;
+    target.drop_generation(rebuilt.generation).await?;
+    let rate = |r: &http_load::LoadResult| r.ok as f64 / r.elapsed.as_secs_f64();
+    Ok(ClusterRun {
+        uncached: rate(&runs[0].0),
+        cached: rate(&runs[1].0),
+        failed: runs.iter().map(|r| r.0.failed).sum(),
+        rebuild: rebuilt,
+        memory_mb,
+    })
 }
