@@ -643,3 +643,34 @@ fn the_status_summary_shows_what_an_operator_needs() {
         assert!(out.contains(needle), "summary lacks {needle:?}:\n{out}");
     }
 }
+
+/// Three ingesters on a partitioned queue: three Deployments of one pod each; status counts them all as
+/// the ingester; going back to one partition removes them for the single Deployment.
+#[test]
+fn partitioned_ingesters_are_one_deployment_each_and_counted_together() {
+    let mut sc = example("scaled.yaml");
+    sc.spec.ingester.replicas = 3;
+    let mut w = World::new(sc);
+    let first = w.step();
+    let ingesters: Vec<String> = kinds(&first)
+        .into_iter()
+        .filter(|(k, n)| *k == ChildKind::Deployment && n.contains("-ingester"))
+        .map(|(_, n)| n)
+        .collect();
+    assert_eq!(
+        ingesters,
+        vec!["social-scaled-ingester-0", "social-scaled-ingester-1", "social-scaled-ingester-2"]
+    );
+    w.all_ready();
+    w.settle(4);
+    let st = w.status();
+    let ingester = st.components.unwrap().ingester.unwrap();
+    assert_eq!((ingester.ready_replicas, ingester.replicas), (3, 3));
+    assert_eq!(st.ready.as_deref(), Some("7/7"));
+
+    w.cluster.spec.queue.partitions = 1;
+    let back = w.step();
+    let deleted: Vec<String> = back.delete.iter().map(|k| k.1.clone()).collect();
+    assert_eq!(deleted.len(), 3, "{deleted:?}");
+    assert!(kinds(&back).iter().any(|(k, n)| *k == ChildKind::Deployment && n == "social-scaled-ingester"));
+}
