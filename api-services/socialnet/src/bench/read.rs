@@ -104,6 +104,7 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
     let single = rebuild(&pg, &target, &config, std::slice::from_ref(&args.redis_url)).await?;
     let (generation, applied, rebuild_secs, rebuild_cmds) =
         (single.generation, single.events, single.secs, single.commands.iter().sum::<u64>());
+    let redis_memory = single.memory.iter().sum::<u64>();
 
     // Live projector throughput (not "fresh": it reads followers and recent posts from Redis).
     let live = RedisTarget::connect_for_writing(&format!("live{tag}"), &args.redis_url)?;
@@ -190,6 +191,11 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
         rebuild_cmds as f64 / rebuild_secs
     );
     println!(
+        "  rebuilt generation in Redis       : {} MB (used_memory after − before); process peak RSS {} MB",
+        redis_memory >> 20,
+        peak_rss_bytes().unwrap_or(0) >> 20
+    );
+    println!(
         "  live projector (reads its state)  : {live_applied} events in {live_secs:.1} s = {:.0} events/s, {:.0} Redis commands/s",
         live_applied as f64 / live_secs,
         live_cmds as f64 / live_secs
@@ -230,6 +236,8 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
             "home_p50_ms": f64::from(percentile(&home_r.latencies_us, 0.5)) / 1000.0,
             "home_p99_ms": f64::from(percentile(&home_r.latencies_us, 0.99)) / 1000.0,
             "rebuild_events": applied, "rebuild_peak_rss_bytes": peak_rss_bytes(),
+            "rebuild_redis_memory_bytes": redis_memory,
+            "cluster_redis_memory_bytes": cluster.as_ref().map(|c| c.rebuild.memory.clone()),
             "cluster_shards": cluster.as_ref().map(|c| c.rebuild.commands.len()),
             "cluster_rebuild_events_per_s": cluster.as_ref().map(|c| (c.rebuild.events as f64 / c.rebuild.secs).round()),
             "cluster_home_ratio_to_hello": cluster.as_ref().map(|c| c.cached / base),
@@ -377,6 +385,8 @@ struct Rebuilt {
     secs: f64,
     /// Redis commands each node (master) ran during it.
     commands: Vec<u64>,
+    /// Memory each node (master) holds more after it, bytes: the new generation.
+    memory: Vec<u64>,
 }
 
 async fn rebuild(
@@ -386,6 +396,7 @@ async fn rebuild(
     nodes: &[String],
 ) -> anyhow::Result<Rebuilt> {
     let before = per_node(nodes, redis_commands).await?;
+    let memory_before = per_node(nodes, used_memory).await?;
     let t = Instant::now();
     let replay = projection::Replay::InMemory;
     let (generation, events) =
@@ -394,7 +405,9 @@ async fn rebuild(
     let secs = t.elapsed().as_secs_f64();
     let after = per_node(nodes, redis_commands).await?;
     let commands = after.iter().zip(&before).map(|(a, b)| a.saturating_sub(*b)).collect();
-    Ok(Rebuilt { generation, events, secs, commands })
+    let memory_after = per_node(nodes, used_memory).await?;
+    let memory = memory_after.iter().zip(&memory_before).map(|(a, b)| a.saturating_sub(*b)).collect();
+    Ok(Rebuilt { generation, events, secs, commands, memory })
 }
 
 async fn per_node<'a, F, Fut>(nodes: &'a [String], f: F) -> anyhow::Result<Vec<u64>>
@@ -453,13 +466,10 @@ async fn cluster_run(
     tag: u32,
 ) -> anyhow::Result<ClusterRun> {
     let masters = masters(&args.cluster_urls).await?;
-    let memory_before = per_node(&masters, used_memory).await?;
     let name = format!("cbench{tag}");
     let target = projection::RedisClusterTarget::connect_for_writing(&name, &args.cluster_urls)?;
     let rebuilt = rebuild(pg, &target, config, &masters).await?;
-    let memory_after = per_node(&masters, used_memory).await?;
-    let memory_mb =
-        memory_after.iter().zip(&memory_before).map(|(a, b)| a.saturating_sub(*b) >> 20).collect();
+    let memory_mb = rebuilt.memory.iter().map(|m| m >> 20).collect();
     let runs = home_timelines(args, pg, Arc::new(target.clone()), readers).await?;
     target.drop_generation(rebuilt.generation).await?;
     let rate = |r: &http_load::LoadResult| r.ok as f64 / r.elapsed.as_secs_f64();
