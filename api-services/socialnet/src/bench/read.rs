@@ -105,6 +105,7 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
     let (generation, applied, rebuild_secs, rebuild_cmds) =
         (single.generation, single.events, single.secs, single.commands.iter().sum::<u64>());
     let redis_memory = single.memory.iter().sum::<u64>();
+    let costs = key_costs(&args.redis_url, &format!("bench{tag}:g{generation}:")).await?;
 
     // Live projector throughput (not "fresh": it reads followers and recent posts from Redis).
     let live = RedisTarget::connect_for_writing(&format!("live{tag}"), &args.redis_url)?;
@@ -195,6 +196,12 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
         redis_memory >> 20,
         peak_rss_bytes().unwrap_or(0) >> 20
     );
+    for c in &costs {
+        println!(
+            "  Redis cost of a {:<9} key     : {:>8.0} bytes, {:.1} members ({} sampled)",
+            c.kind, c.bytes_per_key, c.members_per_key, c.sampled
+        );
+    }
     println!(
         "  live projector (reads its state)  : {live_applied} events in {live_secs:.1} s = {:.0} events/s, {:.0} Redis commands/s",
         live_applied as f64 / live_secs,
@@ -236,7 +243,7 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
             "home_p50_ms": f64::from(percentile(&home_r.latencies_us, 0.5)) / 1000.0,
             "home_p99_ms": f64::from(percentile(&home_r.latencies_us, 0.99)) / 1000.0,
             "rebuild_events": applied, "rebuild_peak_rss_bytes": peak_rss_bytes(),
-            "rebuild_redis_memory_bytes": redis_memory,
+            "rebuild_redis_memory_bytes": redis_memory, "key_costs": costs,
             "cluster_redis_memory_bytes": cluster.as_ref().map(|c| c.rebuild.memory.clone()),
             "cluster_shards": cluster.as_ref().map(|c| c.rebuild.commands.len()),
             "cluster_rebuild_events_per_s": cluster.as_ref().map(|c| (c.rebuild.events as f64 / c.rebuild.secs).round()),
@@ -480,4 +487,58 @@ async fn cluster_run(
         rebuild: rebuilt,
         memory_mb,
     })
+}
+
+/// What one kind of key costs Redis, from a sample: bytes per key and per member (`MEMORY USAGE` over
+/// `ZCARD`, or over 1 for a hash).
+#[derive(Debug, Default, serde::Serialize)]
+struct KeyCost {
+    kind: &'static str,
+    sampled: usize,
+    bytes_per_key: f64,
+    members_per_key: f64,
+}
+
+/// Sample up to 500 keys of each kind of the generation under `prefix`.
+async fn key_costs(url: &str, prefix: &str) -> anyhow::Result<Vec<KeyCost>> {
+    let mut conn = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+    let mut out = Vec::new();
+    for (kind, sorted) in
+        [("home", true), ("post", false), ("user", false), ("utl", true), ("followers", true)]
+    {
+        let pattern = format!("{prefix}{kind}:*");
+        let (mut cursor, mut keys) = (0u64, Vec::<String>::new());
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(5000)
+                .query_async(&mut conn)
+                .await?;
+            keys.extend(batch);
+            cursor = next;
+            if cursor == 0 || keys.len() >= 500 {
+                break;
+            }
+        }
+        keys.truncate(500);
+        let (mut bytes, mut members) = (0u64, 0u64);
+        for k in &keys {
+            let b: Option<u64> =
+                redis::cmd("MEMORY").arg("USAGE").arg(k).arg("SAMPLES").arg(0).query_async(&mut conn).await?;
+            bytes += b.unwrap_or(0);
+            members +=
+                if sorted { redis::cmd("ZCARD").arg(k).query_async::<u64>(&mut conn).await? } else { 1 };
+        }
+        let n = keys.len().max(1) as f64;
+        out.push(KeyCost {
+            kind,
+            sampled: keys.len(),
+            bytes_per_key: bytes as f64 / n,
+            members_per_key: members as f64 / n,
+        });
+    }
+    Ok(out)
 }
