@@ -95,6 +95,13 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     let gen_secs = started.elapsed().as_secs_f64();
+    // What the history costs PostgreSQL (tables with their indexes), per event.
+    let (pg_bytes, pg_events): (i64, i64) = sqlx::query_as(
+        "SELECT pg_total_relation_size('events') + pg_total_relation_size('commands'), (SELECT count(*) FROM events)",
+    )
+    .fetch_one(pg.pool())
+    .await?;
+    let pg_bytes_per_event = pg_bytes as f64 / pg_events.max(1) as f64;
     // Authors with more than 1,000 followers are merged at read time (hybrid fan-out).
     let config = PlannerConfig { fanout_threshold: args.fanout_threshold };
     let tag = std::process::id();
@@ -196,6 +203,10 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
         redis_memory >> 20,
         peak_rss_bytes().unwrap_or(0) >> 20
     );
+    println!(
+        "  event store size                  : {:.0} bytes per event (events and commands, with indexes)",
+        pg_bytes_per_event
+    );
     for c in &costs {
         println!(
             "  Redis cost of a {:<9} key     : {:>8.0} bytes, {:.1} members ({} sampled)",
@@ -244,6 +255,7 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
             "home_p99_ms": f64::from(percentile(&home_r.latencies_us, 0.99)) / 1000.0,
             "rebuild_events": applied, "rebuild_peak_rss_bytes": peak_rss_bytes(),
             "rebuild_redis_memory_bytes": redis_memory, "key_costs": costs,
+            "pg_bytes_per_event": pg_bytes_per_event.round(),
             "cluster_redis_memory_bytes": cluster.as_ref().map(|c| c.rebuild.memory.clone()),
             "cluster_shards": cluster.as_ref().map(|c| c.rebuild.commands.len()),
             "cluster_rebuild_events_per_s": cluster.as_ref().map(|c| (c.rebuild.events as f64 / c.rebuild.secs).round()),
@@ -275,7 +287,10 @@ fn print_cluster(c: &ClusterRun, base: f64, single_uncached: f64, single_cached:
             rate / base
         );
     }
-    println!("  cluster home reads failed          : {}", c.failed);
+    println!(
+        "  cluster home reads failed          : {}; page cache {} hits, {} misses",
+        c.failed, c.cache.0, c.cache.1
+    );
 }
 
 /// `clients` tasks doing GET on one multiplexed connection each, for `d`. Returns (ops, latencies µs).
@@ -463,6 +478,8 @@ struct ClusterRun {
     uncached: f64,
     cached: f64,
     failed: u64,
+    /// The page cache's (hits, misses) in the cached run.
+    cache: (u64, u64),
 }
 
 async fn cluster_run(
@@ -484,6 +501,7 @@ async fn cluster_run(
         uncached: rate(&runs[0].0),
         cached: rate(&runs[1].0),
         failed: runs.iter().map(|r| r.0.failed).sum(),
+        cache: runs[1].1,
         rebuild: rebuilt,
         memory_mb,
     })
