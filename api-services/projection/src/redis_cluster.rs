@@ -20,7 +20,9 @@ use crate::dump::{Dump, ImageValue};
 use crate::invalidation::Invalidation;
 use crate::keys::Keys;
 use crate::ops::Op;
-use crate::redis_commands::{push_load, push_op, read_value};
+use crate::redis_commands::{
+    ALLOCATE, push_load, push_op, read_rebuild, read_state, read_value, write_rebuild,
+};
 use crate::redis_target::{OPS, encode, scored, state_string, unavailable};
 use crate::target::{HomeItem, HomePage, KvRead, ProjectionError, ProjectionTarget, TargetState};
 use async_trait::async_trait;
@@ -364,12 +366,6 @@ impl ProjectionTarget for RedisClusterTarget {
     }
 
     async fn allocate_generation(&self) -> Result<u64, ProjectionError> {
-        const ALLOCATE: &str = "local c = tonumber(redis.call('GET', KEYS[1]) or '0') \
-            local n = tonumber(redis.call('GET', KEYS[2]) or '0') \
-            if n < c then n = c end \
-            n = n + 1 \
-            redis.call('SET', KEYS[2], n) \
-            return n";
         redis::Script::new(ALLOCATE)
             .key(self.meta("current"))
             .key(self.meta("generations"))
@@ -379,21 +375,11 @@ impl ProjectionTarget for RedisClusterTarget {
     }
 
     async fn state(&self, generation: u64) -> Result<Option<TargetState>, ProjectionError> {
-        let raw: Option<String> = redis::cmd("GET")
-            .arg(self.checkpoint_key(generation))
-            .query_async(&mut self.conn().await?)
-            .await
-            .map_err(unavailable)?;
-        parse_state(raw)
+        read_state(&mut self.conn().await?, &self.checkpoint_key(generation)).await
     }
 
     async fn pending(&self, generation: u64) -> Result<Option<TargetState>, ProjectionError> {
-        let raw: Option<String> = redis::cmd("GET")
-            .arg(self.pending_key(generation))
-            .query_async(&mut self.conn().await?)
-            .await
-            .map_err(unavailable)?;
-        parse_state(raw)
+        read_state(&mut self.conn().await?, &self.pending_key(generation)).await
     }
 
     async fn apply(
@@ -521,29 +507,11 @@ impl ProjectionTarget for RedisClusterTarget {
     }
 
     async fn record_rebuild(&self, progress: &RebuildProgress) -> Result<(), ProjectionError> {
-        let json = serde_json::to_string(progress)
-            .map_err(|e| ProjectionError::Corrupt(format!("encoding rebuild progress: {e}")))?;
-        let _: () = redis::cmd("SET")
-            .arg(self.meta("rebuild"))
-            .arg(json)
-            .arg("EX")
-            .arg(7 * 86_400)
-            .query_async(&mut self.conn().await?)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        write_rebuild(&mut self.conn().await?, &self.meta("rebuild"), progress).await
     }
 
     async fn last_rebuild(&self) -> Result<Option<RebuildProgress>, ProjectionError> {
-        let raw: Option<String> = redis::cmd("GET")
-            .arg(self.meta("rebuild"))
-            .query_async(&mut self.conn().await?)
-            .await
-            .map_err(unavailable)?;
-        raw.map(|r| {
-            serde_json::from_str(&r).map_err(|e| ProjectionError::Corrupt(format!("rebuild progress: {e}")))
-        })
-        .transpose()
+        read_rebuild(&mut self.conn().await?, &self.meta("rebuild")).await
     }
 
     /// Notices are published inside the partition scripts; a cluster forwards every `PUBLISH` to all its
@@ -578,11 +546,6 @@ impl ProjectionTarget for RedisClusterTarget {
         let _: String = redis::cmd("PING").query_async(&mut self.conn().await?).await.map_err(unavailable)?;
         Ok(())
     }
-}
-
-fn parse_state(raw: Option<String>) -> Result<Option<TargetState>, ProjectionError> {
-    raw.map(|r| serde_json::from_str(&r).map_err(|e| ProjectionError::Corrupt(format!("checkpoint: {e}"))))
-        .transpose()
 }
 
 /// The copies of `celebs` as the one key the model has; a copy that differs from the first partition's is

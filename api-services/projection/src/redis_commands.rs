@@ -108,3 +108,53 @@ pub(crate) async fn read_value(
         other => Value::Hash(BTreeMap::from([("~unexpected_type".to_owned(), other.to_owned())])),
     }))
 }
+
+/// Allocate a never-used generation: one past both the current one and every one handed out before.
+/// KEYS: the current-generation key, the generation counter (same slot on a cluster).
+pub(crate) const ALLOCATE: &str = "local c = tonumber(redis.call('GET', KEYS[1]) or '0') \
+    local n = tonumber(redis.call('GET', KEYS[2]) or '0') \
+    if n < c then n = c end \
+    n = n + 1 \
+    redis.call('SET', KEYS[2], n) \
+    return n";
+
+/// The checkpoint (or pending batch) stored at `key`.
+pub(crate) async fn read_state(
+    conn: &mut impl redis::aio::ConnectionLike,
+    key: &str,
+) -> Result<Option<crate::target::TargetState>, ProjectionError> {
+    let raw: Option<String> = redis::cmd("GET").arg(key).query_async(conn).await.map_err(unavailable)?;
+    raw.map(|r| serde_json::from_str(&r).map_err(|e| ProjectionError::Corrupt(format!("checkpoint: {e}"))))
+        .transpose()
+}
+
+/// Record a rebuild's progress at `key`, kept a week: long enough to be read after the run, gone when
+/// nobody cares any more.
+pub(crate) async fn write_rebuild(
+    conn: &mut impl redis::aio::ConnectionLike,
+    key: &str,
+    progress: &contract::admin::RebuildProgress,
+) -> Result<(), ProjectionError> {
+    let json = serde_json::to_string(progress)
+        .map_err(|e| ProjectionError::Corrupt(format!("encoding rebuild progress: {e}")))?;
+    redis::cmd("SET")
+        .arg(key)
+        .arg(json)
+        .arg("EX")
+        .arg(7 * 86_400)
+        .query_async(conn)
+        .await
+        .map_err(unavailable)
+}
+
+/// The rebuild progress recorded at `key`, if any.
+pub(crate) async fn read_rebuild(
+    conn: &mut impl redis::aio::ConnectionLike,
+    key: &str,
+) -> Result<Option<contract::admin::RebuildProgress>, ProjectionError> {
+    let raw: Option<String> = redis::cmd("GET").arg(key).query_async(conn).await.map_err(unavailable)?;
+    raw.map(|r| {
+        serde_json::from_str(&r).map_err(|e| ProjectionError::Corrupt(format!("rebuild progress: {e}")))
+    })
+    .transpose()
+}

@@ -8,7 +8,9 @@ use crate::dump::{Dump, ImageValue};
 use crate::invalidation::Invalidation;
 use crate::keys::Keys;
 use crate::ops::Op;
-use crate::redis_commands::{push_load, push_op, read_value};
+use crate::redis_commands::{
+    ALLOCATE, push_load, push_op, read_rebuild, read_state, read_value, write_rebuild,
+};
 use crate::target::{HomeItem, HomePage, KvRead, ProjectionError, ProjectionTarget, TargetState};
 use async_trait::async_trait;
 use contract::admin::RebuildProgress;
@@ -473,12 +475,6 @@ impl ProjectionTarget for RedisTarget {
     }
 
     async fn allocate_generation(&self) -> Result<u64, ProjectionError> {
-        const ALLOCATE: &str = "local c = tonumber(redis.call('GET', KEYS[1]) or '0') \
-            local n = tonumber(redis.call('GET', KEYS[2]) or '0') \
-            if n < c then n = c end \
-            n = n + 1 \
-            redis.call('SET', KEYS[2], n) \
-            return n";
         redis::Script::new(ALLOCATE)
             .key(self.current_key())
             .key(format!("{}:generations", self.name))
@@ -488,15 +484,7 @@ impl ProjectionTarget for RedisTarget {
     }
 
     async fn state(&self, generation: u64) -> Result<Option<TargetState>, ProjectionError> {
-        let raw: Option<String> = redis::cmd("GET")
-            .arg(self.checkpoint_key(generation))
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        raw.map(|r| {
-            serde_json::from_str(&r).map_err(|e| ProjectionError::Corrupt(format!("checkpoint: {e}")))
-        })
-        .transpose()
+        read_state(&mut self.conn.clone(), &self.checkpoint_key(generation)).await
     }
 
     async fn apply(
@@ -603,30 +591,11 @@ impl ProjectionTarget for RedisTarget {
     }
 
     async fn record_rebuild(&self, progress: &RebuildProgress) -> Result<(), ProjectionError> {
-        let json = serde_json::to_string(progress)
-            .map_err(|e| ProjectionError::Corrupt(format!("encoding rebuild progress: {e}")))?;
-        // Kept a week: long enough to be read after the run, gone when nobody cares any more.
-        let _: () = redis::cmd("SET")
-            .arg(self.rebuild_key())
-            .arg(json)
-            .arg("EX")
-            .arg(7 * 86_400)
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        write_rebuild(&mut self.conn.clone(), &self.rebuild_key(), progress).await
     }
 
     async fn last_rebuild(&self) -> Result<Option<RebuildProgress>, ProjectionError> {
-        let raw: Option<String> = redis::cmd("GET")
-            .arg(self.rebuild_key())
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        raw.map(|r| {
-            serde_json::from_str(&r).map_err(|e| ProjectionError::Corrupt(format!("rebuild progress: {e}")))
-        })
-        .transpose()
+        read_rebuild(&mut self.conn.clone(), &self.rebuild_key()).await
     }
 
     async fn invalidations(
