@@ -24,7 +24,7 @@ use crate::redis_commands::{
     ALLOCATE, push_load, push_op, read_rebuild, read_state, read_value, write_rebuild,
 };
 use crate::redis_target::{OPS, encode, scored, state_string, unavailable};
-use crate::target::{HomeItem, HomePage, KvRead, ProjectionError, ProjectionTarget, TargetState};
+use crate::target::{HomePage, KvRead, ProjectionError, ProjectionTarget, TargetState};
 use async_trait::async_trait;
 use contract::admin::RebuildProgress;
 use redis::cluster_async::ClusterConnection;
@@ -502,7 +502,7 @@ impl ProjectionTarget for RedisClusterTarget {
                 out.insert(relative.to_owned(), value);
             }
         }
-        merge_celebs(&mut out, celebs);
+        merge_celebs(&mut out, self.inner.layout.tag(0), celebs);
         Ok(out)
     }
 
@@ -550,8 +550,7 @@ impl ProjectionTarget for RedisClusterTarget {
 
 /// The copies of `celebs` as the one key the model has; a copy that differs from the first partition's is
 /// kept as `celebs@{tag}`, so that a comparison reports it.
-fn merge_celebs(out: &mut Dump, mut copies: Vec<(String, crate::dump::Value)>) {
-    let first_tag = Layout::new().tag(0).to_owned();
+fn merge_celebs(out: &mut Dump, first_tag: &str, mut copies: Vec<(String, crate::dump::Value)>) {
     copies.sort_by_key(|(tag, _)| *tag != first_tag);
     let Some((_, reference)) = copies.first().cloned() else { return };
     let complete = copies.len() == PARTITIONS;
@@ -724,20 +723,7 @@ impl KvRead for ClusterView {
         ));
         let (ids, celebrities): (Vec<(String, f64)>, Vec<String>) =
             pipe.query_async(&mut self.target.conn().await?).await.map_err(unavailable)?;
-        let mut ids = scored(ids);
-        if !celebrities.is_empty() {
-            let keys: Vec<String> = celebrities.iter().map(|c| Keys::user_timeline_of(c)).collect();
-            ids.extend(self.zrevrange_many(&keys, below, limit).await?.into_iter().flatten());
-            let mut seen = std::collections::HashSet::new();
-            ids.retain(|(m, _)| seen.insert(m.clone()));
-            ids.sort_by_key(|(_, score)| std::cmp::Reverse(*score));
-            ids.truncate(limit);
-        }
-        let keys: Vec<String> = ids.iter().map(|(id, _)| Keys::post_of(id)).collect();
-        let posts = self.hgetall_many(&keys).await?;
-        let items =
-            ids.into_iter().zip(posts).map(|((id, score), post)| HomeItem { id, score, post }).collect();
-        Ok(HomePage { items, celebrities })
+        crate::target::merge_and_hydrate(self, scored(ids), celebrities, below, limit).await
     }
 }
 

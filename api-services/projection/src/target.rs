@@ -79,28 +79,38 @@ pub trait KvRead: Send + Sync {
         limit: usize,
     ) -> Result<HomePage, ProjectionError> {
         use crate::keys::Keys;
-        let mut ids = self.zrevrange_by_score(&Keys::home(user), below, limit).await?;
+        let ids = self.zrevrange_by_score(&Keys::home(user), below, limit).await?;
         let celebs = self.zinter_members(&Keys::following(user), Keys::CELEBS).await?;
+        merge_and_hydrate(self, ids, celebs, below, limit).await
+    }
+}
+
+/// The rest of a home page once its own entries (`ids`) and the followed celebrities are known: their
+/// timelines merged in (newest first, each post once, at most `limit`), then every post's hash.
+pub(crate) async fn merge_and_hydrate<V: KvRead + ?Sized>(
+    view: &V,
+    mut ids: Vec<(String, i64)>,
+    celebs: Vec<String>,
+    below: Option<i64>,
+    limit: usize,
+) -> Result<HomePage, ProjectionError> {
+    use crate::keys::Keys;
+    if !celebs.is_empty() {
         let keys: Vec<String> = celebs
             .iter()
             .filter_map(|c| domain::UserId::parse(c.as_str()).ok())
             .map(|c| Keys::user_timeline(&c))
             .collect();
-        for posts in self.zrevrange_many(&keys, below, limit).await? {
-            ids.extend(posts);
-        }
-        if !celebs.is_empty() {
-            let mut seen = std::collections::HashSet::new();
-            ids.retain(|(m, _)| seen.insert(m.clone()));
-            ids.sort_by_key(|(_, score)| std::cmp::Reverse(*score));
-            ids.truncate(limit);
-        }
-        let keys: Vec<String> = ids.iter().map(|(id, _)| Keys::post_of(id)).collect();
-        let hashes = self.hgetall_many(&keys).await?;
-        let items =
-            ids.into_iter().zip(hashes).map(|((id, score), post)| HomeItem { id, score, post }).collect();
-        Ok(HomePage { items, celebrities: celebs })
+        ids.extend(view.zrevrange_many(&keys, below, limit).await?.into_iter().flatten());
+        let mut seen = std::collections::HashSet::new();
+        ids.retain(|(m, _)| seen.insert(m.clone()));
+        ids.sort_by_key(|(_, score)| std::cmp::Reverse(*score));
+        ids.truncate(limit);
     }
+    let keys: Vec<String> = ids.iter().map(|(id, _)| Keys::post_of(id)).collect();
+    let hashes = view.hgetall_many(&keys).await?;
+    let items = ids.into_iter().zip(hashes).map(|((id, score), post)| HomeItem { id, score, post }).collect();
+    Ok(HomePage { items, celebrities: celebs })
 }
 
 /// What [`KvRead::home_page`] found.
