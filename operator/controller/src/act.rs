@@ -46,6 +46,7 @@ pub async fn act(ctx: &Ctx, cluster: &SocialCluster, plan: &Plan) -> Result<Outc
     }
     for (kind, name) in &plan.delete {
         delete_child(ctx, &ns, *kind, name).await?;
+        ctx.remember_deleted(&cluster, *kind, name);
     }
     for note in &plan.events {
         ctx.events.publish(&cluster, note).await;

@@ -35,8 +35,12 @@ pub async fn observe(ctx: &Ctx, key: &ObjectRef<SocialCluster>) -> Result<Option
         recently_applied: Default::default(),
         cluster,
     };
-    // What the cache shows as applied needs no grace any more: if it disappears now, it was deleted.
-    ctx.caught_up(key, |kind, name, hash| observed.hash_of(kind, name).as_deref() == Some(hash));
+    // What the cache shows as applied (or as gone, once deleted) needs no grace any more: if it disappears
+    // now, someone else deleted it.
+    ctx.caught_up(key, |kind, name, hash| {
+        let shown = observed.hash_of(kind, name);
+        if hash == crate::plan::DELETED { shown.is_none() } else { shown.as_deref() == Some(hash) }
+    });
     observed.recently_applied = ctx.recently_applied(key);
     Ok(Some(observed))
 }

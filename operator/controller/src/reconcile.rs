@@ -82,7 +82,15 @@ impl Ctx {
         applied.insert(key, Applied { hash: child.hash().unwrap_or_default(), at: Instant::now() });
     }
 
-    /// Forget the children of `cluster` the cache now shows as applied.
+    /// Remember that a child was just deleted (the watch cache may still show it).
+    pub fn remember_deleted(&self, cluster: &SocialCluster, kind: ChildKind, name: &str) {
+        let key = (ObjectRef::from_obj(cluster), kind, name.to_owned());
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        applied.retain(|_, a| a.at.elapsed() < CACHE_GRACE);
+        applied.insert(key, Applied { hash: crate::plan::DELETED.to_owned(), at: Instant::now() });
+    }
+
+    /// Forget the children of `cluster` the cache now shows as applied (or, deleted ones, as gone).
     pub fn caught_up(
         &self,
         cluster: &ObjectRef<SocialCluster>,

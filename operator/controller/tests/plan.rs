@@ -281,10 +281,20 @@ fn orphans_are_deleted_when_the_spec_stops_asking_for_them() {
     let mut w = settled_minimal_two_targets();
     w.cluster.spec.write_api.autoscaling = None;
     w.cluster.spec.write_api.replicas = 1;
+    let mut stale = w.observed();
     let p = w.step();
     assert!(p.delete.contains(&(ChildKind::HorizontalPodAutoscaler, "social-write-api".into())));
     assert!(p.delete.contains(&(ChildKind::PodDisruptionBudget, "social-write-api".into())));
     assert!(!p.delete.iter().any(|(k, _)| *k == ChildKind::Job), "rebuild Jobs are never orphans");
+
+    // Deleted moments ago and still in the lagging cache: not deleted again, looked at again later.
+    stale.cluster.status = p.status.clone().or(stale.cluster.status);
+    for (kind, name) in &p.delete {
+        stale.recently_applied.insert((*kind, name.clone()), socialnet_operator::plan::DELETED.to_owned());
+    }
+    let again = plan(&stale, w.now);
+    assert!(again.delete.is_empty(), "deleted twice: {:?}", again.delete);
+    assert_eq!(again.requeue, Some(socialnet_operator::plan::CACHE_GRACE));
 }
 
 #[test]

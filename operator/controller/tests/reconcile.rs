@@ -361,3 +361,71 @@ async fn under_a_lagging_watch_a_failover_and_a_rebuild_happen_exactly_once() {
     // Decisions rest on a fresh read, not on the lagging cache: a write may race a spec edit, no more.
     assert!(conflicts <= 3, "{conflicts} writes refused as stale");
 }
+
+fn ingester_names(w: &World) -> Vec<String> {
+    let mut names: Vec<String> = w
+        .deployments()
+        .iter()
+        .filter_map(|d| d["metadata"]["name"].as_str().map(str::to_owned))
+        .filter(|n| n.contains("-ingester"))
+        .collect();
+    names.sort();
+    names
+}
+
+fn requests_to(w: &World, method: &str, name: &str) -> usize {
+    w.writes()
+        .iter()
+        .filter(|r| r.method == method && r.path.ends_with(&format!("deployments/{name}")))
+        .count()
+}
+
+/// The scaled example (a Redis Cluster primary, a partitioned queue on a NATS cluster) with every watch
+/// behind the writes: each ingester index is a Deployment created once, scaling 2 → 3 → 1 creates and
+/// deletes exactly the Deployments that change (once each, even when the next reconcile still sees the
+/// deleted ones in its stale cache; one ingester is one Deployment again, consuming every partition), and
+/// status never goes backwards.
+#[tokio::test]
+async fn a_scaled_cluster_s_ingesters_scale_one_deployment_each_under_a_lagging_watch() {
+    let w = World::new(Duration::from_millis(400), false).await;
+    w.api.put(SC, NS, "socialclusters", example("scaled.yaml"));
+    w.reconcile("social-scaled").await;
+    assert_eq!(ingester_names(&w), ["social-scaled-ingester-0", "social-scaled-ingester-1"]);
+    let projector = w.api.get(APPS, NS, "deployments", "social-scaled-projector").unwrap().to_string();
+    assert!(projector.contains("primary=redis+cluster://$(SOCIALNET_REDIS_PRIMARY)"), "{projector}");
+    w.settle().await;
+    w.make_ready();
+    w.settle().await;
+    let st = w.reconcile("social-scaled").await;
+    assert_eq!(st["components"]["ingester"]["replicas"], 2, "{st}");
+
+    w.edit("social-scaled", |s| s["ingester"]["replicas"] = json!(3));
+    w.reconcile("social-scaled").await;
+    w.reconcile("social-scaled").await;
+    assert_eq!(ingester_names(&w).len(), 3);
+    w.settle().await;
+    w.make_ready();
+    w.settle().await;
+    let st = w.reconcile("social-scaled").await;
+    assert_eq!(st["components"]["ingester"]["readyReplicas"], 3, "{st}");
+
+    w.edit("social-scaled", |s| s["ingester"]["replicas"] = json!(1));
+    w.reconcile("social-scaled").await;
+    // The watch has not shown the deletions yet: the next reconcile must not delete them again.
+    w.reconcile("social-scaled").await;
+    w.settle().await;
+    w.reconcile("social-scaled").await;
+    assert_eq!(ingester_names(&w), ["social-scaled-ingester"]);
+    for i in 0..3 {
+        assert_eq!(
+            requests_to(&w, "DELETE", &format!("social-scaled-ingester-{i}")),
+            1,
+            "DELETE ingester-{i}"
+        );
+    }
+    assert_eq!(requests_to(&w, "DELETE", "social-scaled-ingester"), 0);
+    let generations: Vec<i64> =
+        status_writes(&w).iter().filter_map(|s| s["observedGeneration"].as_i64()).collect();
+    assert!(generations.windows(2).all(|p| p[0] <= p[1]), "observedGeneration went back: {generations:?}");
+    assert_eq!(generations.last(), Some(&3));
+}

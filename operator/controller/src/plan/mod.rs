@@ -46,9 +46,13 @@ pub struct Observed {
     pub config_maps: Vec<ConfigMap>,
     pub jobs: Vec<Job>,
     pub health: Option<HealthView>,
-    /// Children applied within [`CACHE_GRACE`], with the hash applied: the caches may not show them yet.
+    /// Children applied within [`CACHE_GRACE`], with the hash applied, or [`DELETED`] for children deleted
+    /// then: the caches may not show either yet.
     pub recently_applied: HashMap<(ChildKind, String), String>,
 }
+
+/// What [`Observed::recently_applied`] holds for a child the operator deleted (no applied hash is empty).
+pub const DELETED: &str = "";
 
 impl Observed {
     /// The applied-hash annotation of an existing child, as the cache shows it.

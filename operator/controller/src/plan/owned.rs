@@ -3,7 +3,7 @@
 //! delete children the spec no longer asks for. A child applied moments ago that the watch cache does
 //! not show yet is not applied again.
 
-use super::{CACHE_GRACE, Observed, Plan};
+use super::{CACHE_GRACE, DELETED, Observed, Plan};
 use crate::build;
 use crate::children::{ChildKind, HASH_ANNOTATION, holds};
 use kube::ResourceExt;
@@ -61,5 +61,12 @@ pub(super) fn step(plan: &mut Plan, o: &Observed, st: &SocialClusterStatus) {
         plan.apply.push(child.clone());
     }
     let wanted = |e: &Existing| desired.iter().any(|d| d.kind() == e.kind && d.name() == e.name);
-    plan.delete.extend(existing.iter().filter(|e| !wanted(e)).map(|e| (e.kind, e.name.clone())));
+    for e in existing.iter().filter(|e| !wanted(e)) {
+        // Deleted moments ago, still in the lagging cache: deleting it again would be a second action.
+        if o.recently_applied.get(&(e.kind, e.name.clone())).map(String::as_str) == Some(DELETED) {
+            plan.requeue_within(CACHE_GRACE);
+        } else {
+            plan.delete.push((e.kind, e.name.clone()));
+        }
+    }
 }

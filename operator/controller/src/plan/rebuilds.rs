@@ -102,7 +102,8 @@ fn follow(
     }
     match o.jobs.iter().find(|j| j.name_any() == r.job).map(jobs::job_state) {
         None if r.phase == RebuildPhase::Pending => {
-            if !o.recently_applied.contains_key(&(ChildKind::Job, r.job.clone())) {
+            let applied = o.recently_applied.get(&(ChildKind::Job, r.job.clone()));
+            if applied.is_none_or(|h| h == super::DELETED) {
                 // Asked for, never seen: the apply did not happen (or the Job was removed before it ran).
                 plan.apply.push(Child::Job(jobs::rebuild_job(&o.cluster, &r.target, &r.token)).hashed());
             }
