@@ -15,6 +15,7 @@ mod ops;
 mod planner;
 pub mod queries;
 mod rebuild;
+mod rebuild_image;
 mod redis_cluster;
 mod redis_commands;
 mod redis_target;

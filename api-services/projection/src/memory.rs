@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 
 /// A stored value: [`Value`] with an indexed sorted set.
 #[derive(Debug, Clone)]
-enum Stored {
+pub(crate) enum Stored {
     Hash(BTreeMap<String, String>),
     ZSet(ScoredSet),
     Set(BTreeSet<String>),
@@ -28,7 +28,16 @@ impl Stored {
         }
     }
 
-    fn into_image(self) -> ImageValue {
+    /// Fields or members.
+    pub(crate) fn weight(&self) -> usize {
+        match self {
+            Stored::Hash(h) => h.len(),
+            Stored::ZSet(z) => z.len(),
+            Stored::Set(s) => s.len(),
+        }
+    }
+
+    pub(crate) fn into_image(self) -> ImageValue {
         match self {
             Stored::Hash(h) => ImageValue::Hash(h.into_iter().collect()),
             Stored::ZSet(z) => ImageValue::ZSet(z.into_pairs()),
@@ -82,19 +91,6 @@ impl MemoryTarget {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
-
-    /// Apply operations to a generation without a checkpoint (the apply thread of a rebuild's replay).
-    pub(crate) fn apply_ops(&self, generation: u64, ops: &[Op]) {
-        let mut inner = self.write();
-        apply_all(&mut inner.generations.entry(generation).or_default().data, ops);
-    }
-
-    /// Remove a generation and return its keys and values (the image a rebuild loads into Redis), converted
-    /// one by one as they are taken, so the image never exists twice in memory.
-    pub fn take_image(&self, generation: u64) -> impl Iterator<Item = (String, ImageValue)> + Send + use<> {
-        let data = self.write().generations.remove(&generation).map(|g| g.data).unwrap_or_default();
-        data.into_iter().map(|(k, v)| (k, v.into_image()))
-    }
 }
 
 /// The value at `key`, created empty by `make` if absent; `None` when the key holds another type (Redis
@@ -109,7 +105,19 @@ fn apply_all(data: &mut HashMap<String, Stored>, ops: &[Op]) {
     }
 }
 
-fn apply_op(data: &mut HashMap<String, Stored>, op: &Op) {
+/// [`apply_op`] taking the operation, so the values it sets are moved in, not copied.
+pub(crate) fn apply_owned(data: &mut HashMap<String, Stored>, op: Op) {
+    match op {
+        Op::HSet { key, fields } => {
+            if let Stored::Hash(h) = slot(data, &key, || Stored::Hash(BTreeMap::new())) {
+                h.extend(fields);
+            }
+        }
+        other => apply_op(data, &other),
+    }
+}
+
+pub(crate) fn apply_op(data: &mut HashMap<String, Stored>, op: &Op) {
     match op {
         Op::HSet { key, fields } => {
             if let Stored::Hash(h) = slot(data, key, || Stored::Hash(BTreeMap::new())) {

@@ -8,7 +8,8 @@ use crate::ops::Op;
 use crate::target::{KvRead, ProjectionError};
 use domain::{Event, PostId, UserId};
 use eventstore::RecordedEvent;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use hashbrown::{HashMap, HashSet};
+use std::collections::{BTreeSet, VecDeque};
 
 /// The field of a post hash holding the position of the post's last change. Readers that cache post
 /// documents compare it with the cached one: equal means unchanged, so a cache never serves stale data.
@@ -16,6 +17,30 @@ pub const POST_VERSION: &str = "v";
 
 fn bump(post_id: &domain::PostId, pos: i64) -> Op {
     Op::HSet { key: Keys::post(post_id), fields: vec![(POST_VERSION.into(), pos.to_string())] }
+}
+
+/// Add a post (`member`) to a home timeline whose size bound is in `home_sizes`, keeping it within the cap.
+/// A free function so the planner can lend its follower sets and its home sizes at once.
+fn add_to_home(
+    home_sizes: &mut HashMap<UserId, usize>,
+    out: &mut Vec<Op>,
+    user: &UserId,
+    score: i64,
+    member: &str,
+) {
+    let key = Keys::home(user);
+    let bound = match home_sizes.get_mut(user) {
+        Some(b) => b,
+        None => home_sizes.entry(user.clone()).or_insert(HOME_CAP),
+    };
+    *bound += 1;
+    if *bound > HOME_CAP {
+        *bound = HOME_CAP;
+        out.push(Op::ZAdd { key: key.clone(), score, member: member.to_owned() });
+        out.push(Op::ZKeepTop { key, keep: HOME_CAP });
+    } else {
+        out.push(Op::ZAdd { key, score, member: member.to_owned() });
+    }
 }
 
 /// Home timelines keep about this many posts.
@@ -40,7 +65,7 @@ pub struct Planner {
     fresh: bool,
     followers: HashMap<UserId, BTreeSet<UserId>>,
     /// Each author's most recent posts, newest first, at most `HOME_CAP`.
-    recent: HashMap<UserId, Vec<(i64, PostId)>>,
+    recent: HashMap<UserId, VecDeque<(i64, PostId)>>,
     celebs: Option<HashSet<UserId>>,
     /// Upper bounds of home timeline sizes. A home is trimmed to the cap after every add that may take it
     /// past the cap; trimming a home within the cap does nothing, so the result is the same as trimming
@@ -92,7 +117,7 @@ impl Planner {
             return Ok(());
         }
         let posts = if self.fresh {
-            Vec::new()
+            VecDeque::new()
         } else {
             src.zrevrange_by_score(&Keys::user_timeline(u), None, HOME_CAP)
                 .await?
@@ -121,9 +146,11 @@ impl Planner {
     }
 
     /// Learn the home sizes of these users (one pipelined read for the unknown ones).
-    async fn load_home_sizes(&mut self, src: &dyn KvRead, users: &[UserId]) -> Result<(), ProjectionError> {
-        let unknown: Vec<UserId> =
-            users.iter().filter(|u| !self.home_sizes.contains_key(*u)).cloned().collect();
+    async fn load_home_sizes(
+        &mut self,
+        src: &dyn KvRead,
+        unknown: Vec<UserId>,
+    ) -> Result<(), ProjectionError> {
         if unknown.is_empty() {
             return Ok(());
         }
@@ -138,16 +165,15 @@ impl Planner {
         Ok(())
     }
 
-    /// Add a post to a home timeline (whose size bound must be loaded), keeping it within the cap.
-    fn add_to_home(&mut self, out: &mut Vec<Op>, user: &UserId, score: i64, post: &PostId) {
-        let key = Keys::home(user);
-        out.push(Op::ZAdd { key: key.clone(), score, member: post.to_string() });
-        let bound = self.home_sizes.entry(user.clone()).or_insert(HOME_CAP);
-        *bound += 1;
-        if *bound > HOME_CAP {
-            out.push(Op::ZKeepTop { key, keep: HOME_CAP });
-            *bound = HOME_CAP;
-        }
+    /// The homes a post by `author` goes to: the author's, and the followers' unless a celebrity.
+    fn homes_of<'a>(&'a self, author: &'a UserId, celeb: bool) -> impl Iterator<Item = &'a UserId> {
+        let followers = self.followers.get(author).filter(|_| !celeb);
+        std::iter::once(author).chain(followers.into_iter().flatten())
+    }
+
+    /// The users among `users` whose home size is not known yet.
+    fn unknown_homes<'a>(&self, users: impl IntoIterator<Item = &'a UserId>) -> Vec<UserId> {
+        users.into_iter().filter(|u| !self.home_sizes.contains_key(*u)).cloned().collect()
     }
 
     /// Append the operations for one event to `out`.
@@ -215,10 +241,9 @@ impl Planner {
                 if !celebs.contains(followee) {
                     // Backfill the followee's recent posts into the follower's home.
                     self.load_recent(src, followee).await?;
-                    self.load_home_sizes(src, std::slice::from_ref(follower)).await?;
-                    let posts = self.recent.get(followee).cloned().unwrap_or_default();
-                    for (score, post) in posts {
-                        self.add_to_home(out, follower, score, &post);
+                    self.load_home_sizes(src, self.unknown_homes([follower])).await?;
+                    for (score, post) in self.recent.get(followee).into_iter().flatten() {
+                        add_to_home(&mut self.home_sizes, out, follower, *score, &post.to_string());
                     }
                 }
             }
@@ -260,18 +285,19 @@ impl Planner {
                 out.push(Op::HIncr { key: Keys::user(author_id), field: "posts_count".into(), by: 1 });
                 self.load_recent(src, author_id).await?;
                 if let Some(r) = self.recent.get_mut(author_id) {
-                    r.insert(0, (pos, *post_id));
+                    r.push_front((pos, *post_id));
                     r.truncate(HOME_CAP);
                 }
                 let celeb = self.celebs(src).await?.contains(author_id);
-                let mut homes = vec![author_id.clone()];
                 if !celeb {
                     self.load_followers(src, author_id).await?;
-                    homes.extend(self.followers.get(author_id).into_iter().flatten().cloned());
                 }
-                self.load_home_sizes(src, &homes).await?;
-                for u in &homes {
-                    self.add_to_home(out, u, pos, post_id);
+                let unknown = self.unknown_homes(self.homes_of(author_id, celeb));
+                self.load_home_sizes(src, unknown).await?;
+                let member = post_id.to_string();
+                let followers = self.followers.get(author_id).filter(|_| !celeb);
+                for u in std::iter::once(author_id).chain(followers.into_iter().flatten()) {
+                    add_to_home(&mut self.home_sizes, out, u, pos, &member);
                 }
             }
             Event::PostEdited { post_id, body, .. } => {

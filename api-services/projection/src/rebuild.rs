@@ -5,6 +5,7 @@
 use crate::memory::MemoryTarget;
 use crate::ops::Op;
 use crate::planner::{Planner, PlannerConfig};
+use crate::rebuild_image::{BoundedImage, Write};
 use crate::target::{ProjectionError, ProjectionTarget, TargetState};
 use eventstore::{EventStore, GlobalCursor, RecordedEvent};
 use std::time::{Duration, Instant};
@@ -189,7 +190,7 @@ pub enum Replay {
 }
 
 /// Approximate members and fields per pipeline when loading an image.
-const LOAD_WEIGHT: usize = 50_000;
+pub(crate) const LOAD_WEIGHT: usize = 50_000;
 
 /// Blue/green rebuild of a target: replay everything into a new generation while reads and the live
 /// projector stay on the current one, catch up, flip the current generation atomically, catch up again,
@@ -231,12 +232,12 @@ pub async fn rebuild_generation(
     Ok((generation, applied))
 }
 
-/// Replay into a private memory target, then write its image into `generation` (two pipelines in flight,
-/// so encoding the next overlaps Redis executing the last) and, last, the checkpoint. The planner's cache
-/// stays valid: the target now holds exactly what the memory target held.
+/// Replay into a bounded in-memory image ([`BoundedImage`]) that writes to `generation` as it goes: keys
+/// that cool down during the replay, then, at the end, the rest (homes last) and the checkpoint.
 ///
-/// A fresh planner never reads its target (everything it needs is in its own cache), so planning and
-/// applying run on two threads: this task reads and plans batch N+1 while a thread applies batch N.
+/// A fresh planner never reads its target (everything it needs is in its own cache), so three things run
+/// at once: this task reads and plans batch N+1, a thread folds batch N into the image, and the writer sends
+/// what the image gives up to the target, in order.
 async fn replay_and_load(
     store: &dyn EventStore,
     target: &dyn ProjectionTarget,
@@ -245,62 +246,78 @@ async fn replay_and_load(
     batch: usize,
     on_batch: &mut (dyn FnMut(u64) + Send),
 ) -> Result<u64, ProjectionError> {
-    use futures::StreamExt;
-    let memory = MemoryTarget::new("rebuild");
-    memory.set_current(1).await?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Op>>(2);
-    let applier = {
-        let memory = memory.clone();
-        std::thread::spawn(move || {
-            while let Some(ops) = rx.blocking_recv() {
-                memory.apply_ops(1, &ops);
-            }
-        })
+    let (tx, rx) = tokio::sync::mpsc::channel::<Option<Vec<Op>>>(2);
+    let (wtx, mut wrx) = tokio::sync::mpsc::channel::<Write>(4);
+    let builder = std::thread::Builder::new()
+        .name("rebuild-image".into())
+        .spawn(move || build_image(rx, wtx))
+        .map_err(|e| ProjectionError::Unavailable(format!("cannot start the rebuild's image thread: {e}")))?;
+    let started = Instant::now();
+    let empty = MemoryTarget::new("rebuild");
+    let plan = async move {
+        let planned = plan_all(store, empty.view(1).as_ref(), planner, batch, &tx, on_batch).await;
+        if planned.is_ok() {
+            let _ = tx.send(None).await;
+        }
+        planned
     };
-    let planned = plan_all(store, memory.view(1).as_ref(), planner, batch, &tx, on_batch).await;
-    drop(tx);
-    let joined = applier.join();
-    let (applied, state) = planned?;
-    if joined.is_err() {
-        return Err(ProjectionError::Unavailable("the rebuild's apply thread panicked".into()));
-    }
-    tracing::info!(
-        target = target.name(),
-        events = applied,
-        "rebuild replayed in memory; loading the image into the new generation"
-    );
-    let mut entries = memory.take_image(1);
-    let loading = Instant::now();
-    let mut keys = 0usize;
-    // Chunks are taken from the image as the loads go, two pipelines in flight.
-    let chunks = std::iter::from_fn(|| {
-        let mut chunk = Vec::new();
-        let mut weight = 0;
-        for (k, v) in entries.by_ref() {
-            weight += v.weight() + 1;
-            chunk.push((k, v));
-            if weight >= LOAD_WEIGHT {
-                break;
+    let write = async move {
+        let mut keys = 0usize;
+        while let Some(w) = wrx.recv().await {
+            match w {
+                Write::Image(chunk) => {
+                    keys += chunk.len();
+                    target.load_image(generation, &chunk).await?;
+                }
+                // The real checkpoint is written last; the generation is private until then.
+                Write::Ops(ops) => target.apply_unchecked(generation, &ops, TargetState::default()).await?,
             }
         }
-        keys += chunk.len();
-        (!chunk.is_empty()).then_some(chunk)
-    });
-    let mut loads = futures::stream::iter(chunks)
-        .map(|chunk| async move { target.load_image(generation, &chunk).await })
-        .buffer_unordered(2);
-    while let Some(result) = loads.next().await {
-        result?;
-    }
-    drop(loads);
+        Ok::<_, ProjectionError>(keys)
+    };
+    let (planned, written) = tokio::join!(plan, write);
+    let built = builder.join();
+    let (applied, state) = planned?;
+    let keys = written?;
+    built.map_err(|_| ProjectionError::Unavailable("the rebuild's image thread panicked".into()))??;
     target.apply_unchecked(generation, &[], state).await?;
     tracing::info!(
         target = target.name(),
+        events = applied,
         keys,
-        secs = loading.elapsed().as_secs_f64(),
-        "rebuild image loaded"
+        secs = started.elapsed().as_secs_f64(),
+        "rebuild replayed and its image written"
     );
     Ok(applied)
+}
+
+/// The image thread: folds each batch of operations into the image and passes on what it gives up; at the
+/// end (`None`) the rest. Stops early when the writer stops.
+fn build_image(
+    mut rx: tokio::sync::mpsc::Receiver<Option<Vec<Op>>>,
+    wtx: tokio::sync::mpsc::Sender<Write>,
+) -> Result<(), ProjectionError> {
+    let mut image = BoundedImage::default();
+    loop {
+        let ops = match rx.blocking_recv() {
+            Some(Some(ops)) => ops,
+            Some(None) => break,
+            // Planning failed (the sender went without saying it was done): nothing more to write.
+            None => return Ok(()),
+        };
+        for w in image.apply(ops)? {
+            if wtx.blocking_send(w).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    tracing::debug!("rebuild replayed; writing the homes and the cached keys");
+    for w in image.finish(LOAD_WEIGHT) {
+        if wtx.blocking_send(w).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// Read every event and send its operations to the apply thread, batch by batch (the next batch is read
@@ -310,7 +327,7 @@ async fn plan_all(
     view: &dyn crate::target::KvRead,
     planner: &mut Planner,
     batch: usize,
-    tx: &tokio::sync::mpsc::Sender<Vec<Op>>,
+    tx: &tokio::sync::mpsc::Sender<Option<Vec<Op>>>,
     on_batch: &mut (dyn FnMut(u64) + Send),
 ) -> Result<(u64, TargetState), ProjectionError> {
     let mut state = TargetState::default();
@@ -326,7 +343,7 @@ async fn plan_all(
             Ok::<_, ProjectionError>(ops)
         };
         let (following, ops) = tokio::join!(store.read_all(next.cursor, batch), plan);
-        tx.send(ops?)
+        tx.send(Some(ops?))
             .await
             .map_err(|_| ProjectionError::Unavailable("the rebuild's apply thread stopped".into()))?;
         planned += events.len() as u64;

@@ -8,6 +8,7 @@
 //! 5. With `--cluster-urls`: the rebuild (Redis commands and memory per master: the work divides) and
 //!    both home timelines again on a Redis Cluster target, beside the single-Redis figures.
 
+use super::cpu::CpuSample;
 use super::dataset::{self, Spec};
 use super::http_load::{self, MakeRequest};
 use super::percentile;
@@ -48,10 +49,18 @@ pub struct ReadBenchArgs {
     #[arg(long, default_value_t = 10_000)]
     pub home_readers: usize,
     /// A Redis Cluster's nodes (`redis://h:p,redis://h:p,...`): the rebuild and the home timelines are also
-    /// measured on a cluster target, in the same run (`make bench-read` passes the test cluster's).
+    /// measured on a cluster target, in the same run (`make bench-read` passes the test cluster's; `''` for
+    /// none).
     #[arg(long, env = "SOCIALNET_REDIS_CLUSTER_URLS", value_delimiter = ',')]
     pub cluster_urls: Vec<String>,
+    /// Use the history already in the database when it has one (repeated runs against servers kept up).
+    #[arg(long)]
+    pub reuse_history: bool,
 }
+
+/// Above this many events the cluster run is left out: the test cluster keeps every key twice (masters and
+/// replicas) on this machine, beside the single Redis's copy.
+const CLUSTER_MAX_EVENTS: usize = 3_000_000;
 
 const SECRET: &[u8] = b"bench-secret-bench-secret";
 
@@ -84,16 +93,12 @@ fn report(name: &str, r: &http_load::LoadResult, base: Option<f64>) -> f64 {
     rate
 }
 
-pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(mut args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
+    // `--cluster-urls ''` (or an empty variable) means no cluster run.
+    args.cluster_urls.retain(|u| !u.is_empty());
     let pg = PgEventStore::connect(&args.store.database_url).await.context("event store")?;
     let started = Instant::now();
-    eprintln!("writing a synthetic history of {} events…", args.events);
-    let written = dataset::generate(
-        &pg,
-        Spec { users: args.users, follows_per_user: args.follows, events: args.events },
-        7,
-    )
-    .await?;
+    let written = history(&pg, &args).await?;
     let gen_secs = started.elapsed().as_secs_f64();
     // What the history costs PostgreSQL (tables with their indexes), per event.
     let (pg_bytes, pg_events): (i64, i64) = sqlx::query_as(
@@ -168,9 +173,15 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
     let readers = Arc::new(readers);
     let shared: Arc<dyn ProjectionTarget> = Arc::new(target.clone());
     let home_runs = home_timelines(&args, &pg, shared, &readers).await?;
-    let cluster = match args.cluster_urls.is_empty() {
-        true => None,
-        false => Some(cluster_run(&args, &pg, &config, &readers, tag).await?),
+    let cluster = if args.cluster_urls.is_empty() {
+        None
+    } else if written > CLUSTER_MAX_EVENTS {
+        eprintln!(
+            "no cluster run above {CLUSTER_MAX_EVENTS} events (not enough memory here for two more copies)"
+        );
+        None
+    } else {
+        Some(cluster_run(&args, &pg, &config, &readers, tag).await?)
     };
     let full_pages = |r: &http_load::LoadResult| {
         r.bodies
@@ -201,7 +212,21 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
     println!(
         "  rebuilt generation in Redis       : {} MB (used_memory after − before); process peak RSS {} MB",
         redis_memory >> 20,
-        peak_rss_bytes().unwrap_or(0) >> 20
+        single.peak_rss.unwrap_or(0) >> 20
+    );
+    let c = single.cpu;
+    let per_event = |s: f64| s * 1e6 / applied.max(1) as f64;
+    println!(
+        "  rebuild CPU per event             : main thread {:.1} µs, image thread {:.1} µs, Redis {:.1} µs, PostgreSQL {:.1} µs",
+        per_event(c.main_thread),
+        per_event(c.other_threads),
+        per_event(c.redis),
+        per_event(c.postgres)
+    );
+    println!(
+        "  rebuild, each part on its own core: {:.0} events/s (the busiest part's CPU per event); here {:.2} of it",
+        c.own_cores_rate(applied),
+        applied as f64 / rebuild_secs / c.own_cores_rate(applied)
     );
     println!(
         "  event store size                  : {:.0} bytes per event (events and commands, with indexes)",
@@ -253,7 +278,8 @@ pub async fn run(args: ReadBenchArgs) -> anyhow::Result<ExitCode> {
             "home_cache_misses": misses,
             "home_p50_ms": f64::from(percentile(&home_r.latencies_us, 0.5)) / 1000.0,
             "home_p99_ms": f64::from(percentile(&home_r.latencies_us, 0.99)) / 1000.0,
-            "rebuild_events": applied, "rebuild_peak_rss_bytes": peak_rss_bytes(),
+            "rebuild_events": applied, "rebuild_peak_rss_bytes": single.peak_rss,
+            "rebuild_cpu_s": single.cpu, "rebuild_events_per_s_own_cores": single.cpu.own_cores_rate(applied).round(),
             "rebuild_redis_memory_bytes": redis_memory, "key_costs": costs,
             "pg_bytes_per_event": pg_bytes_per_event.round(),
             "cluster_redis_memory_bytes": cluster.as_ref().map(|c| c.rebuild.memory.clone()),
@@ -400,6 +426,18 @@ async fn home_timeline(
     Ok((run, (after.0 - before.0, after.1 - before.1)))
 }
 
+/// The synthetic history: written, or the one already there with `--reuse-history`.
+async fn history(pg: &PgEventStore, args: &ReadBenchArgs) -> anyhow::Result<usize> {
+    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM events").fetch_one(pg.pool()).await?;
+    if args.reuse_history && count > 0 {
+        eprintln!("using the {count} events already in the database");
+        return Ok(usize::try_from(count)?);
+    }
+    eprintln!("writing a synthetic history of {} events…", args.events);
+    let spec = Spec { users: args.users, follows_per_user: args.follows, events: args.events };
+    dataset::generate(pg, spec, 7).await
+}
+
 /// One blue/green rebuild of `target` from the whole event store.
 struct Rebuilt {
     generation: u64,
@@ -409,6 +447,40 @@ struct Rebuilt {
     commands: Vec<u64>,
     /// Memory each node (master) holds more after it, bytes: the new generation.
     memory: Vec<u64>,
+    /// This process's peak resident memory during the rebuild (the peak is reset just before it).
+    peak_rss: Option<u64>,
+    cpu: RebuildCpu,
+}
+
+/// CPU seconds each part of the system spent on a rebuild (everything shares this machine's cores).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+struct RebuildCpu {
+    /// The main thread: reading and decoding events, planning, sending writes to Redis.
+    main_thread: f64,
+    /// The rest of the process: the image thread (and the runtime's workers).
+    other_threads: f64,
+    redis: f64,
+    postgres: f64,
+}
+
+impl RebuildCpu {
+    fn between(before: &(CpuSample, CpuSample), after: &(CpuSample, CpuSample)) -> Self {
+        let main = after.1.since(&before.1, "socialnet");
+        Self {
+            main_thread: main,
+            other_threads: (after.0.since(&before.0, "self") - main).max(0.0),
+            redis: after.0.since(&before.0, "redis-server"),
+            postgres: after.0.since(&before.0, "postgres"),
+        }
+    }
+
+    /// The rebuild's rate if each part had a core of its own (as a cluster schedules them): bounded by the
+    /// busiest one.
+    fn own_cores_rate(&self, events: u64) -> f64 {
+        let busiest =
+            [self.main_thread, self.other_threads, self.redis, self.postgres].into_iter().fold(0.0, f64::max);
+        events as f64 / busiest.max(1e-9)
+    }
 }
 
 async fn rebuild(
@@ -419,17 +491,20 @@ async fn rebuild(
 ) -> anyhow::Result<Rebuilt> {
     let before = per_node(nodes, redis_commands).await?;
     let memory_before = per_node(nodes, used_memory).await?;
+    reset_peak_rss();
+    let cpu_before = (CpuSample::take(), CpuSample::threads());
     let t = Instant::now();
     let replay = projection::Replay::InMemory;
     let (generation, events) =
         projection::rebuild_generation(pg, target, config.clone(), 2000, Duration::ZERO, replay, &mut |_| {})
             .await?;
     let secs = t.elapsed().as_secs_f64();
+    let cpu = RebuildCpu::between(&cpu_before, &(CpuSample::take(), CpuSample::threads()));
     let after = per_node(nodes, redis_commands).await?;
     let commands = after.iter().zip(&before).map(|(a, b)| a.saturating_sub(*b)).collect();
     let memory_after = per_node(nodes, used_memory).await?;
     let memory = memory_after.iter().zip(&memory_before).map(|(a, b)| a.saturating_sub(*b)).collect();
-    Ok(Rebuilt { generation, events, secs, commands, memory })
+    Ok(Rebuilt { generation, events, secs, commands, memory, peak_rss: peak_rss_bytes(), cpu })
 }
 
 async fn per_node<'a, F, Fut>(nodes: &'a [String], f: F) -> anyhow::Result<Vec<u64>>
@@ -461,6 +536,12 @@ async fn used_memory(url: &str) -> anyhow::Result<u64> {
     let mut conn = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
     let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await?;
     Ok(info.lines().find_map(|l| l.strip_prefix("used_memory:")?.trim().parse().ok()).unwrap_or(0))
+}
+
+/// Start this process's peak resident memory afresh (from what it holds now), so the peak measures what
+/// follows and not the history generator before it. Linux only; elsewhere the peak covers the whole run.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// This process's peak resident memory (`VmHWM`), in bytes.
