@@ -7,6 +7,7 @@
 
 mod cluster_layout;
 mod dump;
+mod home_spill;
 pub mod invalidation;
 mod keys;
 mod memory;

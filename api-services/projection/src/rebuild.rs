@@ -5,7 +5,7 @@
 use crate::memory::MemoryTarget;
 use crate::ops::Op;
 use crate::planner::{Planner, PlannerConfig};
-use crate::rebuild_image::{BoundedImage, Write};
+use crate::rebuild_image::{BIG_KEY, BoundedImage, CACHE_WEIGHT, HOME_RANGES, Write};
 use crate::target::{ProjectionError, ProjectionTarget, TargetState};
 use eventstore::{EventStore, GlobalCursor, RecordedEvent};
 use std::time::{Duration, Instant};
@@ -297,7 +297,7 @@ fn build_image(
     mut rx: tokio::sync::mpsc::Receiver<Option<Vec<Op>>>,
     wtx: tokio::sync::mpsc::Sender<Write>,
 ) -> Result<(), ProjectionError> {
-    let mut image = BoundedImage::default();
+    let mut image = BoundedImage::new(CACHE_WEIGHT, BIG_KEY, HOME_RANGES)?;
     loop {
         let ops = match rx.blocking_recv() {
             Some(Some(ops)) => ops,
@@ -312,8 +312,8 @@ fn build_image(
         }
     }
     tracing::debug!("rebuild replayed; writing the homes and the cached keys");
-    for w in image.finish(LOAD_WEIGHT) {
-        if wtx.blocking_send(w).is_err() {
+    for w in image.finish(LOAD_WEIGHT)? {
+        if wtx.blocking_send(w?).is_err() {
             return Ok(());
         }
     }
