@@ -25,6 +25,8 @@ use std::hash::BuildHasher;
 pub(crate) const CACHE_WEIGHT: usize = 1_000_000;
 /// A cached key with more members than this is written out (and its later changes sent as they come).
 pub(crate) const BIG_KEY: usize = 2_048;
+/// Key ranges the homes are spilled into (the rebuild holds one range's homes at a time).
+pub(crate) const HOME_RANGES: usize = 16;
 
 /// What the image asks of the target, in this order.
 #[derive(Debug)]
@@ -34,9 +36,6 @@ pub(crate) enum Write {
     /// Operations on keys already written.
     Ops(Vec<Op>),
 }
-
-/// Key ranges the homes are spilled into (the rebuild holds one range's homes at a time).
-pub(crate) const HOME_RANGES: usize = 16;
 
 #[derive(Debug)]
 pub(crate) struct BoundedImage {
