@@ -1,7 +1,8 @@
 //! Fault tests against real servers and real `socialnet` processes: the ingester killed under load, the
 //! primary PostgreSQL stopped while writes continue, the primary NATS stopped, a node of a 3-node NATS
-//! cluster killed under writes with two ingesters consuming partitions side by side. In each, every write
-//! that was answered 202 becomes exactly one event.
+//! cluster killed under writes with two ingesters consuming partitions side by side, both queues down at
+//! once (503 with `Retry-After`), both event stores down at once (nothing acknowledged), the write API
+//! killed mid-request. In each, every write that was answered 202 becomes exactly one event.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -315,4 +316,148 @@ async fn a_nats_node_killed_under_writes_two_ingesters_lose_nothing_and_keep_eac
         .await;
         assert!(acked, "partition {p} left commands unacknowledged");
     }
+}
+
+/// Both queues down: a write is refused with 503 and a `Retry-After` (refused, never accepted and lost);
+/// once a queue is back, the client's retry with the same idempotency key is accepted and committed exactly
+/// once, and retrying again answers with the same command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn both_queues_down_a_write_is_refused_with_retry_after_and_its_retry_commits_once() {
+    let mut nats_primary = NatsServer::start();
+    let mut nats_secondary = NatsServer::start();
+    let wiring = Wiring {
+        nats_url: nats_primary.url(),
+        nats_secondary_url: Some(nats_secondary.url()),
+        ..Wiring::fresh().await
+    };
+    let (api_port, ing_port) = (free_port(), free_port());
+    let _api = wiring.write_api(api_port);
+    let _ingester = wiring.ingester(ing_port, &[]);
+    let http = Arc::new(Http::new(api_port));
+    http.wait_ready(Duration::from_secs(20)).await;
+    let users = register_users(&http, "q", 1).await;
+    let (_, tok) = &users[0];
+
+    nats_primary.stop();
+    nats_secondary.stop();
+    let body = serde_json::json!({"body": "written while both queues were down"});
+    let key = [("idempotency-key", "both-queues-down-1")];
+    let (code, headers, problem) =
+        http.call_full("POST", "/v1/posts", Some(tok), Some(body.clone()), &key).await;
+    assert_eq!(code, 503, "{problem}");
+    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry_after >= 1, "Retry-After {retry_after}");
+    assert_eq!(headers["content-type"], "application/problem+json");
+
+    nats_primary.start_again();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        let (code, answer) = http.call("POST", "/v1/posts", Some(tok), Some(body.clone()), &key).await;
+        if code == 202 {
+            break answer["command_id"].as_str().unwrap().to_owned();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the retry was never accepted: {code} {answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (code, again) = http.call("POST", "/v1/posts", Some(tok), Some(body), &key).await;
+    assert_eq!(
+        (code, again["command_id"].as_str()),
+        (202, Some(id.as_str())),
+        "the same key, the same command"
+    );
+    let pool = pg(&wiring.database_url).await;
+    wait_recorded(&pool, "publish_post", 1, Duration::from_secs(30)).await;
+    assert_exactly_once(&pool, &[uuid::Uuid::parse_str(&id).unwrap()], "PostPublished").await;
+}
+
+/// Both event stores down, the primary and the backup: the write API still accepts (the queue is up), the
+/// ingester acknowledges none of the commands (they stay in the queue, none goes to the dead-letter queue),
+/// and once the primary returns each is committed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn both_stores_down_the_ingester_acknowledges_nothing_and_loses_nothing() {
+    let (primary, backup) = (PgServer::start(), PgServer::start());
+    let wiring = Wiring {
+        backup_database_url: Some(testkit::fresh_database(&backup.admin_url()).await),
+        ..Wiring::shared(testkit::fresh_database(&primary.admin_url()).await)
+    };
+    let (api_port, ing_port) = (free_port(), free_port());
+    let _api = wiring.write_api(api_port);
+    let _ingester = wiring.ingester(ing_port, &[]);
+    let http = Arc::new(Http::new(api_port));
+    http.wait_ready(Duration::from_secs(20)).await;
+    let users = register_users(&http, "b", 3).await;
+    let (mut accepted, failed) = post_many(&http, &users, 5, "before").await;
+    assert_eq!(failed, 0);
+    let pool = pg(&wiring.database_url).await;
+    wait_recorded(&pool, "publish_post", accepted.len(), Duration::from_secs(30)).await;
+    pool.close().await;
+    // Commands travel grouped in messages, so the queue is checked in messages: every one acknowledged now.
+    let names =
+        queue::QueueNames::with_prefix(&wiring.queue_prefix, &wiring.queue_prefix.to_ascii_lowercase());
+    let js = async_nats::jetstream::new(async_nats::connect(&wiring.nats_url).await.unwrap());
+    let settled = testkit::eventually(Duration::from_secs(10), || async {
+        let mut stream = js.get_stream(&names.commands_stream).await.unwrap();
+        let last = stream.info().await.unwrap().state.last_sequence;
+        stream.consumer_info(&names.consumer).await.unwrap().ack_floor.stream_sequence == last
+    })
+    .await;
+    assert!(settled, "the commands written before the outage were never all acknowledged");
+    let mut stream = js.get_stream(&names.commands_stream).await.unwrap();
+    let floor = stream.info().await.unwrap().state.last_sequence;
+
+    primary.stop();
+    backup.stop();
+    let (during, failed) = post_many(&http, &users, 10, "during").await;
+    assert_eq!(failed, 0, "the queue is up, so writes are accepted");
+    // Long enough for the ingester to try both stores, fail and try again several times.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let last = stream.info().await.unwrap().state.last_sequence;
+    assert!(last > floor, "the writes made during the outage are in the queue");
+    let info = stream.consumer_info(&names.consumer).await.unwrap();
+    assert_eq!(info.ack_floor.stream_sequence, floor, "a command was acknowledged with both stores down");
+    assert_eq!(
+        info.num_pending + info.num_ack_pending as u64,
+        last - floor,
+        "every message written while both stores were down is still unacknowledged: {info:?}"
+    );
+    let mut dlq = js.get_stream(&names.dlq_stream).await.unwrap();
+    assert_eq!(dlq.info().await.unwrap().state.messages, 0, "nothing was dead-lettered");
+
+    primary.start_again();
+    accepted.extend(during);
+    let pool = pg(&wiring.database_url).await;
+    wait_recorded(&pool, "publish_post", accepted.len(), Duration::from_secs(60)).await;
+    assert_exactly_once(&pool, &accepted, "PostPublished").await;
+}
+
+/// The write API SIGKILLed twice while writers post (each post under its own idempotency key, retried
+/// until answered 202, as a well-behaved client does): requests cut off by the kill are retried against
+/// the restarted API, and every post ends as exactly one event — none lost, none doubled by its retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn write_api_killed_mid_request_every_write_commits_exactly_once() {
+    let wiring = Wiring::fresh().await;
+    let (api_port, ing_port) = (free_port(), free_port());
+    let mut api = wiring.write_api(api_port);
+    let _ingester = wiring.ingester(ing_port, &[]);
+    let http = Arc::new(Http::new(api_port));
+    http.wait_ready(Duration::from_secs(20)).await;
+    let users = register_users(&http, "w", 8).await;
+    let pool = pg(&wiring.database_url).await;
+
+    let load = {
+        let (http, users) = (http.clone(), users.clone());
+        tokio::spawn(async move { post_retrying(&http, &users, 40).await })
+    };
+    for round in 0..2 {
+        wait_recorded(&pool, "publish_post", 80 * (round + 1), Duration::from_secs(60)).await;
+        api.kill();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        api = wiring.write_api(api_port);
+    }
+    let (ids, retries) = load.await.unwrap();
+    let accepted: Vec<uuid::Uuid> = ids.into_iter().flatten().collect();
+    assert_eq!(accepted.len(), 8 * 40);
+    assert!(retries > 0, "no request met the killed write API: the test did not test the kill");
+    wait_recorded(&pool, "publish_post", accepted.len(), Duration::from_secs(60)).await;
+    assert_exactly_once(&pool, &accepted, "PostPublished").await;
 }

@@ -58,6 +58,16 @@ impl World {
         World { api, ctx }
     }
 
+    /// Another operator on the same API, with nothing in memory (as a new leader after a crash).
+    fn successor(&self, identity: &str) -> Arc<socialnet_operator::reconcile::Ctx> {
+        let settings = Settings {
+            namespace: Some(NS.into()),
+            health_interval: Duration::from_millis(100),
+            identity: identity.into(),
+        };
+        Operator::start(self.api.client(), &settings).ctx.clone()
+    }
+
     async fn reconcile(&self, name: &str) -> Value {
         reconcile_once(&self.ctx, &ObjectRef::new(name).within(NS)).await.unwrap();
         self.status(name)
@@ -428,4 +438,58 @@ async fn a_scaled_cluster_s_ingesters_scale_one_deployment_each_under_a_lagging_
         status_writes(&w).iter().filter_map(|s| s["observedGeneration"].as_i64()).collect();
     assert!(generations.windows(2).all(|p| p[0] <= p[1]), "observedGeneration went back: {generations:?}");
     assert_eq!(generations.last(), Some(&3));
+}
+
+/// The leader dies after writing `targetPrimary` and before switching anything. A new operator with
+/// nothing in memory finishes that promotion: every read API pod and the ConfigMap move to the target once,
+/// status ends with it as `currentPrimary` (one `FailoverCompleted`), and the old primary is never made
+/// active again on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_finishes_the_promotion_a_dead_leader_began() {
+    let w = World::new(Duration::from_millis(300), false).await;
+    let targets = ["primary", "standby"];
+    let (a, b) = (FakePod::read_api("primary", &targets).await, FakePod::read_api("primary", &targets).await);
+    let projector = FakePod::projector(&targets).await;
+    let mut sc = example("full.yaml");
+    sc["spec"]["rebuild"] = Value::Null;
+    w.api.put(SC, NS, "socialclusters", sc);
+    pods::register(&w.api, NS, "social", "social-read-api", &[a.port, b.port]);
+    pods::register(&w.api, NS, "social", "social-projector", &[projector.port]);
+    w.reconcile("social").await;
+    w.settle().await;
+    w.make_ready();
+    w.settle().await;
+    w.reconcile("social").await;
+    assert_eq!(w.status("social")["currentPrimary"], "primary");
+
+    // The dead leader's last act: it saw the primary fail and wrote the promotion it was starting.
+    for p in [&a, &b, &projector] {
+        p.set_healthy("primary", false);
+    }
+    let mut sc = w.api.get(SC, NS, "socialclusters", "social").unwrap();
+    sc["status"]["targetPrimary"] = json!("standby");
+    sc["status"]["targetPrimaryTimestamp"] = json!(chrono::Utc::now().to_rfc3339());
+    w.api.put(SC, NS, "socialclusters", sc);
+
+    let next = w.successor("test-1");
+    let key = ObjectRef::new("social").within(NS);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        reconcile_once(&next, &key).await.unwrap();
+        let st = w.status("social");
+        if st["currentPrimary"] == "standby" && st["targetPrimary"].is_null() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the promotion was not finished: {st}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!((a.active(), b.active()), ("standby".to_owned(), "standby".to_owned()));
+    assert_eq!(events_with(&w, "FailoverCompleted"), 1);
+    let active = applied_active(&w);
+    let first_standby = active.iter().position(|t| t == "standby").expect("the ConfigMap names the standby");
+    assert!(active[first_standby..].iter().all(|t| t == "standby"), "the old primary came back: {active:?}");
+    let primaries: Vec<String> =
+        status_writes(&w).iter().filter_map(|s| s["currentPrimary"].as_str().map(str::to_owned)).collect();
+    let switched = primaries.iter().position(|p| p == "standby").unwrap();
+    assert!(primaries[switched..].iter().all(|p| p == "standby"), "{primaries:?}");
 }
