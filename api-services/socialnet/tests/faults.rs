@@ -12,6 +12,25 @@ use std::sync::Arc;
 use std::time::Duration;
 use testkit::{NatsCluster, NatsServer, PgServer, free_port};
 
+/// The write side of a test: a write API and an ingester on `wiring`, the API ready, `users` registered.
+struct WriteSide {
+    api: testkit::ChildGuard,
+    api_port: u16,
+    _ingester: testkit::ChildGuard,
+    http: Arc<Http>,
+    users: Vec<(String, String)>,
+}
+
+async fn write_side(wiring: &Wiring, prefix: &str, users: usize) -> WriteSide {
+    let (api_port, ing_port) = (free_port(), free_port());
+    let api = wiring.write_api(api_port);
+    let ingester = wiring.ingester(ing_port, &[]);
+    let http = Arc::new(Http::new(api_port));
+    http.wait_ready(Duration::from_secs(20)).await;
+    let users = register_users(&http, prefix, users).await;
+    WriteSide { api, api_port, _ingester: ingester, http, users }
+}
+
 /// Post `n` times as each of `users`, `clients` requests in flight; returns the accepted command ids
 /// (in acceptance order per client) and the number of non-202 answers.
 async fn post_many(
@@ -88,12 +107,8 @@ async fn primary_store_down_writes_park_in_backup_then_drain_in_order() {
         ),
         ..Wiring::shared(testkit::fresh_database(&primary.admin_url()).await)
     };
-    let (api_port, ing_port) = (free_port(), free_port());
-    let _api = wiring.write_api(api_port);
-    let _ingester = wiring.ingester(ing_port, &[]);
-    let http = Arc::new(Http::new(api_port));
-    http.wait_ready(Duration::from_secs(20)).await;
-    let users = register_users(&http, "p", 4).await;
+    let side = write_side(&wiring, "p", 4).await;
+    let (http, users) = (side.http.clone(), side.users.clone());
     let (mut accepted, failed) = post_many(&http, &users, 25, "before").await;
     assert_eq!(failed, 0);
 
@@ -161,12 +176,8 @@ async fn primary_queue_down_writes_go_to_the_secondary_and_are_ingested() {
         nats_secondary_url: Some(nats_secondary.url()),
         ..Wiring::fresh().await
     };
-    let (api_port, ing_port) = (free_port(), free_port());
-    let _api = wiring.write_api(api_port);
-    let _ingester = wiring.ingester(ing_port, &[]);
-    let http = Arc::new(Http::new(api_port));
-    http.wait_ready(Duration::from_secs(20)).await;
-    let users = register_users(&http, "n", 4).await;
+    let side = write_side(&wiring, "n", 4).await;
+    let (http, users) = (side.http.clone(), side.users.clone());
 
     let (mut accepted, failed) = post_many(&http, &users, 25, "before").await;
     assert_eq!(failed, 0);
@@ -330,12 +341,8 @@ async fn both_queues_down_a_write_is_refused_with_retry_after_and_its_retry_comm
         nats_secondary_url: Some(nats_secondary.url()),
         ..Wiring::fresh().await
     };
-    let (api_port, ing_port) = (free_port(), free_port());
-    let _api = wiring.write_api(api_port);
-    let _ingester = wiring.ingester(ing_port, &[]);
-    let http = Arc::new(Http::new(api_port));
-    http.wait_ready(Duration::from_secs(20)).await;
-    let users = register_users(&http, "q", 1).await;
+    let side = write_side(&wiring, "q", 1).await;
+    let (http, users) = (side.http.clone(), side.users.clone());
     let (_, tok) = &users[0];
 
     nats_primary.stop();
@@ -380,12 +387,8 @@ async fn both_stores_down_the_ingester_acknowledges_nothing_and_loses_nothing() 
         backup_database_url: Some(testkit::fresh_database(&backup.admin_url()).await),
         ..Wiring::shared(testkit::fresh_database(&primary.admin_url()).await)
     };
-    let (api_port, ing_port) = (free_port(), free_port());
-    let _api = wiring.write_api(api_port);
-    let _ingester = wiring.ingester(ing_port, &[]);
-    let http = Arc::new(Http::new(api_port));
-    http.wait_ready(Duration::from_secs(20)).await;
-    let users = register_users(&http, "b", 3).await;
+    let side = write_side(&wiring, "b", 3).await;
+    let (http, users) = (side.http.clone(), side.users.clone());
     let (mut accepted, failed) = post_many(&http, &users, 5, "before").await;
     assert_eq!(failed, 0);
     let pool = pg(&wiring.database_url).await;
@@ -436,12 +439,8 @@ async fn both_stores_down_the_ingester_acknowledges_nothing_and_loses_nothing() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn write_api_killed_mid_request_every_write_commits_exactly_once() {
     let wiring = Wiring::fresh().await;
-    let (api_port, ing_port) = (free_port(), free_port());
-    let mut api = wiring.write_api(api_port);
-    let _ingester = wiring.ingester(ing_port, &[]);
-    let http = Arc::new(Http::new(api_port));
-    http.wait_ready(Duration::from_secs(20)).await;
-    let users = register_users(&http, "w", 8).await;
+    let mut side = write_side(&wiring, "w", 8).await;
+    let (http, users) = (side.http.clone(), side.users.clone());
     let pool = pg(&wiring.database_url).await;
 
     let load = {
@@ -450,9 +449,9 @@ async fn write_api_killed_mid_request_every_write_commits_exactly_once() {
     };
     for round in 0..2 {
         wait_recorded(&pool, "publish_post", 80 * (round + 1), Duration::from_secs(60)).await;
-        api.kill();
+        side.api.kill();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        api = wiring.write_api(api_port);
+        side.api = wiring.write_api(side.api_port);
     }
     let (ids, retries) = load.await.unwrap();
     let accepted: Vec<uuid::Uuid> = ids.into_iter().flatten().collect();

@@ -250,11 +250,9 @@ fn applied_active(w: &World) -> Vec<String> {
         .collect()
 }
 
-/// A failover and a rebuild with every watch 1.5 s behind the writes, driven by the whole controller
-/// (monitor wake-ups, watch triggers, requeues): every action happens once and nothing goes backwards.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn under_a_lagging_watch_a_failover_and_a_rebuild_happen_exactly_once() {
-    let w = World::new(Duration::from_millis(1500), true).await;
+/// The full example (no rebuild token) with two stand-in read API pods and a projector pod, all reading
+/// the primary.
+async fn full_with_pods(w: &World) -> (FakePod, FakePod, FakePod) {
     let targets = ["primary", "standby"];
     let (a, b) = (FakePod::read_api("primary", &targets).await, FakePod::read_api("primary", &targets).await);
     let projector = FakePod::projector(&targets).await;
@@ -263,6 +261,15 @@ async fn under_a_lagging_watch_a_failover_and_a_rebuild_happen_exactly_once() {
     w.api.put(SC, NS, "socialclusters", sc);
     pods::register(&w.api, NS, "social", "social-read-api", &[a.port, b.port]);
     pods::register(&w.api, NS, "social", "social-projector", &[projector.port]);
+    (a, b, projector)
+}
+
+/// A failover and a rebuild with every watch 1.5 s behind the writes, driven by the whole controller
+/// (monitor wake-ups, watch triggers, requeues): every action happens once and nothing goes backwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_a_lagging_watch_a_failover_and_a_rebuild_happen_exactly_once() {
+    let w = World::new(Duration::from_millis(1500), true).await;
+    let (a, b, projector) = full_with_pods(&w).await;
     w.wait("provisioned", Duration::from_secs(20), |w| w.deployments().len() == 5).await;
     w.make_ready();
     w.wait("available", Duration::from_secs(20), |w| w.status("social")["phase"] == "Available").await;
@@ -447,14 +454,7 @@ async fn a_scaled_cluster_s_ingesters_scale_one_deployment_each_under_a_lagging_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_leader_finishes_the_promotion_a_dead_leader_began() {
     let w = World::new(Duration::from_millis(300), false).await;
-    let targets = ["primary", "standby"];
-    let (a, b) = (FakePod::read_api("primary", &targets).await, FakePod::read_api("primary", &targets).await);
-    let projector = FakePod::projector(&targets).await;
-    let mut sc = example("full.yaml");
-    sc["spec"]["rebuild"] = Value::Null;
-    w.api.put(SC, NS, "socialclusters", sc);
-    pods::register(&w.api, NS, "social", "social-read-api", &[a.port, b.port]);
-    pods::register(&w.api, NS, "social", "social-projector", &[projector.port]);
+    let (a, b, projector) = full_with_pods(&w).await;
     w.reconcile("social").await;
     w.settle().await;
     w.make_ready();
