@@ -164,16 +164,28 @@ impl Http {
     }
 }
 
-/// Register users `{prefix}0..n` through the API and wait until all are committed.
+/// Register users `{prefix}0..n` through the API and wait until all are committed. Each registration has
+/// an idempotency key and is retried on 503 for up to 30 s, as a well-behaved client does (a queue that is
+/// still electing its leader refuses writes for a moment).
 pub async fn register_users(http: &Http, prefix: &str, n: usize) -> Vec<(String, String)> {
     let mut users = Vec::new();
     let mut ids = Vec::new();
     for i in 0..n {
         let user = format!("{prefix}{i}");
         let tok = token(&user);
-        let (code, body) = http
-            .call("POST", "/v1/users", Some(&tok), Some(serde_json::json!({"handle": format!("user_{}", user.to_lowercase()), "display_name": user})), &[])
-            .await;
+        let key = format!("register-{user}");
+        let request =
+            serde_json::json!({"handle": format!("user_{}", user.to_lowercase()), "display_name": user});
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let (code, body) = loop {
+            let headers = [("idempotency-key", key.as_str())];
+            let (code, body) =
+                http.call("POST", "/v1/users", Some(&tok), Some(request.clone()), &headers).await;
+            if code != 503 || tokio::time::Instant::now() > deadline {
+                break (code, body);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         assert_eq!(code, 202, "{body}");
         ids.push((tok.clone(), body["command_id"].as_str().unwrap().to_owned()));
         users.push((user, tok));
